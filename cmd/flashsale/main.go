@@ -25,7 +25,8 @@ func newRootCommand() *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.AddCommand(
-	// Subcommands register here: node, cluster, broker, bench, reconcile.
+		newNodeCommand(),
+		newConfigCommand(),
 	)
 	return root
 }
