@@ -177,4 +177,3 @@ func (s *Server) respondOrder(c *gin.Context, o flashsale.Order, err error) {
 	}
 	c.JSON(http.StatusOK, view(o))
 }
-

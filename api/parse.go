@@ -132,4 +132,3 @@ func queryUser(raw string) (string, error) {
 func fieldErr(name string) error {
 	return flashsale.Errorf(flashsale.EINVALID, "%s must be 1-64 characters of [A-Za-z0-9_-:@]", name)
 }
-

@@ -44,7 +44,7 @@ type Deps struct {
 
 // Server routes HTTP requests to the services. Create it with New.
 type Server struct {
-	cfg      Config
+	cfg Config
 	Deps
 	log      *slog.Logger
 	engine   *gin.Engine
