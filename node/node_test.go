@@ -1,247 +1,44 @@
 package node_test
 
 import (
-	"bufio"
-	"context"
-	"encoding/json"
-	"fmt"
-	"io"
-	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/flashsale/flashsale/configs"
-	"github.com/flashsale/flashsale/internal/testenv"
-	"github.com/flashsale/flashsale/node"
-	"github.com/flashsale/flashsale/order"
-	"github.com/segmentio/kafka-go"
+	"github.com/flashsale/flashsale/internal/e2e"
 )
-
-const adminToken = "test-admin"
-
-type env struct {
-	redis *testenv.Redis
-	kafka *testenv.Kafka
-}
-
-func newEnv(t *testing.T) *env {
-	return &env{redis: testenv.StartRedis(t, false), kafka: testenv.StartKafka(t, "flashsale.orders")}
-}
-
-type testNode struct {
-	*node.Node
-	url     string
-	statlog string
-	stop    func()
-}
-
-// start runs a node with the real wiring on a free port.
-func (e *env) start(t *testing.T, id string, mutate func(*configs.Config)) *testNode {
-	t.Helper()
-	cfg, err := configs.Load(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.Node.ID = id
-	cfg.HTTP.Addr = "127.0.0.1:0"
-	cfg.Redis.Addrs = []string{e.redis.Addr}
-	cfg.Kafka.Brokers = []string{e.kafka.Addr}
-	cfg.Admin.Token = adminToken
-	cfg.StatLog.Path = filepath.Join(t.TempDir(), id+"-stat.log")
-	cfg.Expiry.RetryDelay = 200 * time.Millisecond
-	cfg.Log.Level = "error"
-	if mutate != nil {
-		mutate(cfg)
-	}
-	n, err := node.Open(cfg, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- n.Run(ctx) }()
-	tn := &testNode{Node: n, url: "http://" + n.Addr(), statlog: cfg.StatLog.Path}
-	var once sync.Once
-	tn.stop = func() {
-		once.Do(func() {
-			cancel()
-			if err := <-done; err != nil {
-				t.Errorf("node %s stopped with error: %v", id, err)
-			}
-		})
-	}
-	t.Cleanup(tn.stop)
-	return tn
-}
-
-var client = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 512}}
-
-type reply struct {
-	status int
-	body   map[string]any
-	raw    string
-}
-
-func (r reply) code() string {
-	if e, ok := r.body["error"].(map[string]any); ok {
-		s, _ := e["code"].(string)
-		return s
-	}
-	return ""
-}
-
-func do(t testing.TB, method, url, body string, hdr ...string) reply {
-	req, err := http.NewRequest(method, url, strings.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := 0; i+1 < len(hdr); i += 2 {
-		req.Header.Set(hdr[i], hdr[i+1])
-	}
-	resp, err := client.Do(req)
-	if err != nil {
-		t.Errorf("%s %s: %v", method, url, err)
-		return reply{}
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	r := reply{status: resp.StatusCode, raw: string(b)}
-	_ = json.Unmarshal(b, &r.body)
-	return r
-}
-
-func createSale(t *testing.T, url, body string) {
-	t.Helper()
-	if r := do(t, "POST", url+"/v1/sales", body, "Authorization", "Bearer "+adminToken); r.status != 201 {
-		t.Fatalf("create sale: %d %s", r.status, r.raw)
-	}
-}
-
-type books struct {
-	Stock, Remaining, Pending, Paid, Expired, Cancelled, Aborted int64
-}
-
-func getBooks(t *testing.T, url, sale string) books {
-	t.Helper()
-	r := do(t, "GET", url+"/v1/sales/"+sale, "")
-	if r.status != 200 {
-		t.Fatalf("get sale: %d %s", r.status, r.raw)
-	}
-	var b books
-	raw, _ := json.Marshal(r.body)
-	_ = json.Unmarshal(raw, &b)
-	return b
-}
-
-// hammer sends one buy per user from many goroutines (bounded by workers)
-// and returns the replies by user.
-func hammer(t *testing.T, urls []string, sale string, users []string, workers int) []reply {
-	out := make([]reply, len(users))
-	var wg sync.WaitGroup
-	next := make(chan int)
-	for w := 0; w < workers; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range next {
-				url := urls[i%len(urls)]
-				if i%2 == 0 {
-					out[i] = do(t, "POST", url+"/v1/sales/"+sale+"/buy", `{"user_id":"`+users[i]+`"}`)
-				} else {
-					out[i] = do(t, "GET", url+"/v1/sales/"+sale+"/buy?user_id="+users[i], "")
-				}
-			}
-		}()
-	}
-	for i := range users {
-		next <- i
-	}
-	close(next)
-	wg.Wait()
-	return out
-}
-
-func count(rs []reply) map[string]int {
-	m := map[string]int{}
-	for _, r := range rs {
-		if r.status == 201 {
-			m["ok"]++
-		} else {
-			m[r.code()]++
-		}
-	}
-	return m
-}
-
-// readEvents reads order.created events from the topic until it has n or
-// the wait runs out.
-func readEvents(t *testing.T, broker string, n int, wait time.Duration) map[string]order.Event {
-	t.Helper()
-	r := kafka.NewReader(kafka.ReaderConfig{Brokers: []string{broker}, Topic: "flashsale.orders",
-		GroupID: fmt.Sprintf("test-%d", time.Now().UnixNano()), StartOffset: kafka.FirstOffset, MaxWait: 100 * time.Millisecond})
-	defer r.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), wait)
-	defer cancel()
-	out := map[string]order.Event{}
-	for len(out) < n {
-		m, err := r.ReadMessage(ctx)
-		if err != nil {
-			break
-		}
-		ev, err := order.ParseEvent(m.Value)
-		if err != nil {
-			t.Fatalf("bad event %s: %v", m.Value, err)
-		}
-		if _, dup := out[ev.OrderID]; dup {
-			t.Fatalf("order %s published twice", ev.OrderID)
-		}
-		out[ev.OrderID] = ev
-	}
-	return out
-}
-
-func users(prefix string, n int) []string {
-	u := make([]string, n)
-	for i := range u {
-		u[i] = fmt.Sprintf("%s%d", prefix, i)
-	}
-	return u
-}
 
 // Invariant: 2,000 distinct buyers, 500 units → exactly 500 orders, each in
 // Redis and on Kafka once, remaining 0, and stat.log tells the same story.
 func TestConcurrentBuyersExactBooks(t *testing.T) {
-	e := newEnv(t)
-	n := e.start(t, "n1", nil)
-	createSale(t, n.url, `{"id":"s1","name":"G1234","stock":500,"price_cents":55300}`)
+	e := e2e.NewEnv(t)
+	n := e.StartNode(t, "n1", nil)
+	e2e.CreateSale(t, n.URL, `{"id":"s1","name":"G1234","stock":500,"price_cents":55300}`)
 
-	rs := hammer(t, []string{n.url}, "s1", users("u", 2000), 256)
-	c := count(rs)
+	rs := e2e.Hammer(t, []string{n.URL}, "s1", e2e.Users("u", 2000), 256)
+	c := e2e.Count(rs)
 	if c["ok"] != 500 || c["sold_out"] != 1500 {
 		t.Fatalf("outcomes = %v, want 500 ok and 1500 sold_out", c)
 	}
-	b := getBooks(t, n.url, "s1")
+	b := e2e.GetBooks(t, n.URL, "s1")
 	if b.Remaining != 0 || b.Pending != 500 || b.Remaining+b.Pending+b.Paid != b.Stock {
 		t.Fatalf("books = %+v", b)
 	}
 	ids := map[string]string{}
 	for _, r := range rs {
-		if r.status == 201 {
-			id := r.body["order_id"].(string)
+		if r.Status == 201 {
+			id := r.Body["order_id"].(string)
 			if _, dup := ids[id]; dup {
 				t.Fatalf("order id %s handed out twice", id)
 			}
-			ids[id] = r.body["user_id"].(string)
-			if g := do(t, "GET", n.url+"/v1/orders/"+id, ""); g.status != 200 || g.body["status"] != "pending" || g.body["user_id"] != ids[id] {
-				t.Fatalf("order %s in Redis: %d %s", id, g.status, g.raw)
+			ids[id] = r.Body["user_id"].(string)
+			if g := e2e.Do(t, "GET", n.URL+"/v1/orders/"+id, ""); g.Status != 200 || g.Body["status"] != "pending" || g.Body["user_id"] != ids[id] {
+				t.Fatalf("order %s in Redis: %d %s", id, g.Status, g.Raw)
 			}
 		}
 	}
-	events := readEvents(t, e.kafka.Addr, 501, 3*time.Second)
+	events := e2e.ReadEvents(t, e.Kafka.Addr, 501, 3*time.Second)
 	if len(events) != 500 {
 		t.Fatalf("%d order events on Kafka, want 500", len(events))
 	}
@@ -250,61 +47,42 @@ func TestConcurrentBuyersExactBooks(t *testing.T) {
 			t.Fatalf("success %s (user %s) has event %+v", id, user, ev)
 		}
 	}
-	n.stop() // graceful: stat.log flushed
-	lines := readStatLog(t, n.statlog)
+	n.Stop() // graceful: stat.log flushed
+	lines := e2e.ReadStatLog(t, n.StatLog)
 	if lines["ok"] != 500 || lines["sold_out"] != 1500 {
 		t.Fatalf("stat.log outcomes = %v", lines)
 	}
 }
 
-func readStatLog(t *testing.T, path string) map[string]int {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	m := map[string]int{}
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		var rec struct{ Result string }
-		if err := json.Unmarshal(sc.Bytes(), &rec); err != nil {
-			t.Fatalf("stat.log line %q: %v", sc.Text(), err)
-		}
-		m[rec.Result]++
-	}
-	return m
-}
-
 // Invariant: one user hammering gets exactly per_user_limit orders.
 func TestSameUserGetsExactlyTheLimit(t *testing.T) {
-	e := newEnv(t)
-	n := e.start(t, "n1", nil)
-	createSale(t, n.url, `{"id":"lim","stock":100,"per_user_limit":3}`)
+	e := e2e.NewEnv(t)
+	n := e.StartNode(t, "n1", nil)
+	e2e.CreateSale(t, n.URL, `{"id":"lim","stock":100,"per_user_limit":3}`)
 	same := make([]string, 300)
 	for i := range same {
 		same[i] = "greedy"
 	}
-	c := count(hammer(t, []string{n.url}, "lim", same, 64))
+	c := e2e.Count(e2e.Hammer(t, []string{n.URL}, "lim", same, 64))
 	if c["ok"] != 3 || c["limit_reached"] != 297 {
 		t.Fatalf("outcomes = %v, want 3 ok", c)
 	}
-	if b := getBooks(t, n.url, "lim"); b.Remaining != 97 || b.Pending != 3 {
+	if b := e2e.GetBooks(t, n.URL, "lim"); b.Remaining != 97 || b.Pending != 3 {
 		t.Fatalf("books = %+v", b)
 	}
 }
 
 // Invariant: two nodes selling one sale never sell more than the stock.
 func TestTwoNodesOneSale(t *testing.T) {
-	e := newEnv(t)
-	a := e.start(t, "a", nil)
-	b := e.start(t, "b", nil)
-	createSale(t, a.url, `{"id":"two","stock":300}`)
-	c := count(hammer(t, []string{a.url, b.url}, "two", users("x", 1200), 128))
+	e := e2e.NewEnv(t)
+	a := e.StartNode(t, "a", nil)
+	b := e.StartNode(t, "b", nil)
+	e2e.CreateSale(t, a.URL, `{"id":"two","stock":300}`)
+	c := e2e.Count(e2e.Hammer(t, []string{a.URL, b.URL}, "two", e2e.Users("x", 1200), 128))
 	if c["ok"] != 300 {
 		t.Fatalf("outcomes = %v, want 300 ok", c)
 	}
-	if bk := getBooks(t, b.url, "two"); bk.Remaining != 0 || bk.Pending != 300 {
+	if bk := e2e.GetBooks(t, b.URL, "two"); bk.Remaining != 0 || bk.Pending != 300 {
 		t.Fatalf("books = %+v", bk)
 	}
 }
@@ -312,29 +90,29 @@ func TestTwoNodesOneSale(t *testing.T) {
 // Invariant: unpaid orders come back to stock after their deadline, once,
 // and are sold again; paid ones stay sold.
 func TestUnpaidOrdersReturnAndSellAgain(t *testing.T) {
-	e := newEnv(t)
-	n := e.start(t, "n1", func(c *configs.Config) { c.Stock.RefreshInterval = 10 * time.Millisecond })
-	createSale(t, n.url, `{"id":"exp","stock":20,"pay_timeout":"1s"}`)
-	rs := hammer(t, []string{n.url}, "exp", users("first", 20), 8)
+	e := e2e.NewEnv(t)
+	n := e.StartNode(t, "n1", func(c *configs.Config) { c.Stock.RefreshInterval = 10 * time.Millisecond })
+	e2e.CreateSale(t, n.URL, `{"id":"exp","stock":20,"pay_timeout":"1s"}`)
+	rs := e2e.Hammer(t, []string{n.URL}, "exp", e2e.Users("first", 20), 8)
 	paid := 0
 	for _, r := range rs {
-		if r.status != 201 {
-			t.Fatalf("first wave: %d %s", r.status, r.raw)
+		if r.Status != 201 {
+			t.Fatalf("first wave: %d %s", r.Status, r.Raw)
 		}
 		if paid < 5 {
-			if p := do(t, "POST", n.url+"/v1/orders/"+r.body["order_id"].(string)+"/pay", ""); p.status != 200 || p.body["status"] != "paid" {
-				t.Fatalf("pay: %d %s", p.status, p.raw)
+			if p := e2e.Do(t, "POST", n.URL+"/v1/orders/"+r.Body["order_id"].(string)+"/pay", ""); p.Status != 200 || p.Body["status"] != "paid" {
+				t.Fatalf("pay: %d %s", p.Status, p.Raw)
 			}
 			paid++
 		}
 	}
-	if c := count(hammer(t, []string{n.url}, "exp", []string{"late"}, 1)); c["sold_out"] != 1 {
+	if c := e2e.Count(e2e.Hammer(t, []string{n.URL}, "exp", []string{"late"}, 1)); c["sold_out"] != 1 {
 		t.Fatalf("before expiry the sale is sold out: %v", c)
 	}
 	deadline := time.Now().Add(10 * time.Second)
-	var b books
+	var b e2e.Books
 	for time.Now().Before(deadline) {
-		if b = getBooks(t, n.url, "exp"); b.Expired == 15 {
+		if b = e2e.GetBooks(t, n.URL, "exp"); b.Expired == 15 {
 			break
 		}
 		time.Sleep(100 * time.Millisecond)
@@ -344,15 +122,15 @@ func TestUnpaidOrdersReturnAndSellAgain(t *testing.T) {
 	}
 	// Paying an expired order is 410 and changes nothing.
 	for _, r := range rs[5:6] {
-		if p := do(t, "POST", n.url+"/v1/orders/"+r.body["order_id"].(string)+"/pay", ""); p.status != 410 || p.code() != "expired" {
-			t.Fatalf("pay after expiry: %d %s", p.status, p.raw)
+		if p := e2e.Do(t, "POST", n.URL+"/v1/orders/"+r.Body["order_id"].(string)+"/pay", ""); p.Status != 410 || p.Code() != "expired" {
+			t.Fatalf("pay after expiry: %d %s", p.Status, p.Raw)
 		}
 	}
-	c := count(hammer(t, []string{n.url}, "exp", users("second", 40), 8))
+	c := e2e.Count(e2e.Hammer(t, []string{n.URL}, "exp", e2e.Users("second", 40), 8))
 	if c["ok"] != 15 {
 		t.Fatalf("second wave outcomes = %v, want the 15 returned units sold again", c)
 	}
-	b = getBooks(t, n.url, "exp")
+	b = e2e.GetBooks(t, n.URL, "exp")
 	if b.Remaining != 0 || b.Pending != 15 || b.Paid != 5 || b.Expired != 15 {
 		t.Fatalf("final books = %+v", b)
 	}
@@ -361,29 +139,29 @@ func TestUnpaidOrdersReturnAndSellAgain(t *testing.T) {
 // Invariant: with the broker gone mid-sale, every buy either succeeds (its
 // event acked) or fails with its unit back; nothing is stranded.
 func TestKafkaDownStrandsNothing(t *testing.T) {
-	e := newEnv(t)
-	n := e.start(t, "n1", func(c *configs.Config) {
+	e := e2e.NewEnv(t)
+	n := e.StartNode(t, "n1", func(c *configs.Config) {
 		c.Kafka.WriteTimeout = 500 * time.Millisecond
 		c.Kafka.MaxAttempts = 1
 		c.Stock.RefreshInterval = 10 * time.Millisecond
 	})
-	createSale(t, n.url, `{"id":"kd","stock":400,"pay_timeout":"1s"}`)
-	first := count(hammer(t, []string{n.url}, "kd", users("a", 100), 16))
-	e.kafka.Stop()
-	down := count(hammer(t, []string{n.url}, "kd", users("b", 100), 16))
+	e2e.CreateSale(t, n.URL, `{"id":"kd","stock":400,"pay_timeout":"1s"}`)
+	first := e2e.Count(e2e.Hammer(t, []string{n.URL}, "kd", e2e.Users("a", 100), 16))
+	e.Kafka.Stop()
+	down := e2e.Count(e2e.Hammer(t, []string{n.URL}, "kd", e2e.Users("b", 100), 16))
 	if down["ok"] != 0 || down["unavailable"] != 100 {
 		t.Fatalf("with the broker down: %v, want all 503 unavailable", down)
 	}
-	b := getBooks(t, n.url, "kd")
+	b := e2e.GetBooks(t, n.URL, "kd")
 	if b.Pending != int64(first["ok"]) || b.Aborted != 100 || b.Remaining+b.Pending+b.Paid != b.Stock {
 		t.Fatalf("books with broker down = %+v (first wave %v)", b, first)
 	}
-	e.kafka.Restart()
+	e.Kafka.Restart()
 	// The restarted broker lost the first wave's events: the sweeper is the
 	// backstop that returns them after deadline + grace.
 	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {
-		if b = getBooks(t, n.url, "kd"); b.Remaining == b.Stock {
+		if b = e2e.GetBooks(t, n.URL, "kd"); b.Remaining == b.Stock {
 			break
 		}
 		time.Sleep(200 * time.Millisecond)
@@ -391,7 +169,7 @@ func TestKafkaDownStrandsNothing(t *testing.T) {
 	if b.Remaining != 400 || b.Pending != 0 {
 		t.Fatalf("after recovery books = %+v, want every unit back", b)
 	}
-	after := count(hammer(t, []string{n.url}, "kd", users("c", 50), 8))
+	after := e2e.Count(e2e.Hammer(t, []string{n.URL}, "kd", e2e.Users("c", 50), 8))
 	if after["ok"] != 50 {
 		t.Fatalf("after the broker came back: %v", after)
 	}
@@ -399,10 +177,10 @@ func TestKafkaDownStrandsNothing(t *testing.T) {
 
 // Bad input gets a clear JSON error with the right status and changes nothing.
 func TestBadInputChangesNothing(t *testing.T) {
-	e := newEnv(t)
-	n := e.start(t, "n1", nil)
-	createSale(t, n.url, `{"id":"ok","stock":10}`)
-	auth := []string{"Authorization", "Bearer " + adminToken}
+	e := e2e.NewEnv(t)
+	n := e.StartNode(t, "n1", nil)
+	e2e.CreateSale(t, n.URL, `{"id":"ok","stock":10}`)
+	auth := []string{"Authorization", "Bearer " + e2e.AdminToken}
 	long := strings.Repeat("x", 65)
 	cases := []struct {
 		name, method, path, body string
@@ -438,43 +216,43 @@ func TestBadInputChangesNothing(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			r := do(t, tc.method, n.url+tc.path, tc.body, tc.hdr...)
-			if r.status != tc.status || r.code() != tc.code {
-				t.Fatalf("%d %s, want %d %s", r.status, r.raw, tc.status, tc.code)
+			r := e2e.Do(t, tc.method, n.URL+tc.path, tc.body, tc.hdr...)
+			if r.Status != tc.status || r.Code() != tc.code {
+				t.Fatalf("%d %s, want %d %s", r.Status, r.Raw, tc.status, tc.code)
 			}
-			if msg, _ := r.body["error"].(map[string]any)["message"].(string); msg == "" {
-				t.Fatalf("no message in %s", r.raw)
+			if msg, _ := r.Body["error"].(map[string]any)["message"].(string); msg == "" {
+				t.Fatalf("no message in %s", r.Raw)
 			}
 		})
 	}
-	if b := getBooks(t, n.url, "ok"); b != (books{Stock: 10, Remaining: 10}) {
+	if b := e2e.GetBooks(t, n.URL, "ok"); b != (e2e.Books{Stock: 10, Remaining: 10}) {
 		t.Fatalf("books changed by bad input: %+v", b)
 	}
-	if r := do(t, "GET", n.url+"/v1/sales/y", ""); r.status != 404 {
-		t.Fatalf("a rejected sale was created: %d", r.status)
+	if r := e2e.Do(t, "GET", n.URL+"/v1/sales/y", ""); r.Status != 404 {
+		t.Fatalf("a rejected sale was created: %d", r.Status)
 	}
 }
 
 // Redis down: buys answer 503 quickly, never hang; it recovers by itself.
 func TestRedisDownAnswersFast(t *testing.T) {
-	e := newEnv(t)
-	n := e.start(t, "n1", nil)
-	createSale(t, n.url, `{"id":"rd","stock":100}`)
-	if c := count(hammer(t, []string{n.url}, "rd", users("a", 10), 4)); c["ok"] != 10 {
+	e := e2e.NewEnv(t)
+	n := e.StartNode(t, "n1", nil)
+	e2e.CreateSale(t, n.URL, `{"id":"rd","stock":100}`)
+	if c := e2e.Count(e2e.Hammer(t, []string{n.URL}, "rd", e2e.Users("a", 10), 4)); c["ok"] != 10 {
 		t.Fatalf("before: %v", c)
 	}
-	e.redis.Kill()
+	e.Redis.Kill()
 	start := time.Now()
-	c := count(hammer(t, []string{n.url}, "rd", users("b", 40), 8))
+	c := e2e.Count(e2e.Hammer(t, []string{n.URL}, "rd", e2e.Users("b", 40), 8))
 	if took := time.Since(start); c["unavailable"] != 40 || took > 8*time.Second {
 		t.Fatalf("with Redis down: %v in %v, want fast 503s", c, took)
 	}
-	if r := do(t, "GET", n.url+"/readyz", ""); r.status != 503 {
-		t.Fatalf("readyz with Redis down: %d", r.status)
+	if r := e2e.Do(t, "GET", n.URL+"/readyz", ""); r.Status != 503 {
+		t.Fatalf("readyz with Redis down: %d", r.Status)
 	}
-	e.redis.Restart() // no AOF: a fresh, empty Redis
-	createSale(t, n.url, `{"id":"rd2","stock":5}`)
-	if c := count(hammer(t, []string{n.url}, "rd2", users("c", 10), 4)); c["ok"] != 5 {
+	e.Redis.Restart() // no AOF: a fresh, empty Redis
+	e2e.CreateSale(t, n.URL, `{"id":"rd2","stock":5}`)
+	if c := e2e.Count(e2e.Hammer(t, []string{n.URL}, "rd2", e2e.Users("c", 10), 4)); c["ok"] != 5 {
 		t.Fatalf("after Redis came back: %v", c)
 	}
 }

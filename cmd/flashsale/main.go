@@ -27,6 +27,7 @@ func newRootCommand() *cobra.Command {
 	root.AddCommand(
 		newNodeCommand(),
 		newConfigCommand(),
+		newReconcileCommand(),
 	)
 	return root
 }

@@ -1,0 +1,248 @@
+// Package e2e has the helpers of flashsale's end-to-end tests: real nodes
+// (the same wiring as `flashsale node`) on a real redis-server and a kfake
+// broker, driven over HTTP.
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/flashsale/flashsale/configs"
+	"github.com/flashsale/flashsale/internal/testenv"
+	"github.com/flashsale/flashsale/node"
+	"github.com/flashsale/flashsale/order"
+	"github.com/segmentio/kafka-go"
+)
+
+// AdminToken is the admin token of every test node.
+const AdminToken = "test-admin"
+
+// Env is one real Redis and one real broker shared by a test's nodes.
+type Env struct {
+	Redis *testenv.Redis
+	Kafka *testenv.Kafka
+}
+
+// NewEnv starts Redis (without AOF) and a broker with the order topic.
+func NewEnv(t *testing.T) *Env {
+	return &Env{Redis: testenv.StartRedis(t, false), Kafka: testenv.StartKafka(t, "flashsale.orders")}
+}
+
+// Node is a node started by a test.
+type Node struct {
+	*node.Node
+	URL     string
+	StatLog string
+	Stop    func() // graceful stop; also run at cleanup
+}
+
+// StartNode runs a node with the real wiring on a free port.
+func (e *Env) StartNode(t *testing.T, id string, mutate func(*configs.Config)) *Node {
+	t.Helper()
+	cfg, err := configs.Load(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Node.ID = id
+	cfg.HTTP.Addr = "127.0.0.1:0"
+	cfg.Redis.Addrs = []string{e.Redis.Addr}
+	cfg.Kafka.Brokers = []string{e.Kafka.Addr}
+	cfg.Admin.Token = AdminToken
+	cfg.StatLog.Path = filepath.Join(t.TempDir(), id+"-stat.log")
+	cfg.Expiry.RetryDelay = 200 * time.Millisecond
+	cfg.Log.Level = "error"
+	if mutate != nil {
+		mutate(cfg)
+	}
+	n, err := node.Open(cfg, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- n.Run(ctx) }()
+	tn := &Node{Node: n, URL: "http://" + n.Addr(), StatLog: cfg.StatLog.Path}
+	var once sync.Once
+	tn.Stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("node %s stopped with error: %v", id, err)
+			}
+		})
+	}
+	t.Cleanup(tn.Stop)
+	return tn
+}
+
+var client = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 512}}
+
+// Reply is a decoded HTTP response.
+type Reply struct {
+	Status int
+	Body   map[string]any
+	Raw    string
+}
+
+// Code is the error code of an error reply, "" otherwise.
+func (r Reply) Code() string {
+	if e, ok := r.Body["error"].(map[string]any); ok {
+		s, _ := e["code"].(string)
+		return s
+	}
+	return ""
+}
+
+// Do sends one request; a transport error fails the test.
+func Do(t testing.TB, method, url, body string, hdr ...string) Reply {
+	req, err := http.NewRequest(method, url, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Errorf("%s %s: %v", method, url, err)
+		return Reply{}
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	r := Reply{Status: resp.StatusCode, Raw: string(b)}
+	_ = json.Unmarshal(b, &r.Body)
+	return r
+}
+
+// CreateSale creates a sale through the admin API.
+func CreateSale(t *testing.T, url, body string) {
+	t.Helper()
+	if r := Do(t, "POST", url+"/v1/sales", body, "Authorization", "Bearer "+AdminToken); r.Status != 201 {
+		t.Fatalf("create sale: %d %s", r.Status, r.Raw)
+	}
+}
+
+// Books are a sale's counters as GET /v1/sales/{id} shows them.
+type Books struct {
+	Stock, Remaining, Pending, Paid, Expired, Cancelled, Aborted int64
+}
+
+// GetBooks reads a sale's books over HTTP.
+func GetBooks(t *testing.T, url, sale string) Books {
+	t.Helper()
+	r := Do(t, "GET", url+"/v1/sales/"+sale, "")
+	if r.Status != 200 {
+		t.Fatalf("get sale: %d %s", r.Status, r.Raw)
+	}
+	var b Books
+	raw, _ := json.Marshal(r.Body)
+	_ = json.Unmarshal(raw, &b)
+	return b
+}
+
+// Hammer sends one buy per user from many goroutines (bounded by workers)
+// and returns the replies by user.
+func Hammer(t *testing.T, urls []string, sale string, users []string, workers int) []Reply {
+	out := make([]Reply, len(users))
+	var wg sync.WaitGroup
+	next := make(chan int)
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				url := urls[i%len(urls)]
+				if i%2 == 0 {
+					out[i] = Do(t, "POST", url+"/v1/sales/"+sale+"/buy", `{"user_id":"`+users[i]+`"}`)
+				} else {
+					out[i] = Do(t, "GET", url+"/v1/sales/"+sale+"/buy?user_id="+users[i], "")
+				}
+			}
+		}()
+	}
+	for i := range users {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	return out
+}
+
+// Count tallies replies: "ok" for 201, else the error code.
+func Count(rs []Reply) map[string]int {
+	m := map[string]int{}
+	for _, r := range rs {
+		if r.Status == 201 {
+			m["ok"]++
+		} else {
+			m[r.Code()]++
+		}
+	}
+	return m
+}
+
+// ReadEvents reads order.created events from the topic until it has n or
+// the wait runs out.
+func ReadEvents(t *testing.T, broker string, n int, wait time.Duration) map[string]order.Event {
+	t.Helper()
+	r := kafka.NewReader(kafka.ReaderConfig{Brokers: []string{broker}, Topic: "flashsale.orders",
+		GroupID: fmt.Sprintf("test-%d", time.Now().UnixNano()), StartOffset: kafka.FirstOffset, MaxWait: 100 * time.Millisecond})
+	defer r.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	out := map[string]order.Event{}
+	for len(out) < n {
+		m, err := r.ReadMessage(ctx)
+		if err != nil {
+			break
+		}
+		ev, err := order.ParseEvent(m.Value)
+		if err != nil {
+			t.Fatalf("bad event %s: %v", m.Value, err)
+		}
+		if _, dup := out[ev.OrderID]; dup {
+			t.Fatalf("order %s published twice", ev.OrderID)
+		}
+		out[ev.OrderID] = ev
+	}
+	return out
+}
+
+// Users returns n user ids prefix0..prefixN-1.
+func Users(prefix string, n int) []string {
+	u := make([]string, n)
+	for i := range u {
+		u[i] = fmt.Sprintf("%s%d", prefix, i)
+	}
+	return u
+}
+
+// ReadStatLog tallies a stat.log's lines by result.
+func ReadStatLog(t *testing.T, path string) map[string]int {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	m := map[string]int{}
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		var rec struct{ Result string }
+		if err := json.Unmarshal(sc.Bytes(), &rec); err != nil {
+			t.Fatalf("stat.log line %q: %v", sc.Text(), err)
+		}
+		m[rec.Result]++
+	}
+	return m
+}

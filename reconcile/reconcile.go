@@ -1,0 +1,310 @@
+// Package reconcile proves a sale's books: it reads every node's stat.log,
+// the sale's state in Redis and the order events on Kafka, and checks the
+// invariants of MISSION.md — no oversell, conservation, per-user limit, every
+// success real (one order in Redis, one order.created on Kafka, and nothing
+// else), expiry exactly once and, when asked, no undersell.
+package reconcile
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"sort"
+	"strconv"
+
+	"github.com/flashsale/flashsale"
+	"github.com/flashsale/flashsale/lua"
+	"github.com/flashsale/flashsale/order"
+	"github.com/flashsale/flashsale/statlog"
+	"github.com/flashsale/flashsale/stock"
+	"github.com/redis/go-redis/v9"
+)
+
+// Input says where the evidence is.
+type Input struct {
+	Sale          string
+	Redis         redis.UniversalClient
+	Brokers       []string
+	Topic         string
+	StatLogs      []string // every node's stat.log
+	Killed        []string // nodes known to have been killed (their unflushed lines may be missing)
+	ExpectSellout bool     // demand exceeded supply: every unit must be paid or pending
+}
+
+// Check is one invariant's verdict.
+type Check struct {
+	Name   string   `json:"name"`
+	OK     bool     `json:"ok"`
+	Detail string   `json:"detail"`
+	Sample []string `json:"sample,omitempty"` // a few offending ids
+}
+
+// NodeSummary is what one node's stat.log says it answered.
+type NodeSummary struct {
+	Node      string         `json:"node"`
+	Files     []string       `json:"files"`
+	Lines     int            `json:"lines"`
+	OK        int            `json:"ok"`
+	SoldOut   int            `json:"sold_out"`
+	Results   map[string]int `json:"results"`
+	Malformed int            `json:"malformed"`
+	Truncated bool           `json:"truncated"`
+	Killed    bool           `json:"killed"`
+}
+
+// Report is the outcome of a reconciliation.
+type Report struct {
+	Sale       string          `json:"sale"`
+	Books      flashsale.Books `json:"books"`
+	Orders     map[string]int  `json:"orders_by_status"`
+	Nodes      []*NodeSummary  `json:"nodes"`
+	Events     int             `json:"order_created_events"`
+	Checks     []Check         `json:"checks"`
+	Warnings   []string        `json:"warnings,omitempty"`
+	OK         bool            `json:"ok"`
+	UnloggedBy map[string]int  `json:"orders_without_statlog_line_by_node,omitempty"`
+	PerUserMax int64           `json:"per_user_max_active"`
+	SaleLimit  int64           `json:"per_user_limit"`
+}
+
+type orderRec struct {
+	id  string
+	rec lua.Record
+}
+
+// Run gathers the evidence and checks the books.
+func Run(ctx context.Context, in Input) (*Report, error) {
+	sale, books, err := stock.LoadSale(ctx, in.Redis, in.Sale)
+	if err != nil {
+		return nil, fmt.Errorf("sale %q: %w", in.Sale, err)
+	}
+	keys := lua.KeysFor(in.Sale)
+	raw, err := in.Redis.HGetAll(ctx, keys.Orders).Result()
+	if err != nil {
+		return nil, fmt.Errorf("orders of %q: %w", in.Sale, err)
+	}
+	held, err := in.Redis.HGetAll(ctx, keys.Users).Result()
+	if err != nil {
+		return nil, fmt.Errorf("users of %q: %w", in.Sale, err)
+	}
+	seq, _ := in.Redis.HGet(ctx, keys.Meta, "seq").Int64()
+	orders := map[string]orderRec{}
+	for n, s := range raw {
+		num, _ := strconv.ParseInt(n, 10, 64)
+		r, err := lua.ParseRecord(s)
+		if err != nil {
+			return nil, err
+		}
+		id := flashsale.OrderID(in.Sale, num)
+		orders[id] = orderRec{id: id, rec: r}
+	}
+	var events *EventLog
+	if len(in.Brokers) > 0 {
+		if events, err = ReadEvents(ctx, in.Brokers, in.Topic); err != nil {
+			return nil, err
+		}
+	}
+
+	rep := &Report{Sale: in.Sale, Books: books, Orders: map[string]int{}, SaleLimit: sale.PerUserLimit,
+		UnloggedBy: map[string]int{}}
+	killed := map[string]bool{}
+	for _, k := range in.Killed {
+		killed[k] = true
+	}
+	// stat.log: ok lines by order id, and what every node answered.
+	okLines := map[string][]statlog.Record{}
+	undoneLines := map[string]statlog.Record{}
+	nodes := map[string]*NodeSummary{}
+	for _, path := range in.StatLogs {
+		f, err := os.Open(path)
+		if err != nil {
+			return nil, fmt.Errorf("stat.log: %w", err)
+		}
+		var fileNode *NodeSummary
+		st, err := statlog.Read(f, func(r statlog.Record) error {
+			ns := nodes[r.Node]
+			if ns == nil {
+				ns = &NodeSummary{Node: r.Node, Results: map[string]int{}, Killed: killed[r.Node]}
+				nodes[r.Node] = ns
+			}
+			if fileNode != ns {
+				if fileNode == nil {
+					ns.Files = append(ns.Files, path)
+				}
+				fileNode = ns
+			}
+			if r.Kind != "buy" || r.Sale != in.Sale {
+				return nil
+			}
+			ns.Lines++
+			ns.Results[r.Result]++
+			switch r.Result {
+			case "ok":
+				ns.OK++
+				okLines[r.Order] = append(okLines[r.Order], r)
+			case flashsale.ESOLDOUT:
+				ns.SoldOut++
+			default:
+				if r.Order != "" {
+					undoneLines[r.Order] = r
+				}
+			}
+			return nil
+		})
+		f.Close()
+		if err != nil {
+			return nil, fmt.Errorf("read %s: %w", path, err)
+		}
+		if fileNode != nil {
+			fileNode.Malformed += st.Malformed
+			fileNode.Truncated = fileNode.Truncated || st.Truncated
+		} else if st.Truncated || st.Malformed > 0 {
+			rep.Warnings = append(rep.Warnings, fmt.Sprintf("%s: no readable line (truncated=%v, malformed=%d)", path, st.Truncated, st.Malformed))
+		}
+	}
+	for _, ns := range nodes {
+		rep.Nodes = append(rep.Nodes, ns)
+	}
+	sort.Slice(rep.Nodes, func(i, j int) bool { return rep.Nodes[i].Node < rep.Nodes[j].Node })
+
+	// Recount Redis from the order records.
+	count := map[byte]int64{}
+	active := map[string]int64{}
+	for _, o := range orders {
+		count[o.rec.Status]++
+		rep.Orders[string(order.StatusOf(o.rec.Status))]++
+		if o.rec.Status == lua.StatusPending || o.rec.Status == lua.StatusPaid {
+			active[o.rec.User]++
+		}
+	}
+	add := func(name string, ok bool, detail string, sample []string) {
+		if len(sample) > 5 {
+			sample = sample[:5]
+		}
+		rep.Checks = append(rep.Checks, Check{Name: name, OK: ok, Detail: detail, Sample: sample})
+	}
+	b := books
+	add("no_oversell", b.Pending+b.Paid <= b.Stock && b.Remaining >= 0,
+		fmt.Sprintf("pending %d + paid %d <= stock %d, remaining %d >= 0", b.Pending, b.Paid, b.Stock, b.Remaining), nil)
+	add("conservation", b.Balanced(),
+		fmt.Sprintf("remaining %d + pending %d + paid %d = %d (stock %d)", b.Remaining, b.Pending, b.Paid, b.Remaining+b.Pending+b.Paid, b.Stock), nil)
+	countersOK := count[lua.StatusPending] == b.Pending && count[lua.StatusPaid] == b.Paid &&
+		count[lua.StatusExpired] == b.Expired && count[lua.StatusCancelled] == b.Cancelled &&
+		count[lua.StatusAborted] == b.Aborted && int64(len(orders)) == seq
+	add("counters_match_orders", countersOK, fmt.Sprintf("records: %d pending, %d paid, %d expired, %d cancelled, %d aborted of %d (seq %d)",
+		count[lua.StatusPending], count[lua.StatusPaid], count[lua.StatusExpired], count[lua.StatusCancelled], count[lua.StatusAborted], len(orders), seq), nil)
+	add("expired_released_once", count[lua.StatusExpired] == b.Expired && b.Balanced(),
+		fmt.Sprintf("%d expired orders, counter %d, each unit returned once (conservation holds: %v)", count[lua.StatusExpired], b.Expired, b.Balanced()), nil)
+
+	var overLimit []string
+	var heldMismatch []string
+	for u, n := range active {
+		rep.PerUserMax = max(rep.PerUserMax, n)
+		if n > sale.PerUserLimit {
+			overLimit = append(overLimit, fmt.Sprintf("%s holds %d", u, n))
+		}
+		if h, _ := strconv.ParseInt(held[u], 10, 64); h != n {
+			heldMismatch = append(heldMismatch, fmt.Sprintf("%s: slots %d, active orders %d", u, h, n))
+		}
+	}
+	for u, h := range held {
+		if active[u] == 0 {
+			heldMismatch = append(heldMismatch, fmt.Sprintf("%s: slots %s, no active order", u, h))
+		}
+	}
+	sort.Strings(overLimit)
+	sort.Strings(heldMismatch)
+	add("per_user_limit", len(overLimit) == 0, fmt.Sprintf("%d users with active orders, most held by one %d, limit %d",
+		len(active), rep.PerUserMax, sale.PerUserLimit), overLimit)
+	add("user_slots_match_orders", len(heldMismatch) == 0, fmt.Sprintf("%d mismatches between limit slots and active orders", len(heldMismatch)), heldMismatch)
+
+	// Every success is real: exactly one order (not undone) per ok line.
+	var badOK []string
+	for id, lines := range okLines {
+		o, found := orders[id]
+		switch {
+		case len(lines) > 1:
+			badOK = append(badOK, id+": "+strconv.Itoa(len(lines))+" ok lines")
+		case !found:
+			badOK = append(badOK, id+": no order in Redis")
+		case o.rec.Status == lua.StatusAborted:
+			badOK = append(badOK, id+": answered ok but undone")
+		case o.rec.User != lines[0].User:
+			badOK = append(badOK, id+": user "+lines[0].User+" vs "+o.rec.User)
+		}
+	}
+	sort.Strings(badOK)
+	add("successes_have_orders", len(badOK) == 0, fmt.Sprintf("%d ok lines, %d without exactly one matching order", len(okLines), len(badOK)), badOK)
+
+	// And nothing else: every order that was not undone has its ok line,
+	// unless it was sold by a killed node whose last lines were not flushed.
+	var unlogged []string
+	lostWithKilled := 0
+	for id, o := range orders {
+		if o.rec.Status == lua.StatusAborted {
+			continue
+		}
+		if _, ok := okLines[id]; ok {
+			continue
+		}
+		if killed[o.rec.Node] {
+			lostWithKilled++
+			rep.UnloggedBy[o.rec.Node]++
+			continue
+		}
+		if _, ok := undoneLines[id]; ok && o.rec.Status == lua.StatusExpired {
+			// Answered 503 and its abort failed; the sweeper expired it.
+			continue
+		}
+		unlogged = append(unlogged, id+" (node "+o.rec.Node+")")
+	}
+	sort.Strings(unlogged)
+	detail := fmt.Sprintf("%d orders not undone, %d without an ok line", len(orders)-int(count[lua.StatusAborted]), len(unlogged))
+	if lostWithKilled > 0 {
+		detail += fmt.Sprintf("; %d sold by killed nodes had no stat.log line (lost with the unflushed buffer at SIGKILL)", lostWithKilled)
+		rep.Warnings = append(rep.Warnings, fmt.Sprintf("%d successes of killed nodes are missing from their stat.log (unflushed at SIGKILL); their orders are in Redis and Kafka", lostWithKilled))
+	}
+	add("orders_have_successes", len(unlogged) == 0, detail, unlogged)
+
+	if events != nil {
+		rep.Events = len(events.Created)
+		var badEv []string
+		for id, o := range orders {
+			evs := events.Created[id]
+			switch {
+			case o.rec.Status == lua.StatusAborted:
+				// An undone order may or may not have reached Kafka (a timed-out
+				// produce can still land); its consumer then finds it settled.
+				if len(evs) > 1 {
+					badEv = append(badEv, id+": undone order published twice")
+				}
+			case len(evs) != 1:
+				badEv = append(badEv, fmt.Sprintf("%s: %d order.created events", id, len(evs)))
+			case evs[0].UserID != o.rec.User || evs[0].Node != o.rec.Node:
+				badEv = append(badEv, id+": event does not match the order")
+			}
+		}
+		for id, evs := range events.Created {
+			if evs[0].SaleID != in.Sale {
+				continue
+			}
+			if _, ok := orders[id]; !ok {
+				badEv = append(badEv, id+": event without an order in Redis")
+			}
+		}
+		sort.Strings(badEv)
+		add("orders_have_one_event", len(badEv) == 0,
+			fmt.Sprintf("%d order.created events read (%d messages, %d undecodable)", len(events.Created), events.Messages, events.Undecoded), badEv)
+	} else {
+		rep.Warnings = append(rep.Warnings, "Kafka not read (no brokers given): event checks skipped")
+	}
+	if in.ExpectSellout {
+		add("no_undersell", b.Remaining == 0 && b.Pending+b.Paid == b.Stock,
+			fmt.Sprintf("remaining %d: every unit is paid or pending", b.Remaining), nil)
+	}
+	rep.OK = true
+	for _, c := range rep.Checks {
+		rep.OK = rep.OK && c.OK
+	}
+	return rep, nil
+}
