@@ -7,6 +7,8 @@ import (
 	"os"
 
 	"github.com/spf13/cobra"
+
+	"github.com/flashsale/flashsale/bench"
 )
 
 func main() {
@@ -25,7 +27,8 @@ func newRootCommand() *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.AddCommand(
-	// Subcommands register here: node, cluster, broker, bench, reconcile.
+		// Subcommands register here: node, cluster, broker, bench, reconcile.
+		bench.Command(),
 	)
 	return root
 }
