@@ -116,6 +116,9 @@ func Main(ctx context.Context, o Options, out io.Writer) error {
 	if len(o.Targets) == 0 {
 		return errors.New("no --target")
 	}
+	if o.Scenario == "" {
+		o.Scenario = ScenarioBuy
+	}
 	api := NewAPI(strings.TrimRight(o.Targets[0], "/"), o.AdminToken)
 	if !strings.Contains(api.Base, "://") {
 		api.Base = "http://" + api.Base

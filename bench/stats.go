@@ -112,9 +112,10 @@ func (c *counters) reset() {
 // hundreds of connections without giving each worker its own 3-digit
 // histogram (hundreds of KiB each).
 type shard struct {
-	mu   sync.Mutex
-	hist *hdrhistogram.Histogram // latencies since the last harvest
-	c    counters
+	mu    sync.Mutex
+	hist  *hdrhistogram.Histogram // latencies since the last harvest
+	c     counters
+	nodes map[string]*int64 // replies per node since the last harvest
 }
 
 // record adds one completed request. latency is measured from the intended
@@ -137,15 +138,17 @@ func (s *shard) record(latency time.Duration, status int, code int, cents int64,
 	s.c.status[status]++
 	s.c.cents += cents
 	if len(node) > 0 {
-		if s.c.nodes == nil {
-			s.c.nodes = make(map[string]int64)
-		}
-		// The string(node) conversion in a map index does not allocate;
-		// only a node seen for the first time costs a key.
-		if _, ok := s.c.nodes[string(node)]; ok {
-			s.c.nodes[string(node)]++
+		// A map lookup indexed by string(node) does not allocate but an
+		// m[string(node)]++ does, hence pointer values: only a node seen
+		// for the first time costs a key.
+		if p, ok := s.nodes[string(node)]; ok {
+			*p++
 		} else {
-			s.c.nodes[string(node)] = 1
+			if s.nodes == nil {
+				s.nodes = make(map[string]*int64)
+			}
+			n := int64(1)
+			s.nodes[string(node)] = &n
 		}
 	}
 	s.mu.Unlock()
@@ -168,5 +171,14 @@ func (s *shard) harvest(h *hdrhistogram.Histogram, c *counters) {
 	s.hist.Reset()
 	c.add(&s.c)
 	s.c.reset()
+	for k, p := range s.nodes {
+		if *p != 0 {
+			if c.nodes == nil {
+				c.nodes = make(map[string]int64)
+			}
+			c.nodes[k] += *p
+			*p = 0
+		}
+	}
 	s.mu.Unlock()
 }
