@@ -21,8 +21,8 @@ type fakeNode struct {
 	orders    map[string]*fakeOrder
 	envelopes map[string]*fakeEnvelope
 	seq       int
-	shakes    int   // shake requests seen
-	taken     int64 // shake shares won
+	shakes    int                    // shake requests seen
+	taken     int64                  // shake shares won
 	hits      map[string][]time.Time // user → receive times of buy/open/shake
 	requests  int
 	// forget, when set, makes GET /v1/orders/{id} answer 404 for that id:
