@@ -40,8 +40,8 @@ const (
 // Step is one stage of a time-slot step profile: QPS requests per second
 // for Duration.
 type Step struct {
-	QPS      int
-	Duration time.Duration
+	QPS      int           `json:"qps"`
+	Duration time.Duration `json:"duration_ns"`
 }
 
 // ParseSteps parses a step profile such as "30000:10s,60000:10s".

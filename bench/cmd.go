@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -69,7 +70,7 @@ the intended send time, so a stalled server cannot hide its queue
 				o.Steps = s
 			}
 			o.Progress = cmd.ErrOrStderr()
-			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt)
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			return Main(ctx, o, cmd.OutOrStdout())
 		},
@@ -199,7 +200,7 @@ func helloCommand() *cobra.Command {
 		Short: "Serve a bare net/http hello (the ceiling of this box) for comparison runs",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt)
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			srv := &http.Server{Addr: addr, Handler: HelloHandler(), ReadHeaderTimeout: 10 * time.Second}
 			go func() {

@@ -36,8 +36,8 @@ func (r *Report) WritePlot(path string) error {
 	}
 
 	top := plot.New()
-	top.Title.Text = fmt.Sprintf("flashsale bench: %s, %s loop, %d connections, %.0f req/s overall",
-		r.Scenario, r.Mode, r.Connections, r.RPS)
+	top.Title.Text = fmt.Sprintf("flashsale bench: %s, %s, %d connections, %.0f req/s overall",
+		r.Scenario, r.modeLabel(), r.Connections, r.RPS)
 	top.Y.Label.Text = "per second"
 	top.Y.Min = 0
 	if err := plotutil.AddLinePoints(top, "requests/s", rps, "successes/s", ok); err != nil {

@@ -176,11 +176,12 @@ func (r *Report) WriteJSON(path string) error {
 // Summary writes the human summary of the run.
 func (r *Report) Summary(w io.Writer) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintf(tw, "scenario\t%s (%s loop, %d users, %d connections/target, %d targets)\n",
-		r.Scenario, r.Mode, r.Users, r.Connections, len(r.Targets))
+	mode := r.modeLabel()
+	fmt.Fprintf(tw, "scenario\t%s (%s, %d users, %d connections/target, %d targets)\n",
+		r.Scenario, mode, r.Users, r.Connections, len(r.Targets))
 	fmt.Fprintf(tw, "requests\t%d in %.2fs = %.0f req/s\n", r.Requests, r.Seconds, r.RPS)
 	if r.Dropped > 0 {
-		fmt.Fprintf(tw, "dropped\t%d scheduled requests never sent: the generator could not keep the rate\n", r.Dropped)
+		fmt.Fprintf(tw, "dropped\t%d scheduled requests never sent: every connection was busy (server or generator slower than the schedule; raise --connections or lower the rate)\n", r.Dropped)
 	}
 	l := r.Latency
 	fmt.Fprintf(tw, "latency\tmean %.2fms  p50 %.2fms  p90 %.2fms  p99 %.2fms  p99.9 %.2fms  max %.2fms\n",
@@ -234,4 +235,15 @@ func mapLine(m map[string]int64) string {
 		fmt.Fprintf(&b, "%s=%d", k, m[k])
 	}
 	return b.String()
+}
+
+// modeLabel says how requests were scheduled, for people.
+func (r *Report) modeLabel() string {
+	switch r.Mode {
+	case "rate":
+		return fmt.Sprintf("open loop at %.0f/s", r.Rate)
+	case "slots":
+		return fmt.Sprintf("time-slot clients in %d groups", r.SlotGroups)
+	}
+	return "closed loop"
 }

@@ -39,3 +39,24 @@ func TestWrkScripts(t *testing.T) {
 		})
 	}
 }
+
+// TestAbLine runs the README's ab line (shortened) against the in-memory
+// node: one user, limit 1, so one 201 and the rest 409 limit_reached, which
+// ab reports as Non-2xx and, by body length, as "Failed requests".
+func TestAbLine(t *testing.T) {
+	if _, err := exec.LookPath("ab"); err != nil {
+		t.Skip("ab not installed")
+	}
+	_, srv := newFakeNode(t)
+	createSale(t, srv.URL, "s1", 100, 1)
+	out, err := exec.Command("ab", "-k", "-n", "2000", "-c", "8", srv.URL+"/v1/sales/s1/buy?user_id=u1").CombinedOutput()
+	if err != nil {
+		t.Fatalf("ab: %v\n%s", err, out)
+	}
+	t.Logf("%s", out)
+	for _, w := range []string{"Complete requests:      2000", "Non-2xx responses:      1999", "Keep-Alive requests:    2000"} {
+		if !strings.Contains(string(out), w) {
+			t.Errorf("output lacks %q", w)
+		}
+	}
+}
