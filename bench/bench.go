@@ -268,7 +268,14 @@ loop:
 	for _, w := range tally.Wins {
 		tally.Cents += w.Cents
 	}
+	interrupted := ctx.Err() != nil
+	if interrupted {
+		r.notes = append(r.notes, "interrupted before the end of the run")
+	}
 	rep := agg.report(&cfg, end, sched, r.notes)
+	if interrupted {
+		rep.Dropped = 0 // not sent because we stopped, not because we fell behind
+	}
 	rep.Won = wonSummary(cfg.Scenario, tally.Wins)
 	for _, w := range workers {
 		if w.firstErr != "" {
