@@ -27,7 +27,8 @@ func newRootCommand() *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.AddCommand(
-		// Subcommands register here: node, cluster, broker, bench, reconcile.
+		newNodeCommand(),
+		newConfigCommand(),
 		bench.Command(),
 	)
 	return root

@@ -1,0 +1,52 @@
+# flashsale — the two commands a fresh Debian machine needs:
+#   make run    the main job: local cluster + load + kill a node + reconciliation report
+#   make test   every test, with the race detector
+SHELL := /bin/bash
+GO    ?= go
+BIN   := bin/flashsale
+PKGS  := ./...
+APT_PKGS := redis-server nginx wrk apache2-utils
+SUDO  := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: all deps build test vet fmt-check fuzz run cluster cluster-down bench up down clean
+
+all: build
+
+## deps: install redis-server, nginx, wrk and ab (apache2-utils) with apt when missing
+deps:
+	@missing=""; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing="$$missing nginx"; \
+	command -v wrk >/dev/null || missing="$$missing wrk"; \
+	command -v ab >/dev/null || missing="$$missing apache2-utils"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+## build: the single flashsale binary
+build:
+	$(GO) build -o $(BIN) ./cmd/flashsale
+
+fmt-check:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+vet:
+	$(GO) vet $(PKGS)
+
+## test: format and vet checks, then every test with -race against real redis-server and a kfake broker
+test: deps fmt-check vet
+	$(GO) test -race -count=1 -timeout 12m $(PKGS)
+
+## fuzz: run each fuzz target for FUZZTIME (default 20s)
+FUZZTIME ?= 20s
+fuzz:
+	$(GO) test ./api -run '^$$' -fuzz '^FuzzParseBuy$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./api -run '^$$' -fuzz '^FuzzParseCreateSale$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./api -run '^$$' -fuzz '^FuzzQueryUser$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./statlog -run '^$$' -fuzz '^FuzzRead$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./internal/jsonw -run '^$$' -fuzz '^FuzzString$$' -fuzztime $(FUZZTIME)
+
+clean:
+	rm -rf bin run

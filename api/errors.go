@@ -1,0 +1,63 @@
+// Package api is flashsale's HTTP interface (gin): routes, request
+// validation, body caps, admin auth, overload protection, metrics, and the
+// one place application error codes become HTTP statuses.
+package api
+
+import (
+	"net/http"
+
+	"github.com/flashsale/flashsale"
+	"github.com/flashsale/flashsale/internal/jsonw"
+	"github.com/gin-gonic/gin"
+)
+
+// statusOf is the one mapping of application error codes to HTTP statuses.
+var statusOf = map[string]int{
+	flashsale.EINVALID:       http.StatusBadRequest,
+	flashsale.ETOOLARGE:      http.StatusRequestEntityTooLarge,
+	flashsale.EUNAUTHORIZED:  http.StatusUnauthorized,
+	flashsale.ENOTFOUND:      http.StatusNotFound,
+	flashsale.ECONFLICT:      http.StatusConflict,
+	flashsale.ESOLDOUT:       http.StatusConflict,
+	flashsale.ELIMITREACHED:  http.StatusConflict,
+	flashsale.ENOTSTARTED:    http.StatusConflict,
+	flashsale.EENDED:         http.StatusConflict,
+	flashsale.EEMPTY:         http.StatusConflict,
+	flashsale.EALREADYOPENED: http.StatusConflict,
+	flashsale.EEXPIRED:       http.StatusGone,
+	flashsale.EUNAVAILABLE:   http.StatusServiceUnavailable,
+	flashsale.EOVERLOADED:    http.StatusServiceUnavailable,
+	flashsale.EINTERNAL:      http.StatusInternalServerError,
+}
+
+// StatusOf returns the HTTP status of an application error code.
+func StatusOf(code string) int {
+	if s, ok := statusOf[code]; ok {
+		return s
+	}
+	return http.StatusInternalServerError
+}
+
+// AppendError appends the JSON error body {"error":{"code":..,"message":..}}.
+func AppendError(b []byte, code, message string) []byte {
+	b = append(b, `{"error":{`...)
+	b = jsonw.StrField(b, "code", code)
+	b = jsonw.StrField(b, "message", message)
+	return append(b, '}', '}')
+}
+
+// writeError answers err. Internal details stay in the log, never the body.
+func (s *Server) writeError(c *gin.Context, err error) {
+	code := flashsale.ErrorCode(err)
+	if code == flashsale.EINTERNAL {
+		s.log.Error("internal error", "path", c.FullPath(), "err", err)
+	}
+	var buf [256]byte
+	c.Data(StatusOf(code), "application/json", AppendError(buf[:0], code, flashsale.ErrorMessage(err)))
+	c.Abort()
+}
+
+// errorf answers a new application error.
+func (s *Server) errorf(c *gin.Context, code, format string, args ...any) {
+	s.writeError(c, flashsale.Errorf(code, format, args...))
+}

@@ -1,0 +1,254 @@
+package api
+
+import (
+	"context"
+	"crypto/subtle"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/flashsale/flashsale"
+	"github.com/flashsale/flashsale/order"
+	"github.com/flashsale/flashsale/statlog"
+	"github.com/flashsale/flashsale/stock"
+	"github.com/gin-gonic/gin"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/redis/go-redis/v9"
+)
+
+// Config is what the HTTP layer needs to know.
+type Config struct {
+	NodeID            string
+	AdminToken        string
+	MaxBodyBytes      int64
+	MaxInflight       int
+	DefaultPayTimeout time.Duration
+	RedisTimeout      time.Duration
+}
+
+// Deps are the services behind the routes. Ready lists the dependency
+// checks /readyz runs.
+type Deps struct {
+	Redis    redis.UniversalClient
+	Seller   *stock.Seller
+	Orders   *order.Service
+	StatLog  *statlog.Writer
+	Registry *prometheus.Registry
+	Ready    map[string]func(context.Context) error
+	Log      *slog.Logger
+}
+
+// Server routes HTTP requests to the services. Create it with New.
+type Server struct {
+	cfg Config
+	Deps
+	log      *slog.Logger
+	engine   *gin.Engine
+	inflight chan struct{}
+	metrics  *httpMetrics
+}
+
+func init() { gin.SetMode(gin.ReleaseMode) }
+
+// New returns a Server with every route registered.
+func New(cfg Config, d Deps) *Server {
+	if d.Log == nil {
+		d.Log = slog.Default()
+	}
+	if d.Registry == nil {
+		d.Registry = prometheus.NewRegistry()
+	}
+	s := &Server{cfg: cfg, Deps: d, log: d.Log, engine: gin.New(),
+		inflight: make(chan struct{}, max(cfg.MaxInflight, 1)), metrics: newHTTPMetrics()}
+	d.Registry.MustRegister(s.metrics)
+	e := s.engine
+	e.HandleMethodNotAllowed = true
+	e.NoRoute(func(c *gin.Context) { s.errorf(c, flashsale.ENOTFOUND, "no such route") })
+	e.NoMethod(func(c *gin.Context) { s.errorf(c, flashsale.EINVALID, "method not allowed on this route") })
+	e.Use(s.recover, s.nodeHeader)
+	e.GET("/healthz", s.healthz)
+	e.GET("/readyz", s.readyz)
+	e.GET("/metrics", gin.WrapH(promhttp.HandlerFor(d.Registry, promhttp.HandlerOpts{})))
+
+	v1 := e.Group("/v1", s.limitInflight, s.capBody)
+	v1.POST("/sales", s.observe("create_sale"), s.admin, s.createSale)
+	v1.GET("/sales/:id", s.observe("get_sale"), s.getSale)
+	buy := s.observe("buy")
+	v1.POST("/sales/:id/buy", buy, s.buy)
+	v1.GET("/sales/:id/buy", buy, s.buy)
+	v1.GET("/orders/:id", s.observe("get_order"), s.getOrder)
+	v1.POST("/orders/:id/pay", s.observe("pay"), s.pay)
+	v1.POST("/orders/:id/cancel", s.observe("cancel"), s.cancel)
+	return s
+}
+
+// Handler returns the http.Handler serving every route.
+func (s *Server) Handler() http.Handler { return s.engine }
+
+// Engine exposes the gin engine so other rooms (envelopes, shakes) can add routes.
+func (s *Server) Engine() *gin.Engine { return s.engine }
+
+func (s *Server) recover(c *gin.Context) {
+	defer func() {
+		if r := recover(); r != nil {
+			if r == http.ErrAbortHandler {
+				panic(r)
+			}
+			s.log.Error("panic in handler", "path", c.Request.URL.Path, "panic", r)
+			s.errorf(c, flashsale.EINTERNAL, "internal error")
+		}
+	}()
+	c.Next()
+}
+
+func (s *Server) nodeHeader(c *gin.Context) {
+	c.Writer.Header()["X-Flashsale-Node"] = []string{s.cfg.NodeID}
+	c.Next()
+}
+
+// limitInflight answers 503 at once when MaxInflight requests are already
+// being handled: under overload a fast "no" beats a slow timeout.
+func (s *Server) limitInflight(c *gin.Context) {
+	select {
+	case s.inflight <- struct{}{}:
+		defer func() { <-s.inflight }()
+		c.Next()
+	default:
+		s.metrics.shed.Inc()
+		s.errorf(c, flashsale.EOVERLOADED, "node is at capacity; retry shortly")
+	}
+}
+
+// capBody rejects bodies over MaxBodyBytes: at once when Content-Length says
+// so, and while reading otherwise.
+func (s *Server) capBody(c *gin.Context) {
+	if c.Request.ContentLength > s.cfg.MaxBodyBytes {
+		s.errorf(c, flashsale.ETOOLARGE, "request body over %d bytes", s.cfg.MaxBodyBytes)
+		return
+	}
+	c.Request.Body = http.MaxBytesReader(c.Writer, c.Request.Body, s.cfg.MaxBodyBytes)
+	c.Next()
+}
+
+func (s *Server) admin(c *gin.Context) {
+	const prefix = "Bearer "
+	h := c.GetHeader("Authorization")
+	if s.cfg.AdminToken == "" || len(h) <= len(prefix) || h[:len(prefix)] != prefix ||
+		subtle.ConstantTimeCompare([]byte(h[len(prefix):]), []byte(s.cfg.AdminToken)) != 1 {
+		s.errorf(c, flashsale.EUNAUTHORIZED, "admin token missing or wrong")
+		return
+	}
+	c.Next()
+}
+
+func (s *Server) healthz(c *gin.Context) {
+	c.Data(http.StatusOK, "application/json", []byte(`{"status":"ok"}`))
+}
+
+// readyz reports whether Redis and Kafka answer, each within a second.
+func (s *Server) readyz(c *gin.Context) {
+	ctx, cancel := context.WithTimeout(c.Request.Context(), time.Second)
+	defer cancel()
+	type result struct {
+		name string
+		err  error
+	}
+	out := make(chan result, len(s.Ready))
+	for name, check := range s.Ready {
+		go func() { out <- result{name, check(ctx)} }()
+	}
+	body := gin.H{}
+	ok := true
+	for range s.Ready {
+		r := <-out
+		if r.err != nil {
+			ok = false
+			body[r.name] = r.err.Error()
+		} else {
+			body[r.name] = "ok"
+		}
+	}
+	status := http.StatusOK
+	if !ok {
+		status = http.StatusServiceUnavailable
+	}
+	c.JSON(status, body)
+}
+
+// httpMetrics counts requests by route and result and times them. Children
+// are bound once per route/result so the hot path does no label lookups.
+type httpMetrics struct {
+	requests *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+	shed     prometheus.Counter
+	bound    sync.Map // route + "\x00" + result -> prometheus.Counter
+}
+
+func newHTTPMetrics() *httpMetrics {
+	return &httpMetrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "flashsale_http_requests_total",
+			Help: "HTTP requests by route and result (ok or an error code)."}, []string{"route", "result"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "flashsale_http_request_duration_seconds",
+			Help: "HTTP request latency by route.", Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16)}, []string{"route"}),
+		shed: prometheus.NewCounter(prometheus.CounterOpts{Name: "flashsale_http_shed_total",
+			Help: "Requests answered 503 because max_inflight requests were already in flight."}),
+	}
+}
+
+func (m *httpMetrics) Describe(ch chan<- *prometheus.Desc) {
+	m.requests.Describe(ch)
+	m.duration.Describe(ch)
+	m.shed.Describe(ch)
+}
+
+func (m *httpMetrics) Collect(ch chan<- prometheus.Metric) {
+	m.requests.Collect(ch)
+	m.duration.Collect(ch)
+	m.shed.Collect(ch)
+}
+
+func (m *httpMetrics) count(route, result string) {
+	key := route + "\x00" + result
+	if c, ok := m.bound.Load(key); ok {
+		c.(prometheus.Counter).Inc()
+		return
+	}
+	c := m.requests.WithLabelValues(route, result)
+	m.bound.Store(key, c)
+	c.Inc()
+}
+
+// resultKey is where handlers leave their result for observe.
+const resultKey = "fs.result"
+
+// observe returns middleware that times and counts a route.
+func (s *Server) observe(route string) gin.HandlerFunc {
+	hist := s.metrics.duration.WithLabelValues(route)
+	return func(c *gin.Context) {
+		start := time.Now()
+		c.Next()
+		hist.Observe(time.Since(start).Seconds())
+		result := "ok"
+		if v, ok := c.Get(resultKey); ok {
+			result = v.(string)
+		} else if st := c.Writer.Status(); st >= 400 {
+			result = strconv.Itoa(st)
+		}
+		s.metrics.count(route, result)
+	}
+}
+
+var errTooLarge = flashsale.Errorf(flashsale.ETOOLARGE, "request body too large")
+
+// bodyError turns a body read error into the right application error.
+func bodyError(err error) error {
+	var mbe *http.MaxBytesError
+	if errors.As(err, &mbe) {
+		return errTooLarge
+	}
+	return flashsale.Errorf(flashsale.EINVALID, "could not read the request body")
+}

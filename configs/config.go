@@ -1,0 +1,218 @@
+// Package configs loads flashsale's configuration: the documented defaults in
+// default.yaml (embedded), then an optional file, FLASHSALE_* environment
+// variables and command-line flags, each overriding the one before.
+package configs
+
+import (
+	"bytes"
+	_ "embed"
+	"fmt"
+	"reflect"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/go-viper/mapstructure/v2"
+	"github.com/spf13/pflag"
+	"github.com/spf13/viper"
+	"go.yaml.in/yaml/v3"
+)
+
+// DefaultYAML is configs/default.yaml: every key with its default.
+//
+//go:embed default.yaml
+var DefaultYAML []byte
+
+// Config is the node's configuration.
+type Config struct {
+	Node struct {
+		ID string `mapstructure:"id"`
+	} `mapstructure:"node"`
+	HTTP struct {
+		Addr              string        `mapstructure:"addr"`
+		MaxBodyBytes      int64         `mapstructure:"max_body_bytes"`
+		MaxInflight       int           `mapstructure:"max_inflight"`
+		ReadHeaderTimeout time.Duration `mapstructure:"read_header_timeout"`
+		ReadTimeout       time.Duration `mapstructure:"read_timeout"`
+		WriteTimeout      time.Duration `mapstructure:"write_timeout"`
+		IdleTimeout       time.Duration `mapstructure:"idle_timeout"`
+		ShutdownTimeout   time.Duration `mapstructure:"shutdown_timeout"`
+	} `mapstructure:"http"`
+	Redis struct {
+		Addrs        []string      `mapstructure:"addrs"`
+		Password     string        `mapstructure:"password"`
+		DialTimeout  time.Duration `mapstructure:"dial_timeout"`
+		ReadTimeout  time.Duration `mapstructure:"read_timeout"`
+		WriteTimeout time.Duration `mapstructure:"write_timeout"`
+		PoolSize     int           `mapstructure:"pool_size"`
+	} `mapstructure:"redis"`
+	Kafka struct {
+		Brokers      []string      `mapstructure:"brokers"`
+		Topic        string        `mapstructure:"topic"`
+		Group        string        `mapstructure:"group"`
+		BatchTimeout time.Duration `mapstructure:"batch_timeout"`
+		BatchSize    int           `mapstructure:"batch_size"`
+		WriteTimeout time.Duration `mapstructure:"write_timeout"`
+		MaxAttempts  int           `mapstructure:"max_attempts"`
+	} `mapstructure:"kafka"`
+	Admin struct {
+		Token string `mapstructure:"token"`
+	} `mapstructure:"admin"`
+	StatLog struct {
+		Path          string        `mapstructure:"path"`
+		BufferBytes   int           `mapstructure:"buffer_bytes"`
+		FlushInterval time.Duration `mapstructure:"flush_interval"`
+	} `mapstructure:"statlog"`
+	PayTimeout time.Duration `mapstructure:"pay_timeout"`
+	Stock      struct {
+		BufferUnits     int64         `mapstructure:"buffer_units"`
+		BufferPercent   float64       `mapstructure:"buffer_percent"`
+		RefreshInterval time.Duration `mapstructure:"refresh_interval"`
+		BatchMax        int           `mapstructure:"batch_max"`
+		Flushers        int           `mapstructure:"flushers"`
+		QueueSize       int           `mapstructure:"queue_size"`
+		Linger          time.Duration `mapstructure:"linger"`
+		MaxSales        int           `mapstructure:"max_sales"`
+	} `mapstructure:"stock"`
+	Expiry struct {
+		Workers       int           `mapstructure:"workers"`
+		QueueSize     int           `mapstructure:"queue_size"`
+		MaxHeld       int           `mapstructure:"max_held"`
+		BatchMax      int           `mapstructure:"batch_max"`
+		RetryDelay    time.Duration `mapstructure:"retry_delay"`
+		SweepInterval time.Duration `mapstructure:"sweep_interval"`
+		Grace         time.Duration `mapstructure:"grace"`
+	} `mapstructure:"expiry"`
+	Cluster struct {
+		Heartbeat time.Duration `mapstructure:"heartbeat"`
+		TTL       time.Duration `mapstructure:"ttl"`
+	} `mapstructure:"cluster"`
+	Log struct {
+		Level  string `mapstructure:"level"`
+		Format string `mapstructure:"format"`
+	} `mapstructure:"log"`
+
+	settings map[string]any // the effective key/value tree, for YAML
+}
+
+// Keys returns every configuration key of default.yaml, sorted, in dotted form.
+func Keys() []string {
+	v := viper.New()
+	v.SetConfigType("yaml")
+	if err := v.ReadConfig(bytes.NewReader(DefaultYAML)); err != nil {
+		panic(fmt.Sprintf("embedded default.yaml: %v", err))
+	}
+	keys := v.AllKeys()
+	sort.Strings(keys)
+	return keys
+}
+
+// EnvName returns the environment variable that overrides key.
+func EnvName(key string) string {
+	return "FLASHSALE_" + strings.ToUpper(strings.ReplaceAll(key, ".", "_"))
+}
+
+// FlagName returns the flag that overrides key.
+func FlagName(key string) string { return strings.NewReplacer(".", "-", "_", "-").Replace(key) }
+
+// RegisterFlags adds one string flag per key to fs (values are converted
+// like env values) plus --config.
+func RegisterFlags(fs *pflag.FlagSet) {
+	fs.String("config", "", "YAML file overriding configs/default.yaml")
+	for _, k := range Keys() {
+		fs.String(FlagName(k), "", "overrides "+k+" (env "+EnvName(k)+"; default in configs/default.yaml)")
+	}
+}
+
+// Load builds the effective configuration. fs may be nil; only flags the
+// user set override anything.
+func Load(fs *pflag.FlagSet) (*Config, error) {
+	v := viper.New()
+	v.SetConfigType("yaml")
+	if err := v.ReadConfig(bytes.NewReader(DefaultYAML)); err != nil {
+		return nil, fmt.Errorf("read default config: %w", err)
+	}
+	if fs != nil {
+		if f := fs.Lookup("config"); f != nil && f.Value.String() != "" {
+			v.SetConfigFile(f.Value.String())
+			if err := v.MergeInConfig(); err != nil {
+				return nil, fmt.Errorf("read config %s: %w", f.Value.String(), err)
+			}
+		}
+	}
+	v.SetEnvPrefix("FLASHSALE")
+	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_"))
+	v.AutomaticEnv()
+	if fs != nil {
+		for _, k := range Keys() {
+			if f := fs.Lookup(FlagName(k)); f != nil && f.Changed {
+				v.Set(k, f.Value.String())
+			}
+		}
+	}
+	var c Config
+	err := v.Unmarshal(&c, viper.DecodeHook(mapstructure.ComposeDecodeHookFunc(
+		mapstructure.StringToTimeDurationHookFunc(),
+		commaList,
+	)), func(dc *mapstructure.DecoderConfig) { dc.ErrorUnused = false; dc.WeaklyTypedInput = true })
+	if err != nil {
+		return nil, fmt.Errorf("decode config: %w", err)
+	}
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	c.settings = v.AllSettings()
+	return &c, nil
+}
+
+// commaList turns "a,b" (env and flags) into []string{"a", "b"}.
+func commaList(from, to reflect.Type, data any) (any, error) {
+	if from.Kind() != reflect.String || to != reflect.TypeOf([]string{}) {
+		return data, nil
+	}
+	var out []string
+	for _, p := range strings.Split(data.(string), ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out, nil
+}
+
+// Validate rejects configurations a node cannot run with.
+func (c *Config) Validate() error {
+	var bad []string
+	if c.Node.ID == "" || len(c.Node.ID) > 64 || strings.ContainsAny(c.Node.ID, "|{}. \t\n\"") {
+		bad = append(bad, "node.id must be 1-64 chars of [A-Za-z0-9_-:@]")
+	}
+	if len(c.Redis.Addrs) == 0 {
+		bad = append(bad, "redis.addrs is empty")
+	}
+	if len(c.Kafka.Brokers) == 0 {
+		bad = append(bad, "kafka.brokers is empty")
+	}
+	if c.Kafka.Topic == "" || c.Kafka.Group == "" {
+		bad = append(bad, "kafka.topic and kafka.group must be set")
+	}
+	if c.PayTimeout < time.Second {
+		bad = append(bad, "pay_timeout must be at least 1s")
+	}
+	if c.HTTP.MaxBodyBytes <= 0 || c.HTTP.MaxInflight <= 0 {
+		bad = append(bad, "http.max_body_bytes and http.max_inflight must be positive")
+	}
+	if c.Stock.BatchMax <= 0 || c.Stock.Flushers <= 0 || c.Stock.QueueSize <= 0 {
+		bad = append(bad, "stock.batch_max, stock.flushers and stock.queue_size must be positive")
+	}
+	if c.Expiry.Workers <= 0 || c.Expiry.QueueSize <= 0 || c.Expiry.MaxHeld <= 0 {
+		bad = append(bad, "expiry.workers, expiry.queue_size and expiry.max_held must be positive")
+	}
+	if len(bad) > 0 {
+		return fmt.Errorf("invalid config: %s", strings.Join(bad, "; "))
+	}
+	return nil
+}
+
+// YAML renders c with every key, for `flashsale config`.
+func (c *Config) YAML() ([]byte, error) {
+	return yaml.Marshal(c.settings)
+}

@@ -1,0 +1,227 @@
+package lua_test
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/flashsale/flashsale/internal/testenv"
+	"github.com/flashsale/flashsale/lua"
+	"github.com/redis/go-redis/v9"
+)
+
+func newSale(t *testing.T, rdb *redis.Client, id string, stock, limit int64, pay time.Duration) {
+	t.Helper()
+	ok, err := lua.CreateSale(context.Background(), rdb, id, []any{"name", id, "stock", stock, "price_cents", 100,
+		"per_user_limit", limit, "pay_timeout_ms", pay.Milliseconds(), "starts_at_ms", 0, "ends_at_ms", 0})
+	if err != nil || !ok {
+		t.Fatalf("create sale %s: %v %v", id, ok, err)
+	}
+}
+
+func books(t *testing.T, rdb *redis.Client, id string) map[string]string {
+	t.Helper()
+	m, err := rdb.HGetAll(context.Background(), lua.KeysFor(id).Meta).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func TestCreateSaleNeverResets(t *testing.T) {
+	rdb := testenv.StartRedis(t, false).Client(t)
+	ctx := context.Background()
+	newSale(t, rdb, "s", 5, 1, time.Minute)
+	if _, err := lua.Buy(ctx, rdb, "s", "n1", []string{"u1"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	ok, err := lua.CreateSale(ctx, rdb, "s", []any{"stock", 100})
+	if err != nil || ok {
+		t.Fatalf("second create: ok=%v err=%v, want false", ok, err)
+	}
+	if b := books(t, rdb, "s"); b["remaining"] != "4" || b["stock"] != "5" {
+		t.Fatalf("live sale changed by a second create: %v", b)
+	}
+}
+
+// One batch mixing fresh users, repeated users and more buyers than units.
+func TestBuyBatchSettlesExactly(t *testing.T) {
+	rdb := testenv.StartRedis(t, false).Client(t)
+	newSale(t, rdb, "b", 3, 2, time.Minute)
+	users := []string{"a", "a", "a", "b", "c", "d", "b"}
+	r, err := lua.Buy(context.Background(), rdb, "b", "n1", users, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// a:1, a:2, a: limit (2), b:3, c: sold out, d: sold out, b: sold out.
+	want := []int64{1, 2, lua.BuyLimit, 3, lua.BuySoldOut, lua.BuySoldOut, lua.BuySoldOut}
+	for i := range want {
+		if r.Results[i] != want[i] {
+			t.Fatalf("results = %v, want %v", r.Results, want)
+		}
+	}
+	b := books(t, rdb, "b")
+	if b["remaining"] != "0" || b["pending"] != "3" || b["seq"] != "3" {
+		t.Fatalf("books after batch: %v", b)
+	}
+	held, _ := rdb.HGetAll(context.Background(), lua.KeysFor("b").Users).Result()
+	if held["a"] != "2" || held["b"] != "1" || held["c"] != "" {
+		t.Fatalf("users = %v", held)
+	}
+	if r.DeadlineMs-r.NowMs != 60_000 {
+		t.Fatalf("deadline %d - now %d != pay timeout", r.DeadlineMs, r.NowMs)
+	}
+}
+
+// The seed's off-by-one sold one unit too many; the last unit goes once.
+func TestLastUnitSoldOnce(t *testing.T) {
+	rdb := testenv.StartRedis(t, false).Client(t)
+	newSale(t, rdb, "l", 1, 1, time.Minute)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	won := 0
+	for i := 0; i < 50; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			r, err := lua.Buy(context.Background(), rdb, "l", "n1", []string{"u" + string(rune('A'+i))}, nil)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			if r.Results[0] > 0 {
+				mu.Lock()
+				won++
+				mu.Unlock()
+			}
+		}(i)
+	}
+	wg.Wait()
+	if b := books(t, rdb, "l"); won != 1 || b["remaining"] != "0" {
+		t.Fatalf("won=%d books=%v, want exactly one sale", won, b)
+	}
+}
+
+func TestSaleCodes(t *testing.T) {
+	rdb := testenv.StartRedis(t, false).Client(t)
+	ctx := context.Background()
+	r, err := lua.Buy(ctx, rdb, "nope", "n1", []string{"u"}, nil)
+	if err != nil || r.SaleCode != lua.BuyNoSale {
+		t.Fatalf("unknown sale: %+v %v", r, err)
+	}
+	now := time.Now().UnixMilli()
+	lua.CreateSale(ctx, rdb, "later", []any{"stock", 5, "per_user_limit", 1, "pay_timeout_ms", 1000, "starts_at_ms", now + 3_600_000, "ends_at_ms", 0})
+	lua.CreateSale(ctx, rdb, "over", []any{"stock", 5, "per_user_limit", 1, "pay_timeout_ms", 1000, "starts_at_ms", 0, "ends_at_ms", now - 1000})
+	if r, _ := lua.Buy(ctx, rdb, "later", "n1", []string{"u"}, nil); r.SaleCode != lua.BuyNotStarted {
+		t.Fatalf("not started: %+v", r)
+	}
+	if r, _ := lua.Buy(ctx, rdb, "over", "n1", []string{"u"}, nil); r.SaleCode != lua.BuyEnded {
+		t.Fatalf("ended: %+v", r)
+	}
+	if b := books(t, rdb, "later"); b["remaining"] != "5" {
+		t.Fatalf("refused buy changed the books: %v", b)
+	}
+}
+
+func TestSettle(t *testing.T) {
+	rdb := testenv.StartRedis(t, false).Client(t)
+	ctx := context.Background()
+	newSale(t, rdb, "s", 10, 1, time.Second)
+	r, _ := lua.Buy(ctx, rdb, "s", "n1", []string{"a", "b", "c", "d"}, nil)
+	a, b, c, d := r.Results[0], r.Results[1], r.Results[2], r.Results[3]
+
+	code := func(action string, n int64) int64 {
+		t.Helper()
+		_, res, err := lua.Settle(ctx, rdb, "s", action, []int64{n})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res[0].Code
+	}
+	if got := code(lua.Expire, a); got != lua.SettleNotDue {
+		t.Fatalf("expire before deadline = %d, want not due", got)
+	}
+	if code(lua.Pay, a) != lua.SettleDone || code(lua.Pay, a) != lua.SettleRepeat {
+		t.Fatal("pay, pay again")
+	}
+	if code(lua.Cancel, a) != lua.SettleConflict {
+		t.Fatal("cancel a paid order must conflict")
+	}
+	if code(lua.Cancel, b) != lua.SettleDone || code(lua.Cancel, b) != lua.SettleRepeat || code(lua.Pay, b) != lua.SettleConflict {
+		t.Fatal("cancel, cancel again, pay a cancelled order")
+	}
+	if code(lua.Abort, c) != lua.SettleDone {
+		t.Fatal("abort")
+	}
+	if code(lua.Pay, 999) != lua.SettleNotFound {
+		t.Fatal("unknown order")
+	}
+	time.Sleep(1100 * time.Millisecond)
+	if code(lua.Expire, d) != lua.SettleDone || code(lua.Expire, d) != lua.SettleRepeat {
+		t.Fatal("expire after deadline, then again (double release)")
+	}
+	if code(lua.Pay, d) != lua.SettleExpired {
+		t.Fatal("pay after expiry")
+	}
+	m := books(t, rdb, "s")
+	// a paid; b cancelled, c aborted, d expired: 3 units back.
+	if m["remaining"] != "9" || m["pending"] != "0" || m["paid"] != "1" || m["cancelled"] != "1" ||
+		m["aborted"] != "1" || m["expired"] != "1" {
+		t.Fatalf("books = %v", m)
+	}
+	held, _ := rdb.HGetAll(ctx, lua.KeysFor("s").Users).Result()
+	if len(held) != 1 || held["a"] != "1" {
+		t.Fatalf("only the payer keeps a slot: %v", held)
+	}
+	if n, _ := rdb.ZCard(ctx, lua.KeysFor("s").Deadlines).Result(); n != 0 {
+		t.Fatalf("deadline index still holds %d orders", n)
+	}
+}
+
+// Pay racing expiry at the deadline: exactly one wins, the unit moves once.
+func TestPayRacesExpiry(t *testing.T) {
+	rdb := testenv.StartRedis(t, false).Client(t)
+	ctx := context.Background()
+	for round := 0; round < 5; round++ {
+		id := "race" + string(rune('a'+round))
+		newSale(t, rdb, id, 1, 1, time.Second)
+		r, _ := lua.Buy(ctx, rdb, id, "n1", []string{"u"}, nil)
+		n := r.Results[0]
+		time.Sleep(time.Until(time.UnixMilli(r.DeadlineMs)))
+		var wg sync.WaitGroup
+		var pay, exp int64
+		wg.Add(2)
+		go func() { defer wg.Done(); _, res, _ := lua.Settle(ctx, rdb, id, lua.Pay, []int64{n}); pay = res[0].Code }()
+		go func() {
+			defer wg.Done()
+			for {
+				_, res, _ := lua.Settle(ctx, rdb, id, lua.Expire, []int64{n})
+				if exp = res[0].Code; exp != lua.SettleNotDue {
+					return
+				}
+			}
+		}()
+		wg.Wait()
+		m := books(t, rdb, id)
+		paid, expired := m["paid"] == "1", m["expired"] == "1"
+		if paid == expired || m["pending"] != "0" {
+			t.Fatalf("round %d: pay=%d expire=%d books=%v: want exactly one winner", round, pay, exp, m)
+		}
+		if paid && m["remaining"] != "0" || expired && m["remaining"] != "1" {
+			t.Fatalf("round %d: unit moved wrongly: %v", round, m)
+		}
+	}
+}
+
+func TestParseRecord(t *testing.T) {
+	r, err := lua.ParseRecord("p|123|100|node-1|user|with|bars")
+	if err != nil || r.Status != 'p' || r.DeadlineMs != 123 || r.Node != "node-1" || r.User != "user|with|bars" {
+		t.Fatalf("%+v %v", r, err)
+	}
+	for _, bad := range []string{"", "p|x|1|n|u", "pp|1|1|n|u", "p|1|1|n"} {
+		if _, err := lua.ParseRecord(bad); err == nil {
+			t.Errorf("ParseRecord(%q) accepted", bad)
+		}
+	}
+}

@@ -1,0 +1,233 @@
+// Package node wires one flashsale HTTP node from its configuration: Redis,
+// the Kafka producer and expiry consumers, the seller, stat.log and the HTTP
+// server. `flashsale node` and the end-to-end tests run exactly this wiring.
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/flashsale/flashsale/api"
+	"github.com/flashsale/flashsale/configs"
+	"github.com/flashsale/flashsale/lua"
+	"github.com/flashsale/flashsale/order"
+	"github.com/flashsale/flashsale/statlog"
+	"github.com/flashsale/flashsale/stock"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/redis/go-redis/v9"
+	"github.com/segmentio/kafka-go"
+)
+
+// Node is one running flashsale node. Open it, Run it, and it closes itself
+// when Run returns.
+type Node struct {
+	Config *configs.Config
+	Log    *slog.Logger
+
+	Redis     redis.UniversalClient
+	Publisher *order.Publisher
+	Seller    *stock.Seller
+	Orders    *order.Service
+	Expirer   *order.Expirer
+	Sweeper   *order.Sweeper
+	StatLog   *statlog.Writer
+	API       *api.Server
+	Registry  *prometheus.Registry
+
+	// Membership, when set before Run, shares stock across live nodes.
+	Membership stock.Membership
+
+	listener net.Listener
+	server   *http.Server
+}
+
+// redisLogger routes go-redis's internal log lines (dial retries while Redis
+// is down, which come once per attempt) to slog at debug level.
+type redisLogger struct{ log *slog.Logger }
+
+func (l redisLogger) Printf(ctx context.Context, format string, v ...any) {
+	l.log.DebugContext(ctx, "redis: "+fmt.Sprintf(format, v...))
+}
+
+// NewLogger returns the slog logger the config asks for.
+func NewLogger(cfg *configs.Config) *slog.Logger {
+	var lvl slog.Level
+	_ = lvl.UnmarshalText([]byte(cfg.Log.Level))
+	opts := &slog.HandlerOptions{Level: lvl}
+	var h slog.Handler = slog.NewTextHandler(os.Stderr, opts)
+	if cfg.Log.Format == "json" {
+		h = slog.NewJSONHandler(os.Stderr, opts)
+	}
+	return slog.New(h).With("node", cfg.Node.ID)
+}
+
+// Open connects the dependencies and binds the listen address. A Redis or
+// Kafka that is down does not stop the node from starting: /readyz says so
+// and buys answer 503 until they come back.
+func Open(cfg *configs.Config, log *slog.Logger, members stock.Membership) (*Node, error) {
+	if log == nil {
+		log = NewLogger(cfg)
+	}
+	n := &Node{Config: cfg, Log: log, Registry: prometheus.NewRegistry(), Membership: members}
+	redis.SetLogger(redisLogger{log})
+	n.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	n.Redis = redis.NewUniversalClient(&redis.UniversalOptions{
+		Addrs:        cfg.Redis.Addrs,
+		Password:     cfg.Redis.Password,
+		DialTimeout:  cfg.Redis.DialTimeout,
+		ReadTimeout:  cfg.Redis.ReadTimeout,
+		WriteTimeout: cfg.Redis.WriteTimeout,
+		PoolSize:     cfg.Redis.PoolSize,
+		PoolTimeout:  cfg.Redis.ReadTimeout + cfg.Redis.WriteTimeout,
+		MaxRetries:   1,
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	if err := lua.Load(ctx, n.Redis); err != nil {
+		log.Warn("could not preload Lua scripts; they load on first use", "err", err)
+	}
+	cancel()
+
+	n.Publisher = order.NewPublisher(order.PublisherConfig{
+		Brokers: cfg.Kafka.Brokers, Topic: cfg.Kafka.Topic, BatchTimeout: cfg.Kafka.BatchTimeout,
+		BatchSize: cfg.Kafka.BatchSize, WriteTimeout: cfg.Kafka.WriteTimeout, MaxAttempts: cfg.Kafka.MaxAttempts,
+	})
+	redisTimeout := cfg.Redis.ReadTimeout + cfg.Redis.WriteTimeout
+	n.Seller = stock.NewSeller(stock.SellerConfig{
+		Node: cfg.Node.ID, BufferUnits: cfg.Stock.BufferUnits, BufferPercent: cfg.Stock.BufferPercent,
+		RefreshInterval: cfg.Stock.RefreshInterval, RedisTimeout: redisTimeout, ConfirmTimeout: cfg.Kafka.WriteTimeout,
+		MaxSales: cfg.Stock.MaxSales,
+		Coalescer: stock.CoalescerConfig{MaxBatch: cfg.Stock.BatchMax, Flushers: cfg.Stock.Flushers,
+			QueueSize: cfg.Stock.QueueSize, Linger: cfg.Stock.Linger},
+	}, n.Redis, n.Publisher, members, log)
+	n.Orders = order.NewService(n.Redis, redisTimeout)
+	n.Expirer = order.NewExpirer(order.ExpirerConfig{
+		Brokers: cfg.Kafka.Brokers, Topic: cfg.Kafka.Topic, Group: cfg.Kafka.Group,
+		Workers: cfg.Expiry.Workers, QueueSize: cfg.Expiry.QueueSize, MaxHeld: cfg.Expiry.MaxHeld,
+		BatchMax: cfg.Expiry.BatchMax, RedisTimeout: redisTimeout, RetryDelay: cfg.Expiry.RetryDelay,
+	}, n.Redis, log)
+	n.Sweeper = order.NewSweeper(n.Redis, cfg.Expiry.SweepInterval, cfg.Expiry.Grace, cfg.Expiry.BatchMax, redisTimeout, log)
+
+	var err error
+	if n.StatLog, err = statlog.Open(cfg.StatLog.Path, cfg.StatLog.BufferBytes, cfg.StatLog.FlushInterval); err != nil {
+		n.Redis.Close()
+		return nil, err
+	}
+	n.Registry.MustRegister(n.Seller, n.Publisher, n.Expirer, n.Sweeper, statLogCollector{n.StatLog})
+
+	n.API = api.New(api.Config{
+		NodeID: cfg.Node.ID, AdminToken: cfg.Admin.Token, MaxBodyBytes: cfg.HTTP.MaxBodyBytes,
+		MaxInflight: cfg.HTTP.MaxInflight, DefaultPayTimeout: cfg.PayTimeout, RedisTimeout: redisTimeout,
+	}, api.Deps{Redis: n.Redis, Seller: n.Seller, Orders: n.Orders, StatLog: n.StatLog, Registry: n.Registry, Log: log,
+		Ready: map[string]func(context.Context) error{
+			"redis": func(ctx context.Context) error { return n.Redis.Ping(ctx).Err() },
+			"kafka": func(ctx context.Context) error { return pingKafka(ctx, cfg.Kafka.Brokers) },
+		}})
+	n.server = &http.Server{
+		Handler:           n.API.Handler(),
+		ReadHeaderTimeout: cfg.HTTP.ReadHeaderTimeout,
+		ReadTimeout:       cfg.HTTP.ReadTimeout,
+		WriteTimeout:      cfg.HTTP.WriteTimeout,
+		IdleTimeout:       cfg.HTTP.IdleTimeout,
+		MaxHeaderBytes:    16 << 10,
+	}
+	if n.listener, err = net.Listen("tcp", cfg.HTTP.Addr); err != nil {
+		n.StatLog.Close()
+		n.Redis.Close()
+		return nil, fmt.Errorf("listen on %s: %w", cfg.HTTP.Addr, err)
+	}
+	return n, nil
+}
+
+// Addr returns the address the node listens on.
+func (n *Node) Addr() string { return n.listener.Addr().String() }
+
+// Run serves until ctx ends, then stops gracefully: it stops accepting,
+// drains in-flight requests, settles queued buyers, flushes Kafka and
+// stat.log, stops the consumers and closes Redis.
+func (n *Node) Run(ctx context.Context) error {
+	bg, stopBG := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		if err := n.Expirer.Run(bg); err != nil {
+			n.Log.Error("expiry consumer stopped", "err", err)
+		}
+	}()
+	go func() { defer wg.Done(); n.Sweeper.Run(bg) }()
+
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- n.server.Serve(n.listener) }()
+	n.Log.Info("node serving", "addr", n.Addr(), "redis", n.Config.Redis.Addrs, "kafka", n.Config.Kafka.Brokers,
+		"statlog", n.Config.StatLog.Path)
+
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-serveErr:
+		err = fmt.Errorf("http server: %w", err)
+	}
+	n.Log.Info("node stopping: draining requests")
+	sctx, cancel := context.WithTimeout(context.Background(), n.Config.HTTP.ShutdownTimeout)
+	defer cancel()
+	if serr := n.server.Shutdown(sctx); serr != nil && !errors.Is(serr, http.ErrServerClosed) {
+		err = errors.Join(err, fmt.Errorf("drain http: %w", serr))
+	}
+	n.Seller.Close()
+	if perr := n.Publisher.Close(); perr != nil {
+		err = errors.Join(err, perr)
+	}
+	stopBG()
+	wg.Wait()
+	if serr := n.StatLog.Close(); serr != nil {
+		err = errors.Join(err, serr)
+	}
+	if d := n.StatLog.Dropped(); d > 0 {
+		n.Log.Warn("stat.log lines dropped because its buffer was full", "lines", d)
+	}
+	if rerr := n.Redis.Close(); rerr != nil {
+		err = errors.Join(err, fmt.Errorf("close redis: %w", rerr))
+	}
+	n.Log.Info("node stopped")
+	return err
+}
+
+// pingKafka reports whether any broker accepts a connection and answers.
+func pingKafka(ctx context.Context, brokers []string) error {
+	var errs []string
+	for _, b := range brokers {
+		conn, err := kafka.DialContext(ctx, "tcp", b)
+		if err == nil {
+			_, err = conn.ApiVersions()
+			conn.Close()
+			if err == nil {
+				return nil
+			}
+		}
+		errs = append(errs, err.Error())
+	}
+	return fmt.Errorf("no kafka broker answered: %s", strings.Join(errs, "; "))
+}
+
+type statLogCollector struct{ w *statlog.Writer }
+
+var (
+	statDropped = prometheus.NewDesc("flashsale_statlog_dropped_total", "stat.log lines dropped because the buffer was full.", nil, nil)
+	statErrors  = prometheus.NewDesc("flashsale_statlog_write_errors_total", "stat.log flushes that failed.", nil, nil)
+)
+
+func (c statLogCollector) Describe(ch chan<- *prometheus.Desc) { ch <- statDropped; ch <- statErrors }
+func (c statLogCollector) Collect(ch chan<- prometheus.Metric) {
+	ch <- prometheus.MustNewConstMetric(statDropped, prometheus.CounterValue, float64(c.w.Dropped()))
+	ch <- prometheus.MustNewConstMetric(statErrors, prometheus.CounterValue, float64(c.w.WriteErrors()))
+}

@@ -1,0 +1,399 @@
+package stock
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/flashsale/flashsale"
+	"github.com/flashsale/flashsale/lua"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+)
+
+// Reservation is a unit Redis has handed to a user: a pending order.
+type Reservation struct {
+	SaleID     string
+	UserID     string
+	Node       string
+	Order      int64 // order number within the sale
+	CreatedMs  int64 // Redis clock
+	DeadlineMs int64 // pay deadline, Redis clock
+}
+
+// Confirmer makes reservations durable before the buyer hears "you got it"
+// — in flashsale, by publishing order.created events to Kafka. Confirm sets
+// errs[i] for every reservation it could not make durable; the Seller then
+// undoes those in Redis. It must bound itself in time.
+type Confirmer interface {
+	Confirm(ctx context.Context, rs []Reservation, errs []error)
+}
+
+// Membership tells how many nodes share the stock; cluster.Membership
+// implements it. LiveNodes is called on the refresh path and must be cheap.
+type Membership interface {
+	LiveNodes() int
+}
+
+// SingleNode is the Membership of a node that sells alone.
+type SingleNode struct{}
+
+// LiveNodes implements Membership.
+func (SingleNode) LiveNodes() int { return 1 }
+
+// SellerConfig tunes a Seller. Zero durations and sizes take the defaults
+// documented in configs/default.yaml.
+type SellerConfig struct {
+	Node            string        // this node's id, recorded on every order
+	BufferUnits     int64         // extra units above the fair share
+	BufferPercent   float64       // extra units as a percentage of the fair share; the larger buffer wins
+	RefreshInterval time.Duration // at most one share refresh from Redis per sale per interval
+	RedisTimeout    time.Duration // bound of one script call
+	ConfirmTimeout  time.Duration // bound of one Confirm call
+	Coalescer       CoalescerConfig
+	MaxSales        int // sales one node keeps state for; more are refused
+}
+
+// Seller is a node's ticket seller. It is safe for concurrent use.
+type Seller struct {
+	cfg     SellerConfig
+	rdb     redis.UniversalClient
+	confirm Confirmer
+	members Membership
+	log     *slog.Logger
+
+	mu    sync.RWMutex
+	sales map[string]*saleState
+
+	refreshes atomic.Int64 // share refreshes that read Redis, for /metrics
+}
+
+type saleState struct {
+	s        *Seller
+	id       string
+	share    *Share
+	co       *Coalescer[buyReq, buyRes]
+	startsMs int64
+	endsMs   int64
+
+	lastRefresh atomic.Int64 // unix nanos of the last refresh attempt
+	gone        atomic.Bool  // Redis no longer knows the sale
+}
+
+type buyReq struct{ user string }
+
+type buyRes struct {
+	r   Reservation
+	err error
+}
+
+// Errors the Seller answers with; api maps their codes to statuses.
+var (
+	ErrSoldOut    = flashsale.Errorf(flashsale.ESOLDOUT, "sold out")
+	ErrLimit      = flashsale.Errorf(flashsale.ELIMITREACHED, "you already hold the most orders this sale allows")
+	ErrNotStarted = flashsale.Errorf(flashsale.ENOTSTARTED, "the sale has not started")
+	ErrEnded      = flashsale.Errorf(flashsale.EENDED, "the sale has ended")
+	ErrNoSale     = flashsale.Errorf(flashsale.ENOTFOUND, "no such sale")
+	ErrOverloaded = flashsale.Errorf(flashsale.EOVERLOADED, "too many buyers at once; retry shortly")
+	ErrRedis      = flashsale.Errorf(flashsale.EUNAVAILABLE, "stock service unavailable; retry shortly")
+	ErrNotDurable = flashsale.Errorf(flashsale.EUNAVAILABLE, "order could not be recorded; retry shortly")
+)
+
+// NewSeller returns a Seller that deducts from Redis and confirms through c.
+// members may be nil for a single node.
+func NewSeller(cfg SellerConfig, rdb redis.UniversalClient, c Confirmer, members Membership, log *slog.Logger) *Seller {
+	if members == nil {
+		members = SingleNode{}
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	cfg.RefreshInterval = cmp0(cfg.RefreshInterval, 100*time.Millisecond)
+	cfg.RedisTimeout = cmp0(cfg.RedisTimeout, 500*time.Millisecond)
+	cfg.ConfirmTimeout = cmp0(cfg.ConfirmTimeout, 5*time.Second)
+	if cfg.MaxSales <= 0 {
+		cfg.MaxSales = 1024
+	}
+	return &Seller{cfg: cfg, rdb: rdb, confirm: c, members: members, log: log, sales: map[string]*saleState{}}
+}
+
+func cmp0(d, def time.Duration) time.Duration {
+	if d <= 0 {
+		return def
+	}
+	return d
+}
+
+// Buy sells one unit of sale saleID to userID. On success the order is in
+// Redis and confirmed (durable); on any error nothing is held: the unit is
+// back in Redis and in the local share. The order number is returned with an
+// ErrNotDurable error too, so the outcome log can name the undone order.
+func (s *Seller) Buy(ctx context.Context, saleID, userID string) (Reservation, error) {
+	st, err := s.sale(ctx, saleID)
+	if err != nil {
+		return Reservation{}, err
+	}
+	if st.startsMs > 0 || st.endsMs > 0 {
+		// A local fast answer; the script checks again with Redis's clock.
+		now := time.Now().UnixMilli()
+		if st.startsMs > 0 && now < st.startsMs {
+			return Reservation{}, ErrNotStarted
+		}
+		if st.endsMs > 0 && now >= st.endsMs {
+			return Reservation{}, ErrEnded
+		}
+	}
+	if !st.share.TryTake() && !st.refresh(ctx) {
+		return Reservation{}, ErrSoldOut
+	}
+	res, ok := st.co.Do(buyReq{user: userID})
+	if !ok {
+		st.share.Give(1)
+		return Reservation{}, ErrOverloaded
+	}
+	return res.r, res.err
+}
+
+// refresh reloads the share from Redis when the local share is empty, at
+// most once per RefreshInterval per sale, and takes a unit if it can. A
+// sold-out sale thus costs each node at most 1/RefreshInterval Redis reads a
+// second, however many buyers keep asking.
+func (st *saleState) refresh(ctx context.Context) bool {
+	if st.gone.Load() {
+		return false
+	}
+	now := time.Now().UnixNano()
+	last := st.lastRefresh.Load()
+	if now-last < int64(st.s.cfg.RefreshInterval) || !st.lastRefresh.CompareAndSwap(last, now) {
+		return false
+	}
+	if err := st.s.reshare(ctx, st); err != nil {
+		st.s.log.Warn("share refresh failed", "sale", st.id, "err", err)
+		return false
+	}
+	return st.share.TryTake()
+}
+
+// reshare sets a sale's share to its fair part of what Redis has left plus
+// the buffer: ceil(remaining / live nodes) + max(BufferUnits, fair × BufferPercent / 100).
+func (s *Seller) reshare(ctx context.Context, st *saleState) error {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.RedisTimeout)
+	defer cancel()
+	s.refreshes.Add(1)
+	v, err := s.rdb.HGet(ctx, lua.KeysFor(st.id).Meta, "remaining").Int64()
+	if errors.Is(err, redis.Nil) {
+		st.gone.Store(true)
+		st.share.Set(0)
+		return nil
+	} else if err != nil {
+		return fmt.Errorf("read remaining of sale %q: %w", st.id, err)
+	}
+	st.share.Set(s.ShareOf(v))
+	return nil
+}
+
+// ShareOf returns the local share a node takes of remaining units.
+func (s *Seller) ShareOf(remaining int64) int64 {
+	if remaining <= 0 {
+		return 0
+	}
+	live := int64(max(s.members.LiveNodes(), 1))
+	fair := (remaining + live - 1) / live
+	buf := max(s.cfg.BufferUnits, int64(float64(fair)*s.cfg.BufferPercent/100+0.999999))
+	return fair + buf
+}
+
+// Reshare recomputes every sale's share, e.g. when the set of live nodes
+// changes. Errors are logged; the next refresh tries again.
+func (s *Seller) Reshare(ctx context.Context) {
+	s.mu.RLock()
+	all := make([]*saleState, 0, len(s.sales))
+	for _, st := range s.sales {
+		all = append(all, st)
+	}
+	s.mu.RUnlock()
+	for _, st := range all {
+		if err := s.reshare(ctx, st); err != nil {
+			s.log.Warn("reshare failed", "sale", st.id, "err", err)
+		}
+	}
+}
+
+// sale returns the node's state for a sale, loading it from Redis on first use.
+func (s *Seller) sale(ctx context.Context, id string) (*saleState, error) {
+	s.mu.RLock()
+	st := s.sales[id]
+	s.mu.RUnlock()
+	if st != nil {
+		return st, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.RedisTimeout)
+	defer cancel()
+	v, err := s.rdb.HMGet(ctx, lua.KeysFor(id).Meta, "remaining", "starts_at_ms", "ends_at_ms").Result()
+	if err != nil {
+		return nil, fmt.Errorf("load sale %q: %w: %w", id, ErrRedis, err)
+	}
+	if v[0] == nil {
+		return nil, ErrNoSale
+	}
+	remaining, _ := strconv.ParseInt(fmt.Sprint(v[0]), 10, 64)
+	starts, _ := strconv.ParseInt(fmt.Sprint(v[1]), 10, 64)
+	ends, _ := strconv.ParseInt(fmt.Sprint(v[2]), 10, 64)
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if st := s.sales[id]; st != nil {
+		return st, nil // another buyer loaded it meanwhile
+	}
+	if len(s.sales) >= s.cfg.MaxSales {
+		return nil, flashsale.Errorf(flashsale.EOVERLOADED, "this node serves too many sales")
+	}
+	st = &saleState{s: s, id: id, share: NewShare(s.ShareOf(remaining)), startsMs: starts, endsMs: ends}
+	st.lastRefresh.Store(time.Now().UnixNano())
+	st.co = NewCoalescer(s.cfg.Coalescer, st.flush)
+	s.sales[id] = st
+	return st, nil
+}
+
+// flush settles one batch of buyers: one buy script call, one Confirm for
+// the winners, one abort call for any winner that could not be confirmed,
+// and one adjustment of the local share.
+func (st *saleState) flush(reqs []buyReq, res []buyRes) {
+	s := st.s
+	users := make([]string, len(reqs))
+	for i, r := range reqs {
+		users[i] = r.user
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.RedisTimeout)
+	reply, err := lua.Buy(ctx, s.rdb, st.id, s.cfg.Node, users, nil)
+	cancel()
+	if err != nil {
+		s.log.Warn("buy script failed", "sale", st.id, "batch", len(reqs), "err", err)
+		st.share.Give(int64(len(reqs)))
+		fill(res, ErrRedis)
+		return
+	}
+	switch reply.SaleCode {
+	case lua.BuyNoSale:
+		st.gone.Store(true)
+		st.share.Set(0)
+		fill(res, ErrNoSale)
+		return
+	case lua.BuyNotStarted:
+		st.share.Give(int64(len(reqs)))
+		fill(res, ErrNotStarted)
+		return
+	case lua.BuyEnded:
+		st.share.Set(0)
+		fill(res, ErrEnded)
+		return
+	}
+
+	var unused int64
+	soldOut := false
+	won := make([]Reservation, 0, len(reqs))
+	idx := make([]int, 0, len(reqs))
+	for i, n := range reply.Results {
+		switch {
+		case n > 0:
+			res[i].r = Reservation{SaleID: st.id, UserID: users[i], Node: s.cfg.Node, Order: n,
+				CreatedMs: reply.NowMs, DeadlineMs: reply.DeadlineMs}
+			won = append(won, res[i].r)
+			idx = append(idx, i)
+		case n == lua.BuySoldOut:
+			soldOut = true
+			res[i].err = ErrSoldOut
+		default:
+			unused++
+			res[i].err = ErrLimit
+		}
+	}
+	if len(won) > 0 {
+		errs := make([]error, len(won))
+		cctx, cancel := context.WithTimeout(context.Background(), s.cfg.ConfirmTimeout)
+		s.confirm.Confirm(cctx, won, errs)
+		cancel()
+		var undo []int64
+		for j, e := range errs {
+			if e != nil {
+				undo = append(undo, won[j].Order)
+				res[idx[j]].err = fmt.Errorf("%w: %w", ErrNotDurable, e)
+			}
+		}
+		if len(undo) > 0 {
+			unused += int64(len(undo))
+			st.abort(undo)
+		}
+	}
+	if soldOut {
+		// Redis is out even though this node still had an allowance.
+		st.share.Set(0)
+	} else {
+		st.share.Give(unused)
+	}
+}
+
+// abort undoes reservations that could not be confirmed. If Redis fails too,
+// the orders stay pending with their deadline and the expiry sweeper returns
+// them, so nothing is stranded.
+func (st *saleState) abort(orders []int64) {
+	ctx, cancel := context.WithTimeout(context.Background(), st.s.cfg.RedisTimeout)
+	defer cancel()
+	if _, _, err := lua.Settle(ctx, st.s.rdb, st.id, lua.Abort, orders); err != nil {
+		st.s.log.Error("abort of unconfirmed orders failed; the sweeper will release them after their deadline",
+			"sale", st.id, "orders", len(orders), "err", err)
+	}
+}
+
+func fill(res []buyRes, err error) {
+	for i := range res {
+		res[i].err = err
+	}
+}
+
+// Forget drops the node's state of a sale (e.g. after it was deleted).
+func (s *Seller) Forget(id string) {
+	s.mu.Lock()
+	st := s.sales[id]
+	delete(s.sales, id)
+	s.mu.Unlock()
+	if st != nil {
+		st.co.Close()
+	}
+}
+
+// Close settles queued buyers and stops every sale's flushers. Call it after
+// the HTTP server has stopped taking requests.
+func (s *Seller) Close() {
+	s.mu.Lock()
+	all := s.sales
+	s.sales = map[string]*saleState{}
+	s.mu.Unlock()
+	for _, st := range all {
+		st.co.Close()
+	}
+}
+
+var shareDesc = prometheus.NewDesc("flashsale_stock_local_share_units",
+	"Units this node may still try to sell before asking Redis again.", []string{"sale"}, nil)
+var refreshDesc = prometheus.NewDesc("flashsale_stock_share_refreshes_total",
+	"Share refreshes that read Redis.", nil, nil)
+
+// Describe implements prometheus.Collector.
+func (s *Seller) Describe(ch chan<- *prometheus.Desc) { ch <- shareDesc; ch <- refreshDesc }
+
+// Collect implements prometheus.Collector; it reads the shares at scrape
+// time so the buy path pays nothing for the gauge.
+func (s *Seller) Collect(ch chan<- prometheus.Metric) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	for id, st := range s.sales {
+		ch <- prometheus.MustNewConstMetric(shareDesc, prometheus.GaugeValue, float64(st.share.Left()), id)
+	}
+	ch <- prometheus.MustNewConstMetric(refreshDesc, prometheus.CounterValue, float64(s.refreshes.Load()))
+}
