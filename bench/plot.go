@@ -44,6 +44,7 @@ func (r *Report) WritePlot(path string) error {
 		return err
 	}
 	top.Legend.Top = true
+	top.Legend.Left = true
 
 	bottom := plot.New()
 	bottom.X.Label.Text = "seconds"
@@ -53,6 +54,7 @@ func (r *Report) WritePlot(path string) error {
 		return err
 	}
 	bottom.Legend.Top = true
+	bottom.Legend.Left = true
 	top.X.Min = 0
 	bottom.X.Min, bottom.X.Max = top.X.Min, top.X.Max
 
