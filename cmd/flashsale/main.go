@@ -7,6 +7,8 @@ import (
 	"os"
 
 	"github.com/spf13/cobra"
+
+	"github.com/flashsale/flashsale/bench"
 )
 
 func main() {
@@ -28,6 +30,7 @@ func newRootCommand() *cobra.Command {
 		newNodeCommand(),
 		newConfigCommand(),
 		newReconcileCommand(),
+		bench.Command(),
 	)
 	return root
 }
