@@ -117,4 +117,3 @@ func contains(xs []string, x string) bool {
 	}
 	return false
 }
-
