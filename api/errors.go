@@ -5,6 +5,7 @@ package api
 
 import (
 	"net/http"
+	"sync"
 
 	"github.com/flashsale/flashsale"
 	"github.com/flashsale/flashsale/internal/jsonw"
@@ -46,15 +47,36 @@ func AppendError(b []byte, code, message string) []byte {
 	return append(b, '}', '}')
 }
 
+// rendered caches the bodies of application errors that are package-level
+// values (sold out, limit reached, ...): the hot paths answer them with no
+// encoding and no allocation.
+var rendered sync.Map // *flashsale.Error -> []byte
+
 // writeError answers err. Internal details stay in the log, never the body.
 func (s *Server) writeError(c *gin.Context, err error) {
 	code := flashsale.ErrorCode(err)
 	if code == flashsale.EINTERNAL {
 		s.log.Error("internal error", "path", c.FullPath(), "err", err)
 	}
-	var buf [256]byte
-	c.Data(StatusOf(code), "application/json", AppendError(buf[:0], code, flashsale.ErrorMessage(err)))
+	var body []byte
+	if e, ok := err.(*flashsale.Error); ok {
+		if b, ok := rendered.Load(e); ok {
+			body = b.([]byte)
+		}
+	}
+	if body == nil {
+		body = AppendError(nil, code, flashsale.ErrorMessage(err))
+	}
+	c.Data(StatusOf(code), "application/json", body)
 	c.Abort()
+}
+
+// PreRender caches the JSON bodies of errors that are answered often and
+// never change; call it at start-up with package-level error values.
+func PreRender(errs ...*flashsale.Error) {
+	for _, e := range errs {
+		rendered.Store(e, AppendError(nil, e.Code, e.Message))
+	}
 }
 
 // errorf answers a new application error.

@@ -103,8 +103,8 @@ func (s *Server) buy(c *gin.Context) {
 	}
 	if err != nil {
 		// Bad input changes nothing and is not a buy outcome: no stat.log line.
-		c.Set(resultKey, flashsale.ErrorCode(err))
 		s.writeError(c, err)
+		s.buyObs.record(start, flashsale.ErrorCode(err))
 		return
 	}
 
@@ -121,13 +121,13 @@ func (s *Server) buy(c *gin.Context) {
 	if s.StatLog != nil {
 		s.StatLog.Write(&rec)
 	}
-	c.Set(resultKey, rec.Result)
+	defer s.buyObs.record(start, rec.Result)
 	if err != nil {
 		s.writeError(c, err)
 		return
 	}
-	var buf [256]byte
-	b := append(buf[:0], '{')
+	b := make([]byte, 0, 160)
+	b = append(b, '{')
 	b = jsonw.StrField(b, "order_id", rec.Order)
 	b = jsonw.StrField(b, "sale_id", saleID)
 	b = jsonw.StrField(b, "user_id", user)

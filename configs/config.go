@@ -91,6 +91,9 @@ type Config struct {
 		Level  string `mapstructure:"level"`
 		Format string `mapstructure:"format"`
 	} `mapstructure:"log"`
+	Debug struct {
+		PprofAddr string `mapstructure:"pprof_addr"`
+	} `mapstructure:"debug"`
 
 	settings map[string]any // the effective key/value tree, for YAML
 }

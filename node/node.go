@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	_ "net/http/pprof" // served only on debug.pprof_addr
 	"os"
 	"strings"
 	"sync"
@@ -166,6 +167,16 @@ func (n *Node) Run(ctx context.Context) error {
 	}()
 	go func() { defer wg.Done(); n.Sweeper.Run(bg) }()
 
+	if addr := n.Config.Debug.PprofAddr; addr != "" {
+		// pprof handlers register on http.DefaultServeMux; serve only that mux,
+		// on its own listener, so it never shares the API's port.
+		go func() {
+			n.Log.Info("pprof listening", "addr", addr)
+			if err := http.ListenAndServe(addr, http.DefaultServeMux); err != nil {
+				n.Log.Warn("pprof listener stopped", "err", err)
+			}
+		}()
+	}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- n.server.Serve(n.listener) }()
 	n.Log.Info("node serving", "addr", n.Addr(), "redis", n.Config.Redis.Addrs, "kafka", n.Config.Kafka.Brokers,

@@ -104,6 +104,12 @@ var (
 	ErrNotDurable = flashsale.Errorf(flashsale.EUNAVAILABLE, "order could not be recorded; retry shortly")
 )
 
+// Sentinels lists the Seller's package-level errors, so the API can render
+// their bodies once.
+func Sentinels() []*flashsale.Error {
+	return []*flashsale.Error{ErrSoldOut, ErrLimit, ErrNotStarted, ErrEnded, ErrNoSale, ErrOverloaded, ErrRedis}
+}
+
 // NewSeller returns a Seller that deducts from Redis and confirms through c.
 // members may be nil for a single node.
 func NewSeller(cfg SellerConfig, rdb redis.UniversalClient, c Confirmer, members Membership, log *slog.Logger) *Seller {
