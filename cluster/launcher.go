@@ -124,12 +124,14 @@ func Up(ctx context.Context, cfg Config) (*Cluster, error) {
 	if old, err := readState(c.st.Dir); err == nil && old.anyAlive() {
 		return nil, fmt.Errorf("a cluster is already running in %s: `flashsale cluster down --dir %s` first", c.st.Dir, c.st.Dir)
 	}
+	// On failure, stop exactly what this call started: the state file on
+	// disk (if any) describes an older, dead cluster.
 	if err := c.startAll(ctx); err != nil {
-		c.downLocked()
+		_ = c.stopAll()
 		return nil, err
 	}
 	if err := c.save(); err != nil {
-		c.downLocked()
+		_ = c.stopAll()
 		return nil, err
 	}
 	return c, nil
@@ -194,11 +196,18 @@ func prepare(cfg Config) (*Cluster, error) {
 		return nil, errors.New("redis-server not found: apt-get install -y redis-server (or `make deps`)")
 	}
 
+	// A fixed port already in use would only show up later as a node that
+	// exits; say so now, with the way out.
 	port := func(fixed int) (int, error) {
-		if fixed > 0 {
-			return fixed, nil
+		if fixed <= 0 {
+			return freePort()
 		}
-		return freePort()
+		l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(fixed))
+		if err != nil {
+			return 0, fmt.Errorf("port %d is in use (another cluster? pick other ports, or 0 for free ones): %w", fixed, err)
+		}
+		l.Close()
+		return fixed, nil
 	}
 	addr := func(p int) string { return "127.0.0.1:" + strconv.Itoa(p) }
 	c := &Cluster{owned: map[string]*ownedProc{}, log: cfg.Log, ready: cfg.ReadyTimeout}
@@ -527,9 +536,19 @@ func (c *Cluster) alive(p *Proc) bool {
 	return pidAlive(p.PID, p.StartTicks)
 }
 
+// reload picks up the state file's view, which another `flashsale cluster`
+// command may have changed (a restart records a new PID), so that Down from
+// a foreground `up` still stops a node restarted from another shell.
+func (c *Cluster) reload() {
+	if st, err := readState(c.st.Dir); err == nil {
+		c.st = *st
+	}
+}
+
 // find returns the process called name: "node2" (or just "2"), "redis",
 // "broker" or "nginx".
 func (c *Cluster) find(name string) (*Proc, error) {
+	c.reload()
 	if _, err := strconv.Atoi(name); err == nil {
 		name = "node" + name
 	}
@@ -662,6 +681,13 @@ func (c *Cluster) Down() error {
 }
 
 func (c *Cluster) downLocked() error {
+	c.reload()
+	return c.stopAll()
+}
+
+// stopAll stops every process in c.st, in Down's order, and removes the
+// state file.
+func (c *Cluster) stopAll() error {
 	stages := [][]*Proc{c.st.Nodes}
 	if c.st.Nginx != nil {
 		stages = append(stages, []*Proc{c.st.Nginx})
@@ -693,6 +719,7 @@ type ProcStatus struct {
 func (c *Cluster) Status(ctx context.Context) []ProcStatus {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.reload()
 	var out []ProcStatus
 	for _, p := range append([]*Proc{c.st.Redis, c.st.Broker}, append(c.st.Nodes, c.st.Nginx)...) {
 		if p == nil {

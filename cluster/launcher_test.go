@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -304,4 +305,44 @@ func readFile(t *testing.T, path string) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+func TestUpRefusesBusyPort(t *testing.T) {
+	testenv.RedisBinary(t)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	busy := l.Addr().(*net.TCPAddr).Port
+	_, err = Up(context.Background(), Config{Nodes: 1, BasePort: busy, Dir: t.TempDir(), Binary: "/nonexistent", NoNginx: true})
+	if err == nil || !strings.Contains(err.Error(), "in use") {
+		t.Fatalf("Up on a busy port: %v", err)
+	}
+}
+
+// TestDownFindsRestartFromAnotherShell: a Cluster from Up stops a node that
+// another command restarted (new PID in the state file), not just the one
+// it started.
+func TestDownFindsRestartFromAnotherShell(t *testing.T) {
+	testenv.RedisBinary(t)
+	exe := testBinary(t)
+	dir := t.TempDir()
+	c, err := Up(context.Background(), Config{Nodes: 1, Dir: dir, Binary: exe, NoNginx: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Down() })
+	other, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := other.Restart("node1"); err != nil {
+		t.Fatal(err)
+	}
+	restarted := other.State()
+	if err := c.Down(); err != nil {
+		t.Fatal(err)
+	}
+	requireGone(t, restarted)
 }
