@@ -71,6 +71,7 @@ so any other FLASHSALE_* setting exported here reaches every node.`,
 	f.IntVar(&cfg.NginxPort, "nginx-port", 8080, "load balancer port (0: a free port)")
 	f.BoolVar(&cfg.NoNginx, "no-nginx", false, "start no load balancer")
 	f.BoolVar(&cfg.NginxAccessLog, "nginx-access-log", false, "write nginx's access log (costs throughput)")
+	f.IntVar(&cfg.NginxWorkers, "nginx-workers", 1, "nginx worker processes (the nodes need the other cores)")
 	f.IntVar(&cfg.RedisPort, "redis-port", 0, "redis-server port (0: a free port)")
 	f.IntVar(&cfg.BrokerPort, "broker-port", 0, "broker port (0: a free port)")
 	f.StringVar(&cfg.RedisFsync, "redis-fsync", "always", "redis appendfsync: always or everysec")

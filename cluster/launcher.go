@@ -49,6 +49,8 @@ type Config struct {
 	NoNginx bool
 	// NginxAccessLog turns on nginx's (buffered) access log.
 	NginxAccessLog bool
+	// NginxWorkers is nginx's worker_processes; 1 when 0.
+	NginxWorkers int
 	// RedisPort and BrokerPort are free ports when 0.
 	RedisPort  int
 	BrokerPort int
@@ -281,7 +283,7 @@ func prepare(cfg Config) (*Cluster, error) {
 	for _, n := range c.st.Nodes {
 		ups = append(ups, NginxUpstream{Addr: n.Addr, Weight: n.Weight})
 	}
-	conf, err := RenderNginxConf(NginxConfig{Prefix: ndir, Listen: addr(lp), Servers: ups, AccessLog: cfg.NginxAccessLog})
+	conf, err := RenderNginxConf(NginxConfig{Prefix: ndir, Listen: addr(lp), Servers: ups, AccessLog: cfg.NginxAccessLog, Workers: cfg.NginxWorkers})
 	if err != nil {
 		return nil, err
 	}
