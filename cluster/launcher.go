@@ -79,6 +79,11 @@ type Config struct {
 	ReadyTimeout time.Duration
 	// Log receives progress lines; discarded when nil.
 	Log io.Writer
+	// Fresh deletes the data and logs of an earlier cluster in Dir (Redis's
+	// AOF, the broker's log, stat.logs) before starting. Without it they are
+	// kept and reused: Redis comes back with the old sales and stat.logs are
+	// appended to.
+	Fresh bool
 }
 
 // State is the content of the state file.
@@ -106,6 +111,9 @@ type Cluster struct {
 	owned map[string]*ownedProc
 	log   io.Writer
 	ready time.Duration
+
+	nginxConf     []byte // Up only: the config startAll writes for nginx
+	nginxConfPath string
 }
 
 // Up starts Redis, the broker, cfg.Nodes nodes and nginx, waits until each is
@@ -125,6 +133,9 @@ func Up(ctx context.Context, cfg Config) (*Cluster, error) {
 	defer unlock()
 	if old, err := readState(c.st.Dir); err == nil && old.anyAlive() {
 		return nil, fmt.Errorf("a cluster is already running in %s: `flashsale cluster down --dir %s` first", c.st.Dir, c.st.Dir)
+	}
+	if err := c.clearOld(cfg.Fresh); err != nil {
+		return nil, err
 	}
 	// On failure, stop exactly what this call started: the state file on
 	// disk (if any) describes an older, dead cluster.
@@ -287,17 +298,37 @@ func prepare(cfg Config) (*Cluster, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(filepath.Join(ndir, "tmp"), 0o755); err != nil {
-		return nil, err
-	}
 	confPath := filepath.Join(ndir, "nginx.conf")
-	if err := os.WriteFile(confPath, conf, 0o644); err != nil {
-		return nil, err
-	}
+	c.nginxConf, c.nginxConfPath = conf, confPath // written by startAll, after clearOld
 	c.st.Nginx = &Proc{Name: "nginx", Kind: "nginx", Addr: addr(lp), URL: "http://" + addr(lp), Dir: ndir,
 		Log:  filepath.Join(ndir, "error.log"),
 		Argv: []string{nginxBin, "-p", ndir, "-c", confPath, "-e", filepath.Join(ndir, "error.log"), "-g", "daemon off;"}}
 	return c, nil
+}
+
+// clearOld deletes an earlier cluster's data when fresh, and otherwise says
+// that it is being reused.
+func (c *Cluster) clearOld(fresh bool) error {
+	var old []string
+	for _, p := range c.st.procs() {
+		if _, err := os.Stat(p.Dir); err == nil {
+			old = append(old, p.Dir)
+		}
+	}
+	if len(old) == 0 {
+		return nil
+	}
+	if !fresh {
+		fmt.Fprintf(c.log, "reusing data and logs of an earlier cluster in %s (--fresh starts empty)\n", c.st.Dir)
+		return nil
+	}
+	for _, d := range old {
+		if err := os.RemoveAll(d); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintf(c.log, "removed the data and logs of an earlier cluster in %s\n", c.st.Dir)
+	return nil
 }
 
 // startAll starts the pieces in dependency order: Redis and the broker, then
@@ -306,6 +337,14 @@ func (c *Cluster) startAll(ctx context.Context) error {
 	stages := [][]*Proc{{c.st.Redis, c.st.Broker}, c.st.Nodes}
 	if c.st.Nginx != nil {
 		stages = append(stages, []*Proc{c.st.Nginx})
+	}
+	if c.st.Nginx != nil {
+		if err := os.MkdirAll(filepath.Join(c.st.Nginx.Dir, "tmp"), 0o755); err != nil {
+			return err
+		}
+		if err := os.WriteFile(c.nginxConfPath, c.nginxConf, 0o644); err != nil {
+			return err
+		}
 	}
 	for _, stage := range stages {
 		for _, p := range stage {

@@ -346,3 +346,37 @@ func TestDownFindsRestartFromAnotherShell(t *testing.T) {
 	}
 	requireGone(t, restarted)
 }
+
+// TestUpFreshAndReuse: a second up in the same directory reuses Redis's AOF
+// unless --fresh.
+func TestUpFreshAndReuse(t *testing.T) {
+	testenv.RedisBinary(t)
+	exe := testBinary(t)
+	dir := t.TempDir()
+	ctx := context.Background()
+	value := func(c *Cluster) string {
+		rdb := redis.NewClient(&redis.Options{Addr: c.RedisAddr()})
+		defer rdb.Close()
+		v, _ := rdb.Get(ctx, "fs:test").Result()
+		return v
+	}
+	for _, tc := range []struct {
+		fresh bool
+		want  string
+	}{{false, ""}, {false, "kept"}, {true, ""}} {
+		c, err := Up(ctx, Config{Dir: dir, Binary: exe, NoNginx: true, Fresh: tc.fresh})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := value(c)
+		rdb := redis.NewClient(&redis.Options{Addr: c.RedisAddr()})
+		rdb.Set(ctx, "fs:test", "kept", 0)
+		rdb.Close()
+		if err := c.Down(); err != nil {
+			t.Fatal(err)
+		}
+		if got != tc.want {
+			t.Fatalf("fresh=%v: Redis had %q, want %q", tc.fresh, got, tc.want)
+		}
+	}
+}
