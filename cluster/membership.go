@@ -58,6 +58,15 @@ type MembershipConfig struct {
 // the hot path. When Redis cannot be reached the last known view is kept: a
 // node that cannot reach Redis cannot sell anyway, and a view that shrank to
 // "just me" would only make it over-claim stock when Redis comes back.
+//
+// Redis cost: one EVALSHA per node per beat (ZADD, ZREMRANGEBYSCORE, PEXPIRE
+// and ZRANGE on a set of N members), so N calls per second cluster-wide with
+// the defaults, whatever the request rate.
+//
+// Detection: a node that dies without deregistering leaves every survivor's
+// view within TTL + one beat of its last beat (measured 0.4 s with beat
+// 100 ms / TTL 300 ms; at most 4 s with the defaults); a clean stop within
+// one beat.
 type Membership struct {
 	rdb redis.UniversalClient
 	cfg MembershipConfig
