@@ -135,7 +135,7 @@ func killCommand(dir *string) *cobra.Command {
 }
 
 func stopCommand(dir *string) *cobra.Command {
-	return oneProcCommand(dir, "stop", "Stop one process gracefully (SIGTERM, SIGKILL after 10 s)", (*Cluster).Stop)
+	return oneProcCommand(dir, "stop", "Stop one process gracefully (SIGTERM; SIGKILL after 20 s for a node, 10 s otherwise)", (*Cluster).Stop)
 }
 
 func restartCommand(dir *string) *cobra.Command {

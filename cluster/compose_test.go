@@ -2,7 +2,6 @@ package cluster
 
 import (
 	"context"
-	"errors"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -12,42 +11,20 @@ import (
 
 	"github.com/compose-spec/compose-go/v2/cli"
 	"github.com/compose-spec/compose-go/v2/types"
-	"go.yaml.in/yaml/v3"
+
+	"github.com/flashsale/flashsale/configs"
 )
 
-// contractEnv are the FLASHSALE_* keys the node understands per the node
-// contract; used until configs/default.yaml exists.
-var contractEnv = []string{"FLASHSALE_HTTP_ADDR", "FLASHSALE_NODE_ID", "FLASHSALE_REDIS_ADDRS",
-	"FLASHSALE_KAFKA_BROKERS", "FLASHSALE_KAFKA_TOPIC", "FLASHSALE_ADMIN_TOKEN",
-	"FLASHSALE_STATLOG_PATH", "FLASHSALE_PAY_TIMEOUT"}
-
 // knownNodeEnv returns the env keys a node understands: every key of
-// configs/default.yaml as viper maps it (prefix FLASHSALE_, "." → "_",
-// upper case) when that file exists, the contract's list otherwise.
+// configs/default.yaml as the node's viper maps it.
 func knownNodeEnv(t *testing.T) (keys []string, source string) {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join("..", "configs", "default.yaml"))
-	if errors.Is(err, os.ErrNotExist) {
-		return contractEnv, "the node contract (configs/default.yaml does not exist yet)"
-	} else if err != nil {
-		t.Fatal(err)
+	for _, k := range configs.Keys() {
+		keys = append(keys, configs.EnvName(k))
 	}
-	var doc map[string]any
-	if err := yaml.Unmarshal(b, &doc); err != nil {
-		t.Fatalf("configs/default.yaml: %v", err)
+	if len(keys) == 0 {
+		t.Fatal("configs.Keys() is empty")
 	}
-	var walk func(prefix string, m map[string]any)
-	walk = func(prefix string, m map[string]any) {
-		for k, v := range m {
-			key := prefix + "_" + strings.ToUpper(k)
-			if sub, ok := v.(map[string]any); ok {
-				walk(key, sub)
-				continue
-			}
-			keys = append(keys, key)
-		}
-	}
-	walk("FLASHSALE", doc)
 	return keys, "configs/default.yaml"
 }
 

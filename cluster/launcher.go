@@ -622,6 +622,18 @@ func (c *Cluster) waitGone(d time.Duration, ps ...*Proc) []*Proc {
 	}
 }
 
+// grace is how long a graceful stop may take before SIGKILL: longer than
+// the node's own http.shutdown_timeout (15 s by default), so a node draining
+// within its budget is never cut short and gets to flush its stat.log.
+func grace(ps ...*Proc) time.Duration {
+	for _, p := range ps {
+		if p.Kind == "node" {
+			return 20 * time.Second
+		}
+	}
+	return 10 * time.Second
+}
+
 // stop sends SIGTERM to ps, waits up to grace, then SIGKILLs stragglers.
 func (c *Cluster) stop(grace time.Duration, ps ...*Proc) error {
 	var live []*Proc
@@ -667,7 +679,8 @@ func (c *Cluster) Kill(name string) error {
 	return nil
 }
 
-// Stop ends one process gracefully (SIGTERM, then SIGKILL after 10 s).
+// Stop ends one process gracefully (SIGTERM, then SIGKILL after 20 s for
+// a node, 10 s for the others).
 func (c *Cluster) Stop(name string) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -675,7 +688,7 @@ func (c *Cluster) Stop(name string) error {
 	if err != nil {
 		return err
 	}
-	return c.stop(10*time.Second, p)
+	return c.stop(grace(p), p)
 }
 
 // Restart starts one process again with the same command line and
@@ -694,7 +707,7 @@ func (c *Cluster) Restart(name string) error {
 		return err
 	}
 	defer unlock()
-	if err := c.stop(10*time.Second, p); err != nil {
+	if err := c.stop(grace(p), p); err != nil {
 		return err
 	}
 	if err := c.startProc(p); err != nil {
@@ -707,9 +720,10 @@ func (c *Cluster) Restart(name string) error {
 }
 
 // Down stops everything: the nodes first (SIGTERM, so they deregister and
-// flush), then nginx, the broker (which writes its log to disk) and Redis;
-// anything still alive after 10 s gets SIGKILL. The logs, stat.logs and data
-// stay in the run directory; the state file is removed.
+// flush), then nginx, the broker (which writes its log to disk) and Redis.
+// A node still alive after 20 s, anything else after 10 s, gets SIGKILL.
+// The logs, stat.logs and data stay in the run directory; the state file is
+// removed.
 func (c *Cluster) Down() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -736,7 +750,7 @@ func (c *Cluster) stopAll() error {
 	stages = append(stages, []*Proc{c.st.Broker}, []*Proc{c.st.Redis})
 	var errs []error
 	for _, s := range stages {
-		errs = append(errs, c.stop(10*time.Second, s...))
+		errs = append(errs, c.stop(grace(s...), s...))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return err

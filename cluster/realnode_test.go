@@ -122,6 +122,15 @@ func TestUpRealNodes(t *testing.T) {
 		t.Fatalf("oversold: %d > %d", sold, stock)
 	}
 	t.Logf("sold %d of %d with node2 killed after 10", sold, stock)
+	// The books in Redis match what the clients were told.
+	code, body, _ = call(t, "GET", base+"/v1/sales/launcher-test", "", nil)
+	var books struct{ Stock, Remaining, Pending, Paid int64 }
+	if err := json.Unmarshal([]byte(body), &books); code != 200 || err != nil {
+		t.Fatalf("get sale: %d %s %v", code, body, err)
+	}
+	if books.Pending != int64(sold) || books.Remaining+books.Pending+books.Paid != stock {
+		t.Fatalf("books %+v after %d successes", books, sold)
+	}
 
 	if err := c.Restart("node2"); err != nil {
 		t.Fatal(err)
