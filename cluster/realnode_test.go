@@ -138,8 +138,16 @@ func TestUpRealNodes(t *testing.T) {
 	if code, body, _ := call(t, "GET", c.NodeURLs()[1]+"/readyz", "", nil); code != 200 {
 		t.Fatalf("node2 after restart: %d %s", code, body)
 	}
+	t0 := time.Now()
 	if err := c.Down(); err != nil {
 		t.Fatal(err)
+	}
+	// Known node issue (reported to the lead): after a SIGKILLed node comes
+	// back, the expiry consumers' kafka-go group Close waits for a rebalance
+	// that waits for the dead member's session timeout (30 s), so a prompt
+	// down SIGKILLs nodes after the grace. Logged, not failed, until fixed.
+	if strings.Contains(log.String(), "ignored SIGTERM") {
+		t.Logf("down took %v; nodes needed SIGKILL:\n%s", time.Since(t0), log.String())
 	}
 	requireGone(t, st)
 	requireGone(t, c.State())
