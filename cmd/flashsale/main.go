@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/flashsale/flashsale/bench"
+	"github.com/flashsale/flashsale/cluster"
 )
 
 func main() {
@@ -31,6 +32,8 @@ func newRootCommand() *cobra.Command {
 		newConfigCommand(),
 		newReconcileCommand(),
 		bench.Command(),
+		cluster.Command(),
+		cluster.BrokerCommand(),
 	)
 	return root
 }

@@ -1,0 +1,243 @@
+package cluster
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/compose-spec/compose-go/v2/cli"
+	"github.com/compose-spec/compose-go/v2/types"
+
+	"github.com/flashsale/flashsale/configs"
+)
+
+// knownNodeEnv returns the env keys a node understands: every key of
+// configs/default.yaml as the node's viper maps it.
+func knownNodeEnv(t *testing.T) (keys []string, source string) {
+	t.Helper()
+	for _, k := range configs.Keys() {
+		keys = append(keys, configs.EnvName(k))
+	}
+	if len(keys) == 0 {
+		t.Fatal("configs.Keys() is empty")
+	}
+	return keys, "configs/default.yaml"
+}
+
+func loadCompose(t *testing.T) *types.Project {
+	t.Helper()
+	opts, err := cli.NewProjectOptions([]string{filepath.Join("..", "docker-compose.yml")},
+		cli.WithWorkingDirectory(".."),
+		// A fixed environment: the test must not depend on the caller's.
+		cli.WithEnv([]string{}),
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := opts.LoadProject(context.Background())
+	if err != nil {
+		t.Fatalf("docker-compose.yml does not load: %v", err)
+	}
+	return p
+}
+
+func service(t *testing.T, p *types.Project, name string) types.ServiceConfig {
+	t.Helper()
+	s, err := p.GetService(name)
+	if err != nil {
+		t.Fatalf("service %s: %v", name, err)
+	}
+	return s
+}
+
+func requireHealthCheck(t *testing.T, s types.ServiceConfig) {
+	t.Helper()
+	if s.HealthCheck == nil || len(s.HealthCheck.Test) == 0 || s.HealthCheck.Disable {
+		t.Errorf("%s has no health check", s.Name)
+	}
+}
+
+func requireDependsOn(t *testing.T, s types.ServiceConfig, dep, condition string) {
+	t.Helper()
+	d, ok := s.DependsOn[dep]
+	if !ok || d.Condition != condition {
+		t.Errorf("%s: depends_on %s = %+v, want condition %s", s.Name, dep, d, condition)
+	}
+}
+
+func TestDockerCompose(t *testing.T) {
+	p := loadCompose(t)
+	known, source := knownNodeEnv(t)
+	t.Logf("node env keys checked against %s", source)
+
+	want := []string{"kafka", "kafka-init", "nginx", "node1", "node2", "node3", "redis"}
+	if got := p.ServiceNames(); !slices.Equal(got, want) {
+		t.Fatalf("services = %v, want %v", got, want)
+	}
+
+	redis := service(t, p, "redis")
+	if !strings.HasPrefix(redis.Image, "redis:7") {
+		t.Errorf("redis image %q, want redis:7*", redis.Image)
+	}
+	if cmd := strings.Join(redis.Command, " "); !strings.Contains(cmd, "--appendonly yes") {
+		t.Errorf("redis without AOF: %q", cmd)
+	}
+	requireHealthCheck(t, redis)
+
+	kafka := service(t, p, "kafka")
+	if !strings.HasPrefix(kafka.Image, "apache/kafka:") {
+		t.Errorf("kafka image %q, want the official apache/kafka", kafka.Image)
+	}
+	env := kafka.Environment
+	if roles := env["KAFKA_PROCESS_ROLES"]; roles == nil || !strings.Contains(*roles, "controller") || !strings.Contains(*roles, "broker") {
+		t.Errorf("kafka is not a KRaft broker+controller: KAFKA_PROCESS_ROLES=%v", roles)
+	}
+	if v := env["KAFKA_CONTROLLER_QUORUM_VOTERS"]; v == nil || *v != "1@kafka:9093" {
+		t.Errorf("KAFKA_CONTROLLER_QUORUM_VOTERS = %v", v)
+	}
+	requireHealthCheck(t, kafka)
+	initCmd := strings.Join(service(t, p, "kafka-init").Command, " ")
+	if !strings.Contains(initCmd, "--create") || !strings.Contains(initCmd, "--topic "+DefaultTopic) {
+		t.Errorf("kafka-init does not create %s: %q", DefaultTopic, initCmd)
+	}
+	requireDependsOn(t, service(t, p, "kafka-init"), "kafka", types.ServiceConditionHealthy)
+
+	nginxConf, err := os.ReadFile(filepath.Join("nginx", "nginx.conf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := map[string]bool{}
+	for _, name := range []string{"node1", "node2", "node3"} {
+		n := service(t, p, name)
+		if n.Build == nil || filepath.Base(n.Build.Dockerfile) != "Dockerfile" {
+			t.Errorf("%s is not built from the Dockerfile: %+v", name, n.Build)
+		}
+		if !slices.Equal(n.Command, []string{"node"}) {
+			t.Errorf("%s command %v, want [node]", name, n.Command)
+		}
+		requireDependsOn(t, n, "redis", types.ServiceConditionHealthy)
+		requireDependsOn(t, n, "kafka", types.ServiceConditionHealthy)
+		requireDependsOn(t, n, "kafka-init", types.ServiceConditionCompletedSuccessfully)
+		requireHealthCheck(t, n)
+
+		// Every FLASHSALE_* key is one the node understands; nothing else
+		// configures it.
+		for k := range n.Environment {
+			if !strings.HasPrefix(k, "FLASHSALE_") {
+				t.Errorf("%s: env %s is not a FLASHSALE_* key", name, k)
+			} else if !slices.Contains(known, k) {
+				t.Errorf("%s: env %s is not a key the node understands (%s)", name, k, source)
+			}
+		}
+		get := func(k string) string {
+			if v := n.Environment[k]; v != nil {
+				return *v
+			}
+			t.Errorf("%s: %s not set", name, k)
+			return ""
+		}
+		if id := get("FLASHSALE_NODE_ID"); ids[id] {
+			t.Errorf("%s: node id %q used twice", name, id)
+		} else {
+			ids[id] = true
+		}
+		if v := get("FLASHSALE_REDIS_ADDRS"); v != "redis:6379" {
+			t.Errorf("%s: FLASHSALE_REDIS_ADDRS=%q", name, v)
+		}
+		if v := get("FLASHSALE_KAFKA_BROKERS"); v != "kafka:9092" {
+			t.Errorf("%s: FLASHSALE_KAFKA_BROKERS=%q", name, v)
+		}
+		if v := get("FLASHSALE_ADMIN_TOKEN"); v == "" {
+			t.Errorf("%s: empty admin token", name)
+		}
+		// nginx's upstream reaches the node on the port it listens on.
+		addr := get("FLASHSALE_HTTP_ADDR")
+		port := addr[strings.LastIndexByte(addr, ':')+1:]
+		if !regexp.MustCompile(`server ` + name + `:` + port + ` weight=\d+`).Match(nginxConf) {
+			t.Errorf("nginx.conf has no weighted upstream server %s:%s", name, port)
+		}
+		// stat.logs land in the shared volume, one file per node.
+		statlog := get("FLASHSALE_STATLOG_PATH")
+		inVolume := false
+		for _, v := range n.Volumes {
+			if v.Type == types.VolumeTypeVolume && v.Source == "statlogs" && strings.HasPrefix(statlog, v.Target+"/") {
+				inVolume = true
+			}
+		}
+		if !inVolume || !strings.Contains(statlog, name) {
+			t.Errorf("%s: stat.log %q is not its own file in the statlogs volume", name, statlog)
+		}
+	}
+
+	lb := service(t, p, "nginx")
+	published := false
+	for _, port := range lb.Ports {
+		if port.Target == 8080 && port.Published == "8080" {
+			published = true
+		}
+	}
+	if !published {
+		t.Errorf("nginx does not publish 8080: %+v", lb.Ports)
+	}
+	mounted := false
+	for _, v := range lb.Volumes {
+		if v.Type == types.VolumeTypeBind && strings.HasSuffix(v.Source, filepath.Join("cluster", "nginx", "nginx.conf")) && v.Target == "/etc/nginx/nginx.conf" {
+			mounted = true
+		}
+	}
+	if !mounted {
+		t.Errorf("nginx does not mount cluster/nginx/nginx.conf: %+v", lb.Volumes)
+	}
+	for _, name := range []string{"node1", "node2", "node3"} {
+		requireDependsOn(t, lb, name, types.ServiceConditionHealthy)
+	}
+	requireHealthCheck(t, lb)
+	for _, v := range []string{"redis-data", "kafka-data", "statlogs"} {
+		if _, ok := p.Volumes[v]; !ok {
+			t.Errorf("volume %s not declared", v)
+		}
+	}
+}
+
+// TestDockerfile checks what a test without a Docker engine can: two
+// stages, a static binary of cmd/flashsale, a non-root user.
+func TestDockerfile(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("..", "Dockerfile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var froms, users []string
+	build := ""
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) == 0 {
+			continue
+		}
+		switch strings.ToUpper(f[0]) {
+		case "FROM":
+			froms = append(froms, line)
+		case "USER":
+			users = append(users, f[1])
+		case "RUN":
+			if strings.Contains(line, "go build") {
+				build = line
+			}
+		}
+	}
+	if len(froms) < 2 {
+		t.Errorf("not a multi-stage build: %v", froms)
+	}
+	if !strings.Contains(build, "CGO_ENABLED=0") || !strings.Contains(build, "./cmd/flashsale") {
+		t.Errorf("the build is not a static build of ./cmd/flashsale: %q", build)
+	}
+	if len(users) == 0 {
+		t.Fatal("no USER: the image runs as root")
+	}
+	if u := strings.Split(users[len(users)-1], ":")[0]; u == "root" || u == "0" {
+		t.Errorf("final USER %q is root", u)
+	}
+}

@@ -1,0 +1,122 @@
+package cluster
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Proc is one process the launcher started, as recorded in the state file so
+// another `flashsale cluster` invocation can find, signal and restart it.
+type Proc struct {
+	Name string `json:"name"` // node1..nodeN, redis, broker, nginx
+	Kind string `json:"kind"` // node, redis, broker, nginx
+	PID  int    `json:"pid"`
+	// StartTicks is the process start time from /proc/<pid>/stat. A PID is
+	// signalled only while it still names the same process, so a stale state
+	// file can never make `down` kill an unrelated process that reused it.
+	StartTicks uint64   `json:"start_ticks,omitempty"`
+	Addr       string   `json:"addr"`          // host:port it serves
+	URL        string   `json:"url,omitempty"` // http URL for nodes and nginx
+	Weight     int      `json:"weight,omitempty"`
+	Log        string   `json:"log"`                // stdout+stderr, appended across restarts
+	StatLog    string   `json:"stat_log,omitempty"` // nodes only
+	Argv       []string `json:"argv"`               // argv[0] is the executable
+	Env        []string `json:"env,omitempty"`      // added to the launcher's environment
+	Dir        string   `json:"dir"`                // working directory
+}
+
+// ownedProc is a child this process started and reaps.
+type ownedProc struct {
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+// spawn starts p in its own session (so it outlives the launcher and a
+// terminal's SIGHUP), with stdout and stderr appended to p.Log, and records
+// its PID. The returned ownedProc reaps it.
+func spawn(p *Proc) (*ownedProc, error) {
+	logf, err := os.OpenFile(p.Log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("%s log: %w", p.Name, err)
+	}
+	defer logf.Close() // the child holds its own descriptor
+	fmt.Fprintf(logf, "=== %s flashsale cluster: starting %s: %s\n", time.Now().Format(time.RFC3339), p.Name, strings.Join(p.Argv, " "))
+	cmd := exec.Command(p.Argv[0], p.Argv[1:]...)
+	cmd.Env = append(os.Environ(), p.Env...)
+	cmd.Dir = p.Dir
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", p.Name, err)
+	}
+	p.PID = cmd.Process.Pid
+	p.StartTicks = startTicks(p.PID)
+	op := &ownedProc{cmd: cmd, done: make(chan struct{})}
+	go func() { _ = cmd.Wait(); close(op.done) }()
+	return op, nil
+}
+
+// procStat returns the state letter and start time of pid from /proc.
+func procStat(pid int) (state byte, ticks uint64, err error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, 0, err
+	}
+	// The command name (field 2) may hold spaces and parentheses; the
+	// fields after the last ')' are plain: state is field 3, starttime 22.
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return 0, 0, errors.New("malformed stat")
+	}
+	f := strings.Fields(s[i+1:])
+	if len(f) < 20 {
+		return 0, 0, errors.New("short stat")
+	}
+	ticks, err = strconv.ParseUint(f[19], 10, 64)
+	return f[0][0], ticks, err
+}
+
+func startTicks(pid int) uint64 {
+	_, t, _ := procStat(pid)
+	return t
+}
+
+// pidAlive reports whether pid is a running (not zombie) process that
+// started at ticks (when ticks is known).
+func pidAlive(pid int, ticks uint64) bool {
+	if pid <= 0 {
+		return false
+	}
+	state, t, err := procStat(pid)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return false
+		}
+		// No usable /proc: fall back to signal 0.
+		return syscall.Kill(pid, 0) == nil
+	}
+	if state == 'Z' || state == 'X' {
+		return false
+	}
+	return ticks == 0 || t == ticks
+}
+
+// signalProc sends sig to p's process group (p leads its own session, so
+// that includes nginx's workers or a Redis rewrite child), falling back to
+// the process alone.
+func signalProc(p *Proc, sig syscall.Signal) error {
+	if err := syscall.Kill(-p.PID, sig); err == nil {
+		return nil
+	}
+	if err := syscall.Kill(p.PID, sig); err != nil && !errors.Is(err, syscall.ESRCH) {
+		return fmt.Errorf("signal %s (pid %d): %w", p.Name, p.PID, err)
+	}
+	return nil
+}
