@@ -30,7 +30,7 @@ func startNode(t *testing.T, id string, redisAddr, kafkaAddr string) string {
 	cfg.Admin.Token = "admin"
 	cfg.StatLog.Path = filepath.Join(t.TempDir(), id+"-stat.log")
 	cfg.Log.Level = "error"
-	n, err := node.Open(cfg, nil, nil)
+	n, err := node.Open(cfg, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

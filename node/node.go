@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/flashsale/flashsale/api"
+	"github.com/flashsale/flashsale/cluster"
 	"github.com/flashsale/flashsale/configs"
 	"github.com/flashsale/flashsale/lua"
 	"github.com/flashsale/flashsale/order"
@@ -44,8 +45,9 @@ type Node struct {
 	API       *api.Server
 	Registry  *prometheus.Registry
 
-	// Membership, when set before Run, shares stock across live nodes.
-	Membership stock.Membership
+	// Membership registers this node in Redis and counts the live ones, so
+	// the stock is shared among them.
+	Membership *cluster.Membership
 
 	listener net.Listener
 	server   *http.Server
@@ -74,11 +76,11 @@ func NewLogger(cfg *configs.Config) *slog.Logger {
 // Open connects the dependencies and binds the listen address. A Redis or
 // Kafka that is down does not stop the node from starting: /readyz says so
 // and buys answer 503 until they come back.
-func Open(cfg *configs.Config, log *slog.Logger, members stock.Membership) (*Node, error) {
+func Open(cfg *configs.Config, log *slog.Logger) (*Node, error) {
 	if log == nil {
 		log = NewLogger(cfg)
 	}
-	n := &Node{Config: cfg, Log: log, Registry: prometheus.NewRegistry(), Membership: members}
+	n := &Node{Config: cfg, Log: log, Registry: prometheus.NewRegistry()}
 	redis.SetLogger(redisLogger{log})
 	n.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
@@ -98,6 +100,13 @@ func Open(cfg *configs.Config, log *slog.Logger, members stock.Membership) (*Nod
 	}
 	cancel()
 
+	var err error
+	n.Membership, err = cluster.NewMembership(n.Redis, cluster.MembershipConfig{NodeID: cfg.Node.ID,
+		Beat: cfg.Cluster.Heartbeat, TTL: cfg.Cluster.TTL})
+	if err != nil {
+		n.Redis.Close()
+		return nil, err
+	}
 	n.Publisher = order.NewPublisher(order.PublisherConfig{
 		Brokers: cfg.Kafka.Brokers, Topic: cfg.Kafka.Topic, BatchTimeout: cfg.Kafka.BatchTimeout,
 		BatchSize: cfg.Kafka.BatchSize, WriteTimeout: cfg.Kafka.WriteTimeout, MaxAttempts: cfg.Kafka.MaxAttempts,
@@ -109,7 +118,15 @@ func Open(cfg *configs.Config, log *slog.Logger, members stock.Membership) (*Nod
 		MaxSales: cfg.Stock.MaxSales,
 		Coalescer: stock.CoalescerConfig{MaxBatch: cfg.Stock.BatchMax, Flushers: cfg.Stock.Flushers,
 			QueueSize: cfg.Stock.QueueSize, Linger: cfg.Stock.Linger},
-	}, n.Redis, n.Publisher, members, log)
+	}, n.Redis, n.Publisher, n.Membership, log)
+	n.Membership.OnChange(func(live int) {
+		// A node joined or died: recompute shares so the survivors can sell
+		// what the dead node held back (it is still in Redis).
+		log.Info("cluster membership changed; resharing", "live_nodes", live)
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		n.Seller.Reshare(ctx)
+	})
 	n.Orders = order.NewService(n.Redis, redisTimeout)
 	n.Expirer = order.NewExpirer(order.ExpirerConfig{
 		Brokers: cfg.Kafka.Brokers, Topic: cfg.Kafka.Topic, Group: cfg.Kafka.Group,
@@ -118,7 +135,6 @@ func Open(cfg *configs.Config, log *slog.Logger, members stock.Membership) (*Nod
 	}, n.Redis, log)
 	n.Sweeper = order.NewSweeper(n.Redis, cfg.Expiry.SweepInterval, cfg.Expiry.Grace, cfg.Expiry.BatchMax, redisTimeout, log)
 
-	var err error
 	if n.StatLog, err = statlog.Open(cfg.StatLog.Path, cfg.StatLog.BufferBytes, cfg.StatLog.FlushInterval); err != nil {
 		n.Redis.Close()
 		return nil, err
@@ -158,7 +174,13 @@ func (n *Node) Addr() string { return n.listener.Addr().String() }
 func (n *Node) Run(ctx context.Context) error {
 	bg, stopBG := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
-	wg.Add(2)
+	wg.Add(3)
+	go func() {
+		defer wg.Done()
+		if err := n.Membership.Run(bg); err != nil && bg.Err() == nil {
+			n.Log.Error("membership stopped", "err", err)
+		}
+	}()
 	go func() {
 		defer wg.Done()
 		if err := n.Expirer.Run(bg); err != nil {
@@ -198,13 +220,24 @@ func (n *Node) Run(ctx context.Context) error {
 	if perr := n.Publisher.Close(); perr != nil {
 		err = errors.Join(err, perr)
 	}
-	stopBG()
-	wg.Wait()
+	// Every buy outcome is now decided: make stat.log durable before
+	// anything that could be slow (a consumer group leaving may wait on a
+	// rebalance) so a SIGKILL that follows a slow stop loses no line.
 	if serr := n.StatLog.Close(); serr != nil {
 		err = errors.Join(err, serr)
 	}
 	if d := n.StatLog.Dropped(); d > 0 {
 		n.Log.Warn("stat.log lines dropped because its buffer was full", "lines", d)
+	}
+	stopBG()
+	bgDone := make(chan struct{})
+	go func() { wg.Wait(); close(bgDone) }()
+	select {
+	case <-bgDone:
+	case <-sctx.Done():
+		// Held orders are safe: their offsets were never committed, so the
+		// group hands them to another consumer.
+		n.Log.Warn("consumers did not stop within shutdown_timeout; leaving them")
 	}
 	if rerr := n.Redis.Close(); rerr != nil {
 		err = errors.Join(err, fmt.Errorf("close redis: %w", rerr))

@@ -128,7 +128,13 @@ func (e *Expirer) Run(ctx context.Context) error {
 		MaxWait:        250 * time.Millisecond,
 		CommitInterval: 500 * time.Millisecond,
 		StartOffset:    kafka.FirstOffset,
-		ErrorLogger:    kafka.LoggerFunc(func(f string, a ...any) { e.log.Debug("kafka reader: " + fmt.Sprintf(f, a...)) }),
+		// Short group timeouts: a killed node's partitions move to the
+		// survivors within seconds, and a leaving consumer is not held up
+		// by a dead member for kafka-go's default 30 s and 60 s.
+		SessionTimeout:    6 * time.Second,
+		RebalanceTimeout:  6 * time.Second,
+		HeartbeatInterval: time.Second,
+		ErrorLogger:       kafka.LoggerFunc(func(f string, a ...any) { e.log.Debug("kafka reader: " + fmt.Sprintf(f, a...)) }),
 	})
 	var wg sync.WaitGroup
 	runCtx, cancel := context.WithCancel(ctx)

@@ -22,7 +22,7 @@ func newNodeCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			n, err := node.Open(cfg, nil, nil)
+			n, err := node.Open(cfg, nil)
 			if err != nil {
 				return err
 			}

@@ -64,7 +64,7 @@ func (e *Env) StartNode(t *testing.T, id string, mutate func(*configs.Config)) *
 	if mutate != nil {
 		mutate(cfg)
 	}
-	n, err := node.Open(cfg, nil, nil)
+	n, err := node.Open(cfg, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
