@@ -31,8 +31,10 @@ type Publisher struct {
 	latency   prometheus.Histogram
 }
 
-// NewPublisher returns a Publisher writing to cfg.Topic.
+// NewPublisher returns a Publisher writing to cfg.Topic. Its metrics carry
+// the topic as a label, so one registry can hold a publisher per topic.
 func NewPublisher(cfg PublisherConfig) *Publisher {
+	topic := prometheus.Labels{"topic": cfg.Topic}
 	return &Publisher{
 		w: &kafka.Writer{
 			Addr:                   kafka.TCP(cfg.Brokers...),
@@ -50,11 +52,11 @@ func NewPublisher(cfg PublisherConfig) *Publisher {
 			AllowAutoTopicCreation: true,
 		},
 		published: prometheus.NewCounter(prometheus.CounterOpts{Name: "flashsale_kafka_published_total",
-			Help: "Order events acknowledged by Kafka."}),
+			Help: "Events acknowledged by Kafka.", ConstLabels: topic}),
 		failed: prometheus.NewCounter(prometheus.CounterOpts{Name: "flashsale_kafka_publish_errors_total",
-			Help: "Order events Kafka did not acknowledge (their orders were undone)."}),
+			Help: "Events Kafka did not acknowledge (what they confirmed was undone).", ConstLabels: topic}),
 		latency: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "flashsale_kafka_publish_seconds",
-			Help: "Time to publish one batch of order events.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}),
+			Help: "Time to publish one batch of events.", ConstLabels: topic, Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}),
 	}
 }
 
@@ -65,18 +67,25 @@ func (p *Publisher) Confirm(ctx context.Context, rs []stock.Reservation, errs []
 	for i, r := range rs {
 		msgs[i] = kafka.Message{Key: []byte(r.SaleID), Value: AppendCreated(make([]byte, 0, 192), r)}
 	}
+	p.Publish(ctx, msgs, errs)
+}
+
+// Publish writes msgs (to the publisher's topic) in one WriteMessages call
+// and sets errs[i] for every message Kafka did not acknowledge. It bounds
+// itself by ctx and the writer's WriteTimeout.
+func (p *Publisher) Publish(ctx context.Context, msgs []kafka.Message, errs []error) {
 	start := time.Now()
 	err := p.w.WriteMessages(ctx, msgs...)
 	p.latency.Observe(time.Since(start).Seconds())
 	if err == nil {
-		p.published.Add(float64(len(rs)))
+		p.published.Add(float64(len(msgs)))
 		return
 	}
 	var werrs kafka.WriteErrors
 	if errors.As(err, &werrs) && len(werrs) == len(msgs) {
 		for i, e := range werrs {
 			if e != nil {
-				errs[i] = fmt.Errorf("publish order event: %w", e)
+				errs[i] = fmt.Errorf("publish event: %w", e)
 				p.failed.Inc()
 			} else {
 				p.published.Inc()
@@ -85,9 +94,9 @@ func (p *Publisher) Confirm(ctx context.Context, rs []stock.Reservation, errs []
 		return
 	}
 	for i := range errs {
-		errs[i] = fmt.Errorf("publish order events: %w", err)
+		errs[i] = fmt.Errorf("publish events: %w", err)
 	}
-	p.failed.Add(float64(len(rs)))
+	p.failed.Add(float64(len(msgs)))
 }
 
 // Close flushes pending writes and closes the writer.
