@@ -143,4 +143,3 @@ func ApplyAll(ctx context.Context, rdb redis.UniversalClient, recent int, credit
 	}
 	return applied, firstErr
 }
-
