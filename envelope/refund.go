@@ -69,22 +69,69 @@ func (s *Service) Settle(ctx context.Context, id, mode string) (Settled, error) 
 		return out, fmt.Errorf("read refund of envelope %q: %w", id, err)
 	}
 	if m[2] == nil {
-		ev := Event{Type: TypeRefunded, EnvelopeID: id, SenderID: str(m[0]), AmountCents: v, AtMs: toInt(m[1])}
-		errs := make([]error, 1)
-		pctx, pcancel := context.WithTimeout(ctx, s.cfg.PublishTimeout)
-		s.pub.Publish(pctx, []kafka.Message{{Key: []byte(id), Value: AppendEvent(nil, &ev)}}, errs)
-		pcancel()
-		if errs[0] != nil {
-			return out, errs[0]
-		}
-		if err := s.rdb.HSet(rctx, k.Meta, "refund_published", 1).Err(); err != nil {
-			return out, fmt.Errorf("mark refund of envelope %q published: %w", id, err)
+		if err := s.publishRefund(ctx, id, str(m[0]), v, toInt(m[1])); err != nil {
+			return out, err
 		}
 	}
 	if err := s.rdb.ZRem(rctx, DueKey, id).Err(); err != nil {
 		return out, fmt.Errorf("unindex refunded envelope %q: %w", id, err)
 	}
 	return out, nil
+}
+
+// errRefundInFlight: another settler holds the claim to publish this
+// envelope's refunded event; the caller retries later and then finds it
+// published (or the claim lapsed because that settler died).
+var errRefundInFlight = errors.New("another node is publishing this refund; retry later")
+
+// publishRefund publishes envelope.refunded once: a settler first takes a
+// short claim (SET NX PX, in the envelope's hash tag), publishes, then marks
+// the envelope published. Concurrent settlers (two consumer groups, the
+// sweeper) thus do not both publish; only a settler that dies between
+// Kafka's ack and the mark leaves a duplicate behind (at least once, keyed
+// by envelope id for consumers to deduplicate).
+func (s *Service) publishRefund(ctx context.Context, id, sender string, amount, atMs int64) error {
+	k := lua.EnvelopeKeysFor(id)
+	claim := k.Meta + ":refund_claim"
+	rctx, cancel := context.WithTimeout(ctx, s.cfg.RedisTimeout)
+	ok, err := s.rdb.SetNX(rctx, claim, s.cfg.Node, 2*s.cfg.PublishTimeout+s.cfg.RedisTimeout).Result()
+	cancel()
+	if err != nil {
+		return fmt.Errorf("claim refund event of envelope %q: %w", id, err)
+	}
+	if !ok {
+		return errRefundInFlight
+	}
+	release := func() {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.RedisTimeout)
+		s.rdb.Del(rctx, claim)
+		cancel()
+	}
+	// The claim may have been taken just after another settler marked it.
+	rctx, cancel = context.WithTimeout(ctx, s.cfg.RedisTimeout)
+	done, err := s.rdb.HExists(rctx, k.Meta, "refund_published").Result()
+	cancel()
+	if err != nil || done {
+		release()
+		return err
+	}
+	ev := Event{Type: TypeRefunded, EnvelopeID: id, SenderID: sender, AmountCents: amount, AtMs: atMs}
+	errs := make([]error, 1)
+	pctx, pcancel := context.WithTimeout(ctx, s.cfg.PublishTimeout)
+	s.pub.Publish(pctx, []kafka.Message{{Key: []byte(id), Value: AppendEvent(nil, &ev)}}, errs)
+	pcancel()
+	if errs[0] != nil {
+		release()
+		return errs[0]
+	}
+	rctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), s.cfg.RedisTimeout)
+	err = s.rdb.HSet(rctx, k.Meta, "refund_published", 1).Err()
+	cancel()
+	if err != nil {
+		return fmt.Errorf("mark refund of envelope %q published: %w", id, err)
+	}
+	release()
+	return nil
 }
 
 func (s *Service) forgetAllowance(id string) {
