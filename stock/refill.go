@@ -18,8 +18,9 @@ type Refill struct {
 	*Share
 	interval time.Duration
 	reload   ReloadFunc
-	last     atomic.Int64 // unix nanos of the last reload attempt
-	gone     atomic.Bool  // the authority no longer knows the item
+	last     atomic.Int64                  // unix nanos of the last reload attempt
+	gone     atomic.Bool                   // the authority no longer knows the item
+	inflight atomic.Pointer[chan struct{}] // closed when the running reload ends
 }
 
 // ReloadFunc reads the item from the authority and returns the allowance the
@@ -38,6 +39,11 @@ func NewRefill(units int64, interval time.Duration, reload ReloadFunc) *Refill {
 // Take takes one unit, reloading first when the share is empty and the last
 // reload is older than the interval. It reports whether a unit was taken,
 // and the reload error (the caller logs it; the answer is "none left").
+//
+// Buyers who find the share empty while a reload is running wait for it
+// (bounded by the reload's own timeout) rather than hear a false "sold out":
+// after units come back, the first buyer's reload would otherwise leave
+// everyone who arrived during that round trip empty-handed.
 func (r *Refill) Take(ctx context.Context) (bool, error) {
 	if r.TryTake() {
 		return true, nil
@@ -45,12 +51,25 @@ func (r *Refill) Take(ctx context.Context) (bool, error) {
 	if r.gone.Load() {
 		return false, nil
 	}
+	if ch := r.inflight.Load(); ch != nil {
+		select {
+		case <-*ch:
+			return r.TryTake(), nil
+		case <-ctx.Done():
+			return false, nil
+		}
+	}
 	now := time.Now().UnixNano()
 	last := r.last.Load()
 	if now-last < int64(r.interval) || !r.last.CompareAndSwap(last, now) {
 		return false, nil
 	}
-	if err := r.Reload(ctx); err != nil {
+	ch := make(chan struct{})
+	r.inflight.Store(&ch)
+	err := r.Reload(ctx)
+	r.inflight.Store(nil)
+	close(ch)
+	if err != nil {
 		return false, err
 	}
 	return r.TryTake(), nil
