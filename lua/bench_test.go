@@ -30,7 +30,7 @@ func BenchmarkBuyScript(b *testing.B) {
 					n++
 					users[j] = fmt.Sprint("u", n)
 				}
-				r, err := lua.Buy(ctx, rdb, id, "n1", users, res)
+				r, err := lua.Buy(ctx, rdb, id, "n1", newBatch(), users, res)
 				if err != nil || r.Results[0] <= 0 {
 					b.Fatal(r, err)
 				}

@@ -4,11 +4,19 @@
 -- KEYS[2]  fs:{sale:ID}:users      user id -> active orders (pending + paid)
 -- KEYS[3]  fs:{sale:ID}:orders     order number -> "status|deadline_ms|created_ms|node|user"
 -- KEYS[4]  fs:{sale:ID}:deadlines  zset of pending order numbers scored by deadline_ms
+-- KEYS[5]  fs:{sale:ID}:batch:BID   this batch's record (BID is random per batch)
 -- ARGV[1]  node id recorded on each order
--- ARGV[2..] user ids, one per buyer, in arrival order; a user may repeat
+-- ARGV[2]  seconds the batch record lives
+-- ARGV[3..] user ids, one per buyer, in arrival order; a user may repeat
 --
 -- Returns {now_ms, deadline_ms, sale_code, r1, r2, ...}.
--- sale_code: 0 open, -5 no such sale, -3 not started, -4 ended (then no r).
+-- sale_code: 0 open, -5 no such sale, -3 not started, -4 ended, -9 the batch
+-- was written off (then no r).
+--
+-- The batch record makes a lost reply resolvable: the node that did not hear
+-- back either finds the record (the batch ran: it undoes the orders listed)
+-- or writes it first as a tombstone, so this script, if it arrives late,
+-- does nothing.
 -- r: order number (> 0) on success, -1 sold out, -2 the user is at the limit.
 --
 -- The limit is checked before the stock, so a user at the limit never takes a
@@ -16,6 +24,9 @@
 -- sold twice.
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
+if redis.call('EXISTS', KEYS[5]) == 1 then
+  return {now, 0, -9}
+end
 local m = redis.call('HMGET', KEYS[1], 'remaining', 'per_user_limit', 'pay_timeout_ms',
   'starts_at_ms', 'ends_at_ms', 'seq')
 if not m[1] then
@@ -28,7 +39,7 @@ end
 if ends > 0 and now >= ends then
   return {now, 0, -4}
 end
-if #ARGV < 2 then
+if #ARGV < 3 then
   return {now, 0, 0} -- no buyers: nothing to do (HMGET needs a field)
 end
 local remaining, limit = tonumber(m[1]), tonumber(m[2])
@@ -37,16 +48,17 @@ local seq = tonumber(m[6])
 local out = {now, deadline, 0}
 -- One HMGET reads every buyer's count (repeats are harmless), instead of a
 -- call per buyer: most of a batch's cost in Redis is per call.
-local counts = redis.call('HMGET', KEYS[2], unpack(ARGV, 2))
+local counts = redis.call('HMGET', KEYS[2], unpack(ARGV, 3))
 local held, changed = {}, {}
-for i = 2, #ARGV do
+for i = 3, #ARGV do
   if held[ARGV[i]] == nil then
-    held[ARGV[i]] = tonumber(counts[i - 1] or '0')
+    held[ARGV[i]] = tonumber(counts[i - 2] or '0')
   end
 end
 local userArgs, orderArgs, zArgs = {}, {}, {}
 local prefix = 'p|' .. deadline .. '|' .. now .. '|' .. ARGV[1] .. '|'
-for i = 2, #ARGV do
+local sold = {}
+for i = 3, #ARGV do
   local u = ARGV[i]
   local h = held[u]
   if h >= limit then
@@ -62,6 +74,7 @@ for i = 2, #ARGV do
     orderArgs[#orderArgs + 1] = prefix .. u
     zArgs[#zArgs + 1] = deadline
     zArgs[#zArgs + 1] = seq
+    sold[#sold + 1] = seq
     out[#out + 1] = seq
   end
   held[u] = h
@@ -77,4 +90,5 @@ if #orderArgs > 0 then
   redis.call('HSET', KEYS[1], 'remaining', remaining, 'seq', seq)
   redis.call('HINCRBY', KEYS[1], 'pending', #zArgs / 2)
 end
+redis.call('SET', KEYS[5], 'ran:' .. table.concat(sold, ','), 'EX', ARGV[2])
 return out

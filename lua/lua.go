@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -46,6 +47,10 @@ type SaleKeys struct {
 	Orders    string // hash: order number -> record
 	Deadlines string // zset: pending order numbers by deadline (ms)
 }
+
+// BatchKey is the record of one buy batch (see buy.lua): "ran:<orders>" once
+// the batch ran, "void" when it was written off before it could.
+func BatchKey(sale, batch string) string { return "fs:{sale:" + sale + "}:batch:" + batch }
 
 // KeysFor returns the keys of sale id.
 func KeysFor(id string) SaleKeys {
@@ -84,7 +89,12 @@ const (
 	BuyNotStarted = -3
 	BuyEnded      = -4
 	BuyNoSale     = -5
+	BuyVoid       = -9 // the batch was written off before it ran
 )
+
+// BatchTTL is how long a batch record lives: far longer than any reply can
+// be late, so a written-off batch can never run afterwards.
+const BatchTTL = 10 * time.Minute
 
 // BuyReply is the outcome of one batch of buyers.
 type BuyReply struct {
@@ -95,15 +105,18 @@ type BuyReply struct {
 }
 
 // Buy settles users (one entry per buyer, repeats allowed) against sale id in
-// one atomic step, recording node on each order. results, when it has enough
-// capacity, is reused for the reply's Results.
-func Buy(ctx context.Context, rdb redis.Scripter, id, node string, users []string, results []int64) (BuyReply, error) {
-	args := make([]any, 0, len(users)+1)
-	args = append(args, node)
+// one atomic step, recording node on each order and the batch under
+// BatchKey(id, batch). results, when it has enough capacity, is reused for
+// the reply's Results. When it returns an error other than a script error,
+// the batch may or may not have run: resolve it with ResolveBatch.
+func Buy(ctx context.Context, rdb redis.Scripter, id, node, batch string, users []string, results []int64) (BuyReply, error) {
+	args := make([]any, 0, len(users)+2)
+	args = append(args, node, int64(BatchTTL/time.Second))
 	for _, u := range users {
 		args = append(args, u)
 	}
-	v, err := buy.Run(ctx, rdb, KeysFor(id).all(), args...).Int64Slice()
+	k := KeysFor(id)
+	v, err := buy.Run(ctx, rdb, []string{k.Meta, k.Users, k.Orders, k.Deadlines, BatchKey(id, batch)}, args...).Int64Slice()
 	if err != nil {
 		return BuyReply{}, fmt.Errorf("buy script for sale %q: %w", id, err)
 	}
@@ -119,6 +132,41 @@ func Buy(ctx context.Context, rdb redis.Scripter, id, node string, users []strin
 	}
 	r.Results = append(r.Results, v[3:]...)
 	return r, nil
+}
+
+// ResolveBatch settles a batch whose reply was lost. If the batch never ran,
+// it writes the batch off so it never will, and reports no orders. If it
+// ran, it aborts the orders it created (nobody was told of them) and reports
+// them. Safe to repeat.
+func ResolveBatch(ctx context.Context, rdb redis.UniversalClient, sale, batch string) ([]int64, error) {
+	key := BatchKey(sale, batch)
+	placed, err := rdb.SetNX(ctx, key, "void", BatchTTL).Result()
+	if err != nil {
+		return nil, fmt.Errorf("resolve batch %s of sale %q: %w", batch, sale, err)
+	}
+	if placed {
+		return nil, nil
+	}
+	rec, err := rdb.Get(ctx, key).Result()
+	if err != nil {
+		return nil, fmt.Errorf("resolve batch %s of sale %q: %w", batch, sale, err)
+	}
+	list, ran := strings.CutPrefix(rec, "ran:")
+	if !ran || list == "" {
+		return nil, nil
+	}
+	var orders []int64
+	for _, f := range strings.Split(list, ",") {
+		n, err := strconv.ParseInt(f, 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("batch %s of sale %q: bad record %q", batch, sale, rec)
+		}
+		orders = append(orders, n)
+	}
+	if _, _, err := Settle(ctx, rdb, sale, Abort, orders); err != nil {
+		return nil, err
+	}
+	return orders, nil
 }
 
 // Settle actions.

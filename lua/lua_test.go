@@ -2,7 +2,9 @@ package lua_test
 
 import (
 	"context"
+	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -33,7 +35,7 @@ func TestCreateSaleNeverResets(t *testing.T) {
 	rdb := testenv.StartRedis(t, false).Client(t)
 	ctx := context.Background()
 	newSale(t, rdb, "s", 5, 1, time.Minute)
-	if _, err := lua.Buy(ctx, rdb, "s", "n1", []string{"u1"}, nil); err != nil {
+	if _, err := lua.Buy(ctx, rdb, "s", "n1", newBatch(), []string{"u1"}, nil); err != nil {
 		t.Fatal(err)
 	}
 	ok, err := lua.CreateSale(ctx, rdb, "s", []any{"stock", 100})
@@ -50,7 +52,7 @@ func TestBuyBatchSettlesExactly(t *testing.T) {
 	rdb := testenv.StartRedis(t, false).Client(t)
 	newSale(t, rdb, "b", 3, 2, time.Minute)
 	users := []string{"a", "a", "a", "b", "c", "d", "b"}
-	r, err := lua.Buy(context.Background(), rdb, "b", "n1", users, nil)
+	r, err := lua.Buy(context.Background(), rdb, "b", "n1", newBatch(), users, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,7 +87,7 @@ func TestLastUnitSoldOnce(t *testing.T) {
 		wg.Add(1)
 		go func(i int) {
 			defer wg.Done()
-			r, err := lua.Buy(context.Background(), rdb, "l", "n1", []string{"u" + string(rune('A'+i))}, nil)
+			r, err := lua.Buy(context.Background(), rdb, "l", "n1", newBatch(), []string{"u" + string(rune('A'+i))}, nil)
 			if err != nil {
 				t.Error(err)
 				return
@@ -106,17 +108,17 @@ func TestLastUnitSoldOnce(t *testing.T) {
 func TestSaleCodes(t *testing.T) {
 	rdb := testenv.StartRedis(t, false).Client(t)
 	ctx := context.Background()
-	r, err := lua.Buy(ctx, rdb, "nope", "n1", []string{"u"}, nil)
+	r, err := lua.Buy(ctx, rdb, "nope", "n1", newBatch(), []string{"u"}, nil)
 	if err != nil || r.SaleCode != lua.BuyNoSale {
 		t.Fatalf("unknown sale: %+v %v", r, err)
 	}
 	now := time.Now().UnixMilli()
 	lua.CreateSale(ctx, rdb, "later", []any{"stock", 5, "per_user_limit", 1, "pay_timeout_ms", 1000, "starts_at_ms", now + 3_600_000, "ends_at_ms", 0})
 	lua.CreateSale(ctx, rdb, "over", []any{"stock", 5, "per_user_limit", 1, "pay_timeout_ms", 1000, "starts_at_ms", 0, "ends_at_ms", now - 1000})
-	if r, _ := lua.Buy(ctx, rdb, "later", "n1", []string{"u"}, nil); r.SaleCode != lua.BuyNotStarted {
+	if r, _ := lua.Buy(ctx, rdb, "later", "n1", newBatch(), []string{"u"}, nil); r.SaleCode != lua.BuyNotStarted {
 		t.Fatalf("not started: %+v", r)
 	}
-	if r, _ := lua.Buy(ctx, rdb, "over", "n1", []string{"u"}, nil); r.SaleCode != lua.BuyEnded {
+	if r, _ := lua.Buy(ctx, rdb, "over", "n1", newBatch(), []string{"u"}, nil); r.SaleCode != lua.BuyEnded {
 		t.Fatalf("ended: %+v", r)
 	}
 	if b := books(t, rdb, "later"); b["remaining"] != "5" {
@@ -128,7 +130,7 @@ func TestSettle(t *testing.T) {
 	rdb := testenv.StartRedis(t, false).Client(t)
 	ctx := context.Background()
 	newSale(t, rdb, "s", 10, 1, time.Second)
-	r, _ := lua.Buy(ctx, rdb, "s", "n1", []string{"a", "b", "c", "d"}, nil)
+	r, _ := lua.Buy(ctx, rdb, "s", "n1", newBatch(), []string{"a", "b", "c", "d"}, nil)
 	a, b, c, d := r.Results[0], r.Results[1], r.Results[2], r.Results[3]
 
 	code := func(action string, n int64) int64 {
@@ -186,7 +188,7 @@ func TestPayRacesExpiry(t *testing.T) {
 	for round := 0; round < 5; round++ {
 		id := "race" + string(rune('a'+round))
 		newSale(t, rdb, id, 1, 1, time.Second)
-		r, _ := lua.Buy(ctx, rdb, id, "n1", []string{"u"}, nil)
+		r, _ := lua.Buy(ctx, rdb, id, "n1", newBatch(), []string{"u"}, nil)
 		n := r.Results[0]
 		time.Sleep(time.Until(time.UnixMilli(r.DeadlineMs)))
 		var wg sync.WaitGroup
@@ -223,5 +225,44 @@ func TestParseRecord(t *testing.T) {
 		if _, err := lua.ParseRecord(bad); err == nil {
 			t.Errorf("ParseRecord(%q) accepted", bad)
 		}
+	}
+}
+
+var batchSeq atomic.Int64
+
+func newBatch() string { return fmt.Sprint("test-", batchSeq.Add(1)) }
+
+// A batch whose reply was lost is settled either way: written off before it
+// ran (and then it never runs), or undone after it ran.
+func TestResolveBatch(t *testing.T) {
+	rdb := testenv.StartRedis(t, false).Client(t)
+	ctx := context.Background()
+	newSale(t, rdb, "rb", 10, 1, time.Minute)
+
+	// Ran, reply lost: its orders are undone, units and slots come back.
+	if _, err := lua.Buy(ctx, rdb, "rb", "n1", "ran", []string{"a", "b"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	orders, err := lua.ResolveBatch(ctx, rdb, "rb", "ran")
+	if err != nil || len(orders) != 2 {
+		t.Fatalf("resolve a batch that ran: %v %v", orders, err)
+	}
+	if again, err := lua.ResolveBatch(ctx, rdb, "rb", "ran"); err != nil || len(again) != 2 {
+		t.Fatalf("resolving twice: %v %v", again, err)
+	}
+	if b := books(t, rdb, "rb"); b["remaining"] != "10" || b["aborted"] != "2" || b["pending"] != "0" {
+		t.Fatalf("books after undoing a batch: %v", b)
+	}
+
+	// Never ran: written off, and the late script does nothing.
+	if orders, err := lua.ResolveBatch(ctx, rdb, "rb", "late"); err != nil || len(orders) != 0 {
+		t.Fatalf("resolve a batch that never ran: %v %v", orders, err)
+	}
+	r, err := lua.Buy(ctx, rdb, "rb", "n1", "late", []string{"c"}, nil)
+	if err != nil || r.SaleCode != lua.BuyVoid {
+		t.Fatalf("a written-off batch ran: %+v %v", r, err)
+	}
+	if b := books(t, rdb, "rb"); b["remaining"] != "10" || b["seq"] != "2" {
+		t.Fatalf("books after a late written-off batch: %v", b)
 	}
 }

@@ -72,6 +72,7 @@ type Seller struct {
 
 	refreshes atomic.Int64 // share refreshes that read Redis, for /metrics
 	batches   prometheus.Histogram
+	doubt     *inDoubt
 }
 
 type saleState struct {
@@ -125,7 +126,8 @@ func NewSeller(cfg SellerConfig, rdb redis.UniversalClient, c Confirmer, members
 	}
 	return &Seller{cfg: cfg, rdb: rdb, confirm: c, members: members, log: log, sales: map[string]*saleState{},
 		batches: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "flashsale_stock_batch_size",
-			Help: "Buyers settled by one buy script call (coalescing at work).", Buckets: prometheus.ExponentialBuckets(1, 2, 10)})}
+			Help: "Buyers settled by one buy script call (coalescing at work).", Buckets: prometheus.ExponentialBuckets(1, 2, 10)}),
+		doubt: newInDoubt(rdb, cfg.RedisTimeout, 4096, log)}
 }
 
 func cmp0(d, def time.Duration) time.Duration {
@@ -255,15 +257,25 @@ func (st *saleState) flush(reqs []buyReq, res []buyRes) {
 		users[i] = r.user
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.RedisTimeout)
-	reply, err := lua.Buy(ctx, s.rdb, st.id, s.cfg.Node, users, nil)
+	batch := newBatchID(s.cfg.Node)
+	reply, err := lua.Buy(ctx, s.rdb, st.id, s.cfg.Node, batch, users, nil)
 	cancel()
 	if err != nil {
 		s.log.Warn("buy script failed", "sale", st.id, "batch", len(reqs), "err", err)
+		if !definite(err) {
+			// The script may still run, or may have run: settle that later
+			// so the 503 these buyers get stays true.
+			s.doubt.add(st.id, batch)
+		}
 		st.share.Give(int64(len(reqs)))
 		fill(res, ErrRedis)
 		return
 	}
 	switch reply.SaleCode {
+	case lua.BuyVoid: // cannot happen: only a lost reply is written off
+		st.share.Give(int64(len(reqs)))
+		fill(res, ErrRedis)
+		return
 	case lua.BuyNoSale:
 		st.share.MarkGone()
 		fill(res, ErrNoSale)
@@ -361,6 +373,7 @@ func (s *Seller) Close() {
 	for _, st := range all {
 		st.co.Close()
 	}
+	s.doubt.close()
 }
 
 var shareDesc = prometheus.NewDesc("flashsale_stock_local_share_units",
@@ -373,6 +386,9 @@ func (s *Seller) Describe(ch chan<- *prometheus.Desc) {
 	ch <- shareDesc
 	ch <- refreshDesc
 	s.batches.Describe(ch)
+	for _, c := range s.doubt.collectors() {
+		c.Describe(ch)
+	}
 }
 
 // Collect implements prometheus.Collector; it reads the shares at scrape
@@ -385,4 +401,7 @@ func (s *Seller) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(refreshDesc, prometheus.CounterValue, float64(s.refreshes.Load()))
 	s.batches.Collect(ch)
+	for _, c := range s.doubt.collectors() {
+		c.Collect(ch)
+	}
 }
