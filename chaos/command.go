@@ -9,8 +9,13 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/spf13/cobra"
 )
+
+type quietRedis struct{}
+
+func (quietRedis) Printf(context.Context, string, ...any) {}
 
 // errFailed makes `flashsale demo` exit 1 after printing the report.
 var errFailed = errors.New("chaos run failed: see FAIL above")
@@ -65,6 +70,9 @@ check fails. It takes about half a minute with the defaults.`,
 			if !quiet {
 				o.Progress = cmd.ErrOrStderr()
 			}
+			// go-redis logs every failed dial of the run's own client while
+			// Redis is down; the run reports the outage itself.
+			redis.SetLogger(quietRedis{})
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			ctx, cancel := context.WithTimeout(ctx, timeout)
