@@ -382,10 +382,11 @@ func (r *run) sellOut(ctx context.Context) error {
 	}
 
 	// Every node's stat.log, Redis and Kafka against each other.
+	_, redisCrashed := o.Fault.(CrashRedis)
 	t := time.Now()
 	out.Reconcile, err = reconcile.Run(ctx, reconcile.Input{Sale: o.Sale, Redis: r.rdb,
 		Brokers: []string{r.c.BrokerAddr()}, Topic: r.c.Topic(), StatLogs: r.c.StatLogs(),
-		Killed: out.Killed, ExpectSellout: true})
+		Killed: out.Killed, ExpectSellout: true, RedisCrashed: redisCrashed})
 	out.Timings.Reconcile = time.Since(t)
 	if err != nil {
 		return fmt.Errorf("reconcile: %w", err)

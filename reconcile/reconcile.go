@@ -29,6 +29,11 @@ type Input struct {
 	StatLogs      []string // every node's stat.log
 	Killed        []string // nodes known to have been killed (their unflushed lines may be missing)
 	ExpectSellout bool     // demand exceeded supply: every unit must be paid or pending
+	// RedisCrashed says Redis was killed mid-sale. A buy script it ran but
+	// never answered leaves an order nobody was told of: no ok line, no
+	// order.created event (the node answered 503 without an order id).
+	// Such orders pass, counted, while unpaid: expiry returns their units.
+	RedisCrashed bool
 }
 
 // Check is one invariant's verdict.
@@ -236,6 +241,17 @@ func Run(ctx context.Context, in Input) (*Report, error) {
 	sort.Strings(badOK)
 	add("successes_have_orders", len(badOK) == 0, fmt.Sprintf("%d ok lines, %d without exactly one matching order", len(okLines), len(badOK)), badOK)
 
+	// unanswered reports an order Redis made but never answered for (see
+	// Input.RedisCrashed), and counts it.
+	unansweredN := 0
+	unanswered := func(id string, o orderRec) bool {
+		if !in.RedisCrashed || events == nil || o.rec.Status == lua.StatusPaid || len(events.Created[id]) > 0 || len(okLines[id]) > 0 {
+			return false
+		}
+		unansweredN++
+		return true
+	}
+
 	// And nothing else: every order that was not undone has its ok line,
 	// unless it was sold by a killed node whose last lines were not flushed.
 	var unlogged []string
@@ -256,6 +272,9 @@ func Run(ctx context.Context, in Input) (*Report, error) {
 			// Answered 503 and its abort failed; the sweeper expired it.
 			continue
 		}
+		if unanswered(id, o) {
+			continue
+		}
 		unlogged = append(unlogged, id+" (node "+o.rec.Node+")")
 	}
 	sort.Strings(unlogged)
@@ -263,6 +282,10 @@ func Run(ctx context.Context, in Input) (*Report, error) {
 	if lostWithKilled > 0 {
 		detail += fmt.Sprintf("; %d sold by killed nodes had no stat.log line (lost with the unflushed buffer at SIGKILL)", lostWithKilled)
 		rep.Warnings = append(rep.Warnings, fmt.Sprintf("%d orders of killed nodes have no stat.log line (unflushed at SIGKILL, or never answered); their orders are in Redis", lostWithKilled))
+	}
+	if unansweredN > 0 {
+		detail += fmt.Sprintf("; %d unpaid orders with no ok line and no event: Redis ran their buy but crashed before answering", unansweredN)
+		rep.Warnings = append(rep.Warnings, fmt.Sprintf("%d orders were made by a buy Redis never answered (it crashed): no buyer was told, and expiry returns their units", unansweredN))
 	}
 	add("orders_have_successes", len(unlogged) == 0, detail, unlogged)
 
@@ -279,12 +302,13 @@ func Run(ctx context.Context, in Input) (*Report, error) {
 				if len(evs) > 1 {
 					badEv = append(badEv, id+": undone order published twice")
 				}
-			case len(evs) == 0 && killed[o.rec.Node] && o.rec.Status != lua.StatusPaid:
+			case len(evs) == 0 && o.rec.Status != lua.StatusPaid && (killed[o.rec.Node] || in.RedisCrashed && len(okLines[id]) == 0):
 				// Reserved in Redis by a node killed before Kafka acknowledged
-				// its event: a buyer hears "you got it" only after that ack, so
-				// nobody was told, and the sweeper returns the unit at the
-				// deadline. Paid would mean someone used an order never
-				// confirmed, which stays a failure.
+				// its event, or by a buy Redis crashed before answering: a
+				// buyer hears "you got it" only after that ack, so nobody was
+				// told, and the sweeper returns the unit at the deadline. Paid
+				// would mean someone used an order never confirmed, which
+				// stays a failure.
 				inFlight++
 			case len(evs) != 1:
 				badEv = append(badEv, fmt.Sprintf("%s: %d order.created events", id, len(evs)))
@@ -303,8 +327,7 @@ func Run(ctx context.Context, in Input) (*Report, error) {
 		sort.Strings(badEv)
 		detail := fmt.Sprintf("%d order.created events read (%d messages, %d undecodable)", len(events.Created), events.Messages, events.Undecoded)
 		if inFlight > 0 {
-			detail += fmt.Sprintf("; %d unpaid orders of killed nodes have none (reserved, never confirmed: in flight at SIGKILL)", inFlight)
-			rep.Warnings = append(rep.Warnings, fmt.Sprintf("%d orders of killed nodes were reserved in Redis but never published (in flight at SIGKILL); no buyer was told, and expiry returns their units", inFlight))
+			detail += fmt.Sprintf("; %d unpaid orders have none: reserved, never confirmed (their node was killed, or Redis crashed, before the answer)", inFlight)
 		}
 		add("orders_have_one_event", len(badEv) == 0, detail, badEv)
 	} else {

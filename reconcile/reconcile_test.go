@@ -116,8 +116,13 @@ func TestReconcileCatchesCorruptBooks(t *testing.T) {
 		if !rep.OK {
 			t.Fatalf("failed checks %v for an unpublished expired order of a killed node", failed(rep))
 		}
-		if got := failed(run()); !contains(got, "orders_have_one_event") {
-			t.Fatalf("failed checks %v when the node was not killed, want orders_have_one_event", got)
+		crashed := in
+		crashed.RedisCrashed = true
+		if rep, err = reconcile.Run(ctx, crashed); err != nil || !rep.OK {
+			t.Fatalf("an unanswered expired order after a Redis crash: %v, failed checks %v", err, failed(rep))
+		}
+		if got := failed(run()); !contains(got, "orders_have_one_event") || !contains(got, "orders_have_successes") {
+			t.Fatalf("failed checks %v when nothing was killed, want orders_have_one_event and orders_have_successes", got)
 		}
 		unlost()
 		lost("y")()
@@ -127,6 +132,9 @@ func TestReconcileCatchesCorruptBooks(t *testing.T) {
 		}
 		if got := failed(rep); !contains(got, "orders_have_one_event") {
 			t.Fatalf("failed checks %v for a paid order never published, want orders_have_one_event", got)
+		}
+		if rep, err = reconcile.Run(ctx, crashed); err != nil || !contains(failed(rep), "orders_have_one_event") {
+			t.Fatalf("a paid order never published after a Redis crash: %v, failed checks %v", err, failed(rep))
 		}
 	})
 	for _, c := range corruptions {
