@@ -106,6 +106,29 @@ func (o *Options) setDefaults() {
 	if o.Log == nil {
 		o.Log = io.Discard
 	}
+	if _, ok := o.Log.(*SyncWriter); !ok {
+		o.Log = &SyncWriter{W: o.Log}
+	}
+}
+
+// SyncWriter serializes writes to W: a run logs from several goroutines
+// (the watcher, the fault, the cluster launcher). Give the same SyncWriter
+// to the cluster's Log and to Options.Log when they share a destination.
+type SyncWriter struct {
+	mu sync.Mutex
+	W  io.Writer
+}
+
+// Lock holds writes back until Unlock, e.g. to read what W collected.
+func (s *SyncWriter) Lock() { s.mu.Lock() }
+
+// Unlock lets writes through again.
+func (s *SyncWriter) Unlock() { s.mu.Unlock() }
+
+func (s *SyncWriter) Write(b []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.W.Write(b)
 }
 
 // Outcome is what a run saw and proved.
@@ -373,6 +396,12 @@ func (r *run) sellOut(ctx context.Context) error {
 
 	// The client tally against the server's books.
 	out.Tally = mergeTallies(rush, settle)
+	if _, ok := o.Fault.(CrashRedis); ok {
+		// A buy whose script Redis ran but crashed before answering was
+		// answered 503 with an order in Redis: while Redis crashes, a 503
+		// is an outcome the buyer cannot know, like a lost reply.
+		out.Tally.Unanswered += rush.Report.Codes["unavailable"] + settle.Report.Codes["unavailable"]
+	}
 	books, err := r.api.ReadBooks(ctx, &bench.Config{Scenario: bench.ScenarioBuy, Sale: o.Sale}, out.Tally, bench.Baseline{})
 	if err != nil {
 		return fmt.Errorf("read the books: %w", err)
