@@ -8,7 +8,7 @@ PKGS  := ./...
 APT_PKGS := redis-server nginx wrk apache2-utils
 SUDO  := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps build test vet fmt-check fuzz run cluster cluster-down bench up down clean
+.PHONY: all deps build test vet fmt-check fuzz run cluster cluster-down bench bench-go up down clean
 
 all: build
 
@@ -47,6 +47,33 @@ fuzz:
 	$(GO) test ./api -run '^$$' -fuzz '^FuzzQueryUser$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./statlog -run '^$$' -fuzz '^FuzzRead$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./internal/jsonw -run '^$$' -fuzz '^FuzzString$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./order -run '^$$' -fuzz '^FuzzParseEvent$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./bench -run '^$$' -fuzz '^FuzzReadResponse$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./bench -run '^$$' -fuzz '^FuzzJSONField$$' -fuzztime $(FUZZTIME)
+
+## bench: hello vs the node's sold-out and selling paths (wrk, ratios, Redis cost), then the hot-path Go benchmarks.
+## BENCH_FLAGS e.g. "--runs 3 --duration 10s --results bench/RESULTS.md"
+BENCH_FLAGS ?= --runs 3 --duration 10s
+bench: deps build
+	$(BIN) bench suite $(BENCH_FLAGS)
+	$(MAKE) --no-print-directory bench-go
+
+bench-go:
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2s ./stock ./lua ./order ./statlog
+
+## cluster / cluster-down: the local cluster (Redis, broker, 3 nodes, nginx) in ./run
+cluster: deps build
+	$(BIN) cluster up --nodes 3 --dir run
+
+cluster-down:
+	$(BIN) cluster down --dir run
+
+## up / down: the same with Docker (real Apache Kafka, Redis 7, 3 nodes, nginx on :8080)
+up:
+	docker compose up -d --build
+
+down:
+	docker compose down
 
 clean:
 	rm -rf bin run

@@ -103,7 +103,7 @@ the intended send time, so a stalled server cannot hide its queue
 	f.StringVar(&o.JSON, "json", "", "write the JSON report here")
 	f.StringVar(&o.Plot, "plot", "", "write a plot of req/s, successes/s and p99 here (.png or .svg)")
 	f.BoolVar(&o.Check, "check", false, "after the run, compare the client tally with the server's books; a mismatch fails")
-	cmd.AddCommand(helloCommand())
+	cmd.AddCommand(helloCommand(), suiteCommand())
 	return cmd
 }
 

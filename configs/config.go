@@ -50,8 +50,6 @@ type Config struct {
 		Brokers      []string      `mapstructure:"brokers"`
 		Topic        string        `mapstructure:"topic"`
 		Group        string        `mapstructure:"group"`
-		BatchTimeout time.Duration `mapstructure:"batch_timeout"`
-		BatchSize    int           `mapstructure:"batch_size"`
 		WriteTimeout time.Duration `mapstructure:"write_timeout"`
 		MaxAttempts  int           `mapstructure:"max_attempts"`
 	} `mapstructure:"kafka"`

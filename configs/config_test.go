@@ -12,7 +12,7 @@ func TestDefaultsLoad(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.HTTP.Addr != "127.0.0.1:8080" || c.Kafka.BatchTimeout != time.Millisecond || c.PayTimeout != 5*time.Minute {
+	if c.HTTP.Addr != "127.0.0.1:8080" || c.Kafka.WriteTimeout != 3*time.Second || c.PayTimeout != 5*time.Minute {
 		t.Fatalf("defaults not applied: %+v", c)
 	}
 }

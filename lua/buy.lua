@@ -28,19 +28,27 @@ end
 if ends > 0 and now >= ends then
   return {now, 0, -4}
 end
+if #ARGV < 2 then
+  return {now, 0, 0} -- no buyers: nothing to do (HMGET needs a field)
+end
 local remaining, limit = tonumber(m[1]), tonumber(m[2])
 local deadline = now + tonumber(m[3])
 local seq = tonumber(m[6])
 local out = {now, deadline, 0}
+-- One HMGET reads every buyer's count (repeats are harmless), instead of a
+-- call per buyer: most of a batch's cost in Redis is per call.
+local counts = redis.call('HMGET', KEYS[2], unpack(ARGV, 2))
 local held, changed = {}, {}
+for i = 2, #ARGV do
+  if held[ARGV[i]] == nil then
+    held[ARGV[i]] = tonumber(counts[i - 1] or '0')
+  end
+end
 local userArgs, orderArgs, zArgs = {}, {}, {}
 local prefix = 'p|' .. deadline .. '|' .. now .. '|' .. ARGV[1] .. '|'
 for i = 2, #ARGV do
   local u = ARGV[i]
   local h = held[u]
-  if h == nil then
-    h = tonumber(redis.call('HGET', KEYS[2], u) or '0')
-  end
   if h >= limit then
     out[#out + 1] = -2
   elseif remaining <= 0 then

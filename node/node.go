@@ -99,8 +99,8 @@ func Open(cfg *configs.Config, log *slog.Logger) (*Node, error) {
 		return nil, err
 	}
 	n.Publisher = order.NewPublisher(order.PublisherConfig{
-		Brokers: cfg.Kafka.Brokers, Topic: cfg.Kafka.Topic, BatchTimeout: cfg.Kafka.BatchTimeout,
-		BatchSize: cfg.Kafka.BatchSize, WriteTimeout: cfg.Kafka.WriteTimeout, MaxAttempts: cfg.Kafka.MaxAttempts,
+		Brokers: cfg.Kafka.Brokers, Topic: cfg.Kafka.Topic,
+		WriteTimeout: cfg.Kafka.WriteTimeout, MaxAttempts: cfg.Kafka.MaxAttempts,
 	})
 	redisTimeout := cfg.Redis.ReadTimeout + cfg.Redis.WriteTimeout
 	n.Seller = stock.NewSeller(stock.SellerConfig{

@@ -1,7 +1,10 @@
 package node_test
 
 import (
+	"context"
+	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -265,5 +268,51 @@ func TestRedisDownAnswersFast(t *testing.T) {
 	}
 	if c := e2e.Count(e2e.Hammer(t, []string{n.URL}, "rd2", e2e.Users("c", 10), 4)); c["ok"] != 5 {
 		t.Fatalf("after Redis came back: %v", c)
+	}
+}
+
+// Overload: with Redis stalled, requests beyond max_inflight are refused at
+// once with 503 overloaded, none hangs, and every admitted buy settles
+// exactly once when Redis comes back.
+func TestOverloadShedsFast(t *testing.T) {
+	e := e2e.NewEnv(t)
+	n := e.StartNode(t, "n1", func(c *configs.Config) { c.HTTP.MaxInflight = 8 })
+	e2e.CreateSale(t, n.URL, `{"id":"ov","stock":1000}`)
+	rdb := e.Redis.Client(t)
+	paused := time.Now()
+	if err := rdb.Do(context.Background(), "CLIENT", "PAUSE", "1500", "ALL").Err(); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var slowest503 time.Duration
+	rs := make([]e2e.Reply, 200)
+	var wg sync.WaitGroup
+	for i := range rs {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			start := time.Now()
+			rs[i] = e2e.Do(t, "GET", fmt.Sprintf("%s/v1/sales/ov/buy?user_id=u%d", n.URL, i), "")
+			if rs[i].Code() == "overloaded" {
+				mu.Lock()
+				slowest503 = max(slowest503, time.Since(start))
+				mu.Unlock()
+			}
+		}(i)
+	}
+	wg.Wait()
+	c := e2e.Count(rs)
+	if c["overloaded"] < 150 || c["ok"]+c["overloaded"]+c["unavailable"] != 200 {
+		t.Fatalf("outcomes %v: want most refused as overloaded, the rest settled", c)
+	}
+	if slowest503 > time.Second {
+		t.Fatalf("slowest 503 took %v: shedding must not wait for Redis", slowest503)
+	}
+	time.Sleep(time.Until(paused.Add(1600 * time.Millisecond)))
+	b := e2e.GetBooks(t, n.URL, "ov")
+	// A buy whose script Redis ran after the node gave up waiting is pending
+	// too (it answered 503 unavailable): the books must still balance.
+	if b.Pending < int64(c["ok"]) || b.Pending > int64(c["ok"]+c["unavailable"]) || b.Remaining+b.Pending != 1000 {
+		t.Fatalf("books %+v for outcomes %v", b, c)
 	}
 }

@@ -24,8 +24,8 @@ func sell(t *testing.T, rdb *redis.Client, broker, sale string, n int, pay time.
 	if err := stock.CreateSale(ctx, rdb, flashsale.Sale{ID: sale, Stock: int64(n), PerUserLimit: 1, PayTimeout: pay}); err != nil {
 		t.Fatal(err)
 	}
-	pub := order.NewPublisher(order.PublisherConfig{Brokers: []string{broker}, Topic: topic, BatchTimeout: time.Millisecond,
-		BatchSize: 100, WriteTimeout: 5 * time.Second, MaxAttempts: 3})
+	pub := order.NewPublisher(order.PublisherConfig{Brokers: []string{broker}, Topic: topic,
+		WriteTimeout: 5 * time.Second, MaxAttempts: 3})
 	t.Cleanup(func() { pub.Close() })
 	s := stock.NewSeller(stock.SellerConfig{Node: "n1", Coalescer: stock.CoalescerConfig{MaxBatch: 32, Flushers: 2, QueueSize: 1024}},
 		rdb, pub, nil, nil)

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"sync"
 	"time"
 
 	"github.com/flashsale/flashsale/stock"
@@ -15,85 +17,212 @@ import (
 type PublisherConfig struct {
 	Brokers      []string
 	Topic        string
-	BatchTimeout time.Duration // how long the writer waits to fill a batch; kafka-go's default of 1 s is a trap
-	BatchSize    int
-	WriteTimeout time.Duration
-	MaxAttempts  int
+	WriteTimeout time.Duration // bound of one publish, retries included
+	MaxAttempts  int           // tries of a batch the broker refused outright
 }
 
-// Publisher publishes order.created events with acks from all in-sync
-// replicas. It implements stock.Confirmer: a reservation is durable once its
-// event is acknowledged. It is safe for concurrent use; Close flushes.
+// Publisher publishes events with acks from all in-sync replicas. It
+// implements stock.Confirmer: a reservation is durable once its event is
+// acknowledged. It is safe for concurrent use.
+//
+// It sends each batch as one produce request at once (kafka-go's Client),
+// rather than through kafka-go's Writer: the coalescer upstream already
+// formed the batch, and the Writer would hold every partial batch for its
+// BatchTimeout. A batch that may have reached the broker (a timeout, a cut
+// connection) is never retried, so an event is never written twice; only a
+// refusal the broker is sure of (no leader yet, connection refused) is tried
+// again.
 type Publisher struct {
-	w         *kafka.Writer
+	client   *kafka.Client
+	topic    string
+	attempts int
+	timeout  time.Duration
+
+	mu         sync.Mutex
+	partitions []int
+	fetched    time.Time
+
 	published prometheus.Counter
 	failed    prometheus.Counter
 	latency   prometheus.Histogram
 }
 
-// NewPublisher returns a Publisher writing to cfg.Topic.
+// NewPublisher returns a Publisher writing to cfg.Topic. Its metrics carry
+// the topic as a label, so one registry can hold a publisher per topic.
 func NewPublisher(cfg PublisherConfig) *Publisher {
+	topic := prometheus.Labels{"topic": cfg.Topic}
+	if cfg.WriteTimeout <= 0 {
+		cfg.WriteTimeout = 3 * time.Second
+	}
 	return &Publisher{
-		w: &kafka.Writer{
-			Addr:                   kafka.TCP(cfg.Brokers...),
-			Topic:                  cfg.Topic,
-			Balancer:               &kafka.Hash{},
-			RequiredAcks:           kafka.RequireAll,
-			BatchTimeout:           cfg.BatchTimeout,
-			BatchSize:              max(cfg.BatchSize, 1),
-			BatchBytes:             16 << 20,
-			WriteTimeout:           cfg.WriteTimeout,
-			ReadTimeout:            cfg.WriteTimeout,
-			MaxAttempts:            max(cfg.MaxAttempts, 1),
-			WriteBackoffMin:        10 * time.Millisecond,
-			WriteBackoffMax:        200 * time.Millisecond,
-			AllowAutoTopicCreation: true,
-		},
+		client: &kafka.Client{Addr: kafka.TCP(cfg.Brokers...), Timeout: cfg.WriteTimeout,
+			Transport: &kafka.Transport{DialTimeout: time.Second, IdleTimeout: time.Minute, MetadataTTL: 10 * time.Second}},
+		topic:    cfg.Topic,
+		attempts: max(cfg.MaxAttempts, 1),
+		timeout:  cfg.WriteTimeout,
 		published: prometheus.NewCounter(prometheus.CounterOpts{Name: "flashsale_kafka_published_total",
-			Help: "Order events acknowledged by Kafka."}),
+			Help: "Events acknowledged by Kafka.", ConstLabels: topic}),
 		failed: prometheus.NewCounter(prometheus.CounterOpts{Name: "flashsale_kafka_publish_errors_total",
-			Help: "Order events Kafka did not acknowledge (their orders were undone)."}),
+			Help: "Events Kafka did not acknowledge (what they confirmed was undone).", ConstLabels: topic}),
 		latency: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "flashsale_kafka_publish_seconds",
-			Help: "Time to publish one batch of order events.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}),
+			Help: "Time to publish one batch of events.", ConstLabels: topic, Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}),
 	}
 }
 
-// Confirm implements stock.Confirmer: it publishes one event per reservation
-// in a single WriteMessages call and reports each one Kafka did not take.
+// Confirm implements stock.Confirmer: it publishes one order.created event
+// per reservation and reports each one Kafka did not take.
 func (p *Publisher) Confirm(ctx context.Context, rs []stock.Reservation, errs []error) {
 	msgs := make([]kafka.Message, len(rs))
+	buf := make([]byte, 0, 192*len(rs)) // one buffer for the whole batch
 	for i, r := range rs {
-		msgs[i] = kafka.Message{Key: []byte(r.SaleID), Value: AppendCreated(make([]byte, 0, 192), r)}
+		start := len(buf)
+		buf = AppendCreated(buf, r)
+		msgs[i] = kafka.Message{Key: []byte(r.SaleID), Value: buf[start:len(buf):len(buf)]}
 	}
-	start := time.Now()
-	err := p.w.WriteMessages(ctx, msgs...)
-	p.latency.Observe(time.Since(start).Seconds())
-	if err == nil {
-		p.published.Add(float64(len(rs)))
-		return
-	}
-	var werrs kafka.WriteErrors
-	if errors.As(err, &werrs) && len(werrs) == len(msgs) {
-		for i, e := range werrs {
-			if e != nil {
-				errs[i] = fmt.Errorf("publish order event: %w", e)
-				p.failed.Inc()
-			} else {
-				p.published.Inc()
-			}
-		}
-		return
-	}
-	for i := range errs {
-		errs[i] = fmt.Errorf("publish order events: %w", err)
-	}
-	p.failed.Add(float64(len(rs)))
+	p.Publish(ctx, msgs, errs)
 }
 
-// Close flushes pending writes and closes the writer.
+// Publish writes msgs to the publisher's topic, one produce request per
+// partition (messages go to the partition their key hashes to, so one key's
+// events keep their order), and sets errs[i] for every message Kafka did not
+// acknowledge. It bounds itself by ctx and WriteTimeout.
+func (p *Publisher) Publish(ctx context.Context, msgs []kafka.Message, errs []error) {
+	start := time.Now()
+	defer func() { p.latency.Observe(time.Since(start).Seconds()) }()
+	ctx, cancel := context.WithTimeout(ctx, p.timeout)
+	defer cancel()
+	parts, err := p.partitionList(ctx)
+	if err != nil {
+		p.fail(msgs, errs, nil, err)
+		return
+	}
+	byPart := map[int][]int{}
+	var hash kafka.Hash
+	for i := range msgs {
+		part := hash.Balance(msgs[i], parts...)
+		byPart[part] = append(byPart[part], i)
+	}
+	for part, idx := range byPart {
+		err := p.produce(ctx, part, msgs, idx)
+		if err != nil {
+			p.fail(msgs, errs, idx, err)
+			continue
+		}
+		p.published.Add(float64(len(idx)))
+	}
+}
+
+func (p *Publisher) fail(msgs []kafka.Message, errs []error, idx []int, err error) {
+	err = fmt.Errorf("publish to %s: %w", p.topic, err)
+	if idx == nil {
+		for i := range msgs {
+			errs[i] = err
+		}
+		p.failed.Add(float64(len(msgs)))
+		return
+	}
+	for _, i := range idx {
+		errs[i] = err
+	}
+	p.failed.Add(float64(len(idx)))
+}
+
+// produce sends the messages idx of msgs to one partition and waits for the
+// acks of all in-sync replicas.
+func (p *Publisher) produce(ctx context.Context, part int, msgs []kafka.Message, idx []int) error {
+	records := make([]kafka.Record, len(idx))
+	now := time.Now()
+	for j, i := range idx {
+		records[j] = kafka.Record{Time: now, Key: kafka.NewBytes(msgs[i].Key), Value: kafka.NewBytes(msgs[i].Value)}
+	}
+	var err error
+	for attempt := 0; attempt < p.attempts; attempt++ {
+		if attempt > 0 {
+			select {
+			case <-time.After(time.Duration(attempt) * 20 * time.Millisecond):
+			case <-ctx.Done():
+				return errors.Join(err, ctx.Err())
+			}
+		}
+		var resp *kafka.ProduceResponse
+		resp, err = p.client.Produce(ctx, &kafka.ProduceRequest{Topic: p.topic, Partition: part,
+			RequiredAcks: kafka.RequireAll, Records: kafka.NewRecordReader(records...)})
+		if err == nil && resp.Error == nil && len(resp.RecordErrors) == 0 {
+			return nil
+		}
+		if err == nil {
+			err = resp.Error
+			if err == nil {
+				err = fmt.Errorf("%d records refused", len(resp.RecordErrors))
+			}
+		}
+		if !surelyNotWritten(err) {
+			return err
+		}
+		p.forgetPartitions() // leadership may have moved
+	}
+	return err
+}
+
+// surelyNotWritten reports whether err proves the broker did not write the
+// batch, so sending it again cannot duplicate an event.
+func surelyNotWritten(err error) bool {
+	var kerr kafka.Error
+	if errors.As(err, &kerr) {
+		switch kerr {
+		case kafka.NotLeaderForPartition, kafka.LeaderNotAvailable, kafka.UnknownTopicOrPartition,
+			kafka.NotEnoughReplicas, kafka.BrokerNotAvailable:
+			return true
+		}
+		return false
+	}
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "dial"
+}
+
+// partitionList returns the topic's partitions, asking the broker at most
+// every 30 seconds (or again after a leadership error).
+func (p *Publisher) partitionList(ctx context.Context) ([]int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.partitions) > 0 && time.Since(p.fetched) < 30*time.Second {
+		return p.partitions, nil
+	}
+	md, err := p.client.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{p.topic}})
+	if err != nil {
+		return nil, fmt.Errorf("metadata: %w", err)
+	}
+	for _, t := range md.Topics {
+		if t.Name != p.topic {
+			continue
+		}
+		if t.Error != nil {
+			return nil, fmt.Errorf("metadata of %s: %w", p.topic, t.Error)
+		}
+		parts := make([]int, 0, len(t.Partitions))
+		for _, pt := range t.Partitions {
+			parts = append(parts, pt.ID)
+		}
+		if len(parts) == 0 {
+			break
+		}
+		p.partitions, p.fetched = parts, time.Now()
+		return parts, nil
+	}
+	return nil, fmt.Errorf("topic %s has no partitions (does it exist?)", p.topic)
+}
+
+func (p *Publisher) forgetPartitions() {
+	p.mu.Lock()
+	p.partitions = nil
+	p.mu.Unlock()
+}
+
+// Close releases the publisher's connections. Every Publish has returned
+// by then (publishes are synchronous), so there is nothing to flush.
 func (p *Publisher) Close() error {
-	if err := p.w.Close(); err != nil {
-		return fmt.Errorf("close kafka writer: %w", err)
+	if t, ok := p.client.Transport.(*kafka.Transport); ok {
+		t.CloseIdleConnections()
 	}
 	return nil
 }

@@ -96,7 +96,7 @@ func (w *Writer) Write(r *Record) bool {
 // AppendRecord appends r as one JSON line (with its newline).
 func AppendRecord(b []byte, r *Record) []byte {
 	b = append(b, `{"ts":"`...)
-	b = r.Time.UTC().AppendFormat(b, "2006-01-02T15:04:05.000000Z07:00")
+	b = appendTime(b, r.Time)
 	b = append(b, '"')
 	b = jsonw.StrField(b, "node", r.Node)
 	b = jsonw.StrField(b, "kind", r.Kind)
@@ -111,6 +111,33 @@ func AppendRecord(b []byte, r *Record) []byte {
 	}
 	b = jsonw.IntField(b, "latency_us", r.LatencyUs)
 	return append(b, '}', '\n')
+}
+
+// stamp is a second's "2006-01-02T15:04:05." prefix, formatted once.
+type stamp struct {
+	sec    int64
+	prefix []byte
+}
+
+var lastStamp atomic.Pointer[stamp]
+
+// appendTime appends t in UTC as RFC 3339 with microseconds. Lines of one
+// second share the formatted date and time, so a line pays only for its
+// microseconds.
+func appendTime(b []byte, t time.Time) []byte {
+	t = t.UTC()
+	sec := t.Unix()
+	st := lastStamp.Load()
+	if st == nil || st.sec != sec {
+		st = &stamp{sec: sec, prefix: t.Truncate(time.Second).AppendFormat(nil, "2006-01-02T15:04:05.")}
+		lastStamp.Store(st)
+	}
+	b = append(b, st.prefix...)
+	us := t.Nanosecond() / 1000
+	for d := 100000; d > 0; d /= 10 {
+		b = append(b, byte('0'+us/d%10))
+	}
+	return append(b, 'Z')
 }
 
 func (w *Writer) loop(interval time.Duration) {

@@ -90,3 +90,13 @@ func FuzzRead(f *testing.F) {
 		}
 	})
 }
+
+func TestAppendTimeMatchesFormat(t *testing.T) {
+	for _, ts := range []time.Time{time.Unix(0, 0), time.Unix(1700000000, 123456789), time.Unix(1700000000, 999999999),
+		time.Unix(1700000001, 1000), time.Date(2026, 11, 22, 23, 59, 59, 500, time.FixedZone("x", 3600))} {
+		want := ts.UTC().Format("2006-01-02T15:04:05.000000Z07:00")
+		if got := string(appendTime(nil, ts)); got != want {
+			t.Errorf("appendTime(%v) = %s, want %s", ts, got, want)
+		}
+	}
+}

@@ -71,6 +71,7 @@ type Seller struct {
 	sales map[string]*saleState
 
 	refreshes atomic.Int64 // share refreshes that read Redis, for /metrics
+	batches   prometheus.Histogram
 }
 
 type saleState struct {
@@ -125,7 +126,9 @@ func NewSeller(cfg SellerConfig, rdb redis.UniversalClient, c Confirmer, members
 	if cfg.MaxSales <= 0 {
 		cfg.MaxSales = 1024
 	}
-	return &Seller{cfg: cfg, rdb: rdb, confirm: c, members: members, log: log, sales: map[string]*saleState{}}
+	return &Seller{cfg: cfg, rdb: rdb, confirm: c, members: members, log: log, sales: map[string]*saleState{},
+		batches: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "flashsale_stock_batch_size",
+			Help: "Buyers settled by one buy script call (coalescing at work).", Buckets: prometheus.ExponentialBuckets(1, 2, 10)})}
 }
 
 func cmp0(d, def time.Duration) time.Duration {
@@ -271,6 +274,7 @@ func (s *Seller) sale(ctx context.Context, id string) (*saleState, error) {
 // and one adjustment of the local share.
 func (st *saleState) flush(reqs []buyReq, res []buyRes) {
 	s := st.s
+	s.batches.Observe(float64(len(reqs)))
 	users := make([]string, len(reqs))
 	for i, r := range reqs {
 		users[i] = r.user
@@ -391,7 +395,11 @@ var refreshDesc = prometheus.NewDesc("flashsale_stock_share_refreshes_total",
 	"Share refreshes that read Redis.", nil, nil)
 
 // Describe implements prometheus.Collector.
-func (s *Seller) Describe(ch chan<- *prometheus.Desc) { ch <- shareDesc; ch <- refreshDesc }
+func (s *Seller) Describe(ch chan<- *prometheus.Desc) {
+	ch <- shareDesc
+	ch <- refreshDesc
+	s.batches.Describe(ch)
+}
 
 // Collect implements prometheus.Collector; it reads the shares at scrape
 // time so the buy path pays nothing for the gauge.
@@ -402,4 +410,5 @@ func (s *Seller) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(shareDesc, prometheus.GaugeValue, float64(st.share.Left()), id)
 	}
 	ch <- prometheus.MustNewConstMetric(refreshDesc, prometheus.CounterValue, float64(s.refreshes.Load()))
+	s.batches.Collect(ch)
 }

@@ -1,0 +1,41 @@
+package order
+
+import (
+	"encoding/json"
+	"testing"
+
+	"github.com/flashsale/flashsale/stock"
+)
+
+// The fast path and encoding/json must agree on everything the fast path
+// accepts, and the fast path must never accept what encoding/json rejects.
+func FuzzParseEvent(f *testing.F) {
+	f.Add(AppendCreated(nil, stock.Reservation{SaleID: "s1", UserID: "u1", Node: "n1", Order: 7, CreatedMs: 1, DeadlineMs: 2}))
+	f.Add([]byte(`{"type":"order.created","order_id":"s1.7","sale_id":"s1","user_id":"u\\u0031","node":"n","created_ms":1,"deadline_ms":2}`))
+	f.Add([]byte(`{"type": "order.created"}`))
+	f.Add([]byte(`{"type":"order.created","order_id":"s1.7","sale_id":"s1","user_id":"u1","node":"n1","created_ms":-1,"deadline_ms":99999999999999999999}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		fast, ok := parseCreatedFast(b)
+		if !ok {
+			return
+		}
+		var slow Event
+		if err := json.Unmarshal(b, &slow); err != nil {
+			t.Fatalf("fast path accepted %q that encoding/json rejects: %v", b, err)
+		}
+		if fast != slow {
+			t.Fatalf("fast %+v != encoding/json %+v for %q", fast, slow, b)
+		}
+	})
+}
+
+func TestParseEventRoundTrip(t *testing.T) {
+	r := stock.Reservation{SaleID: "sale-1", UserID: "user@x", Node: "node-2", Order: 42, CreatedMs: 1700000000000, DeadlineMs: 1700000300000}
+	e, err := ParseEvent(AppendCreated(nil, r))
+	if err != nil || e.OrderID != "sale-1.42" || e.UserID != "user@x" || e.DeadlineMs != r.DeadlineMs || e.Type != TypeCreated {
+		t.Fatalf("%+v %v", e, err)
+	}
+	if _, ok := parseCreatedFast(AppendCreated(nil, r)); !ok {
+		t.Fatal("our own encoding missed the fast path")
+	}
+}
