@@ -45,6 +45,8 @@ fuzz:
 	$(GO) test ./api -run '^$$' -fuzz '^FuzzParseBuy$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./api -run '^$$' -fuzz '^FuzzParseCreateSale$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./api -run '^$$' -fuzz '^FuzzQueryUser$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./api -run '^$$' -fuzz '^FuzzParseCreateEnvelope$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./api -run '^$$' -fuzz '^FuzzParseCreateShake$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./statlog -run '^$$' -fuzz '^FuzzRead$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./internal/jsonw -run '^$$' -fuzz '^FuzzString$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./order -run '^$$' -fuzz '^FuzzParseEvent$$' -fuzztime $(FUZZTIME)

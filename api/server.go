@@ -11,7 +11,9 @@ import (
 	"time"
 
 	"github.com/flashsale/flashsale"
+	"github.com/flashsale/flashsale/envelope"
 	"github.com/flashsale/flashsale/order"
+	"github.com/flashsale/flashsale/shake"
 	"github.com/flashsale/flashsale/statlog"
 	"github.com/flashsale/flashsale/stock"
 	"github.com/gin-gonic/gin"
@@ -28,18 +30,24 @@ type Config struct {
 	MaxInflight       int
 	DefaultPayTimeout time.Duration
 	RedisTimeout      time.Duration
+	Envelope          envelope.Limits // send-envelope validation
+	Shake             shake.Limits    // campaign validation
+	WalletRecent      int             // entries GET /v1/users/{id}/wallet shows
 }
 
 // Deps are the services behind the routes. Ready lists the dependency
 // checks /readyz runs.
 type Deps struct {
-	Redis    redis.UniversalClient
-	Seller   *stock.Seller
-	Orders   *order.Service
-	StatLog  *statlog.Writer
-	Registry *prometheus.Registry
-	Ready    map[string]func(context.Context) error
-	Log      *slog.Logger
+	Redis  redis.UniversalClient
+	Seller *stock.Seller
+	Orders *order.Service
+	// Envelopes and Shakes are optional: without them their routes are absent.
+	Envelopes *envelope.Service
+	Shakes    *shake.Service
+	StatLog   *statlog.Writer
+	Registry  *prometheus.Registry
+	Ready     map[string]func(context.Context) error
+	Log       *slog.Logger
 }
 
 // Server routes HTTP requests to the services. Create it with New.
@@ -90,6 +98,7 @@ func New(cfg Config, d Deps) *Server {
 	v1.GET("/orders/:id", s.observe("get_order"), s.getOrder)
 	v1.POST("/orders/:id/pay", s.observe("pay"), s.pay)
 	v1.POST("/orders/:id/cancel", s.observe("cancel"), s.cancel)
+	s.registerEnvelopes(v1)
 	return s
 }
 

@@ -81,6 +81,35 @@ type Config struct {
 		SweepInterval time.Duration `mapstructure:"sweep_interval"`
 		Grace         time.Duration `mapstructure:"grace"`
 	} `mapstructure:"expiry"`
+	Envelope struct {
+		Topic           string        `mapstructure:"topic"`
+		Group           string        `mapstructure:"group"`
+		MaxCount        int           `mapstructure:"max_count"`
+		MaxTotalCents   int64         `mapstructure:"max_total_cents"`
+		DefaultExpiry   time.Duration `mapstructure:"default_expiry"`
+		MinExpiry       time.Duration `mapstructure:"min_expiry"`
+		MaxExpiry       time.Duration `mapstructure:"max_expiry"`
+		MaxEnvelopes    int           `mapstructure:"max_envelopes"`
+		RefundWorkers   int           `mapstructure:"refund_workers"`
+		RefundQueueSize int           `mapstructure:"refund_queue_size"`
+		RefundMaxHeld   int           `mapstructure:"refund_max_held"`
+		SweepInterval   time.Duration `mapstructure:"sweep_interval"`
+		Grace           time.Duration `mapstructure:"grace"`
+	} `mapstructure:"envelope"`
+	Shake struct {
+		Buckets        int           `mapstructure:"buckets"`
+		BufferPercent  float64       `mapstructure:"buffer_percent"`
+		Burst          time.Duration `mapstructure:"burst"`
+		Tick           time.Duration `mapstructure:"tick"`
+		MaxEnvelopes   int64         `mapstructure:"max_envelopes"`
+		MaxRatePerSec  int64         `mapstructure:"max_rate_per_sec"`
+		MaxBudgetCents int64         `mapstructure:"max_budget_cents"`
+		MaxAmountCents int64         `mapstructure:"max_amount_cents"`
+		MaxCampaigns   int           `mapstructure:"max_campaigns"`
+	} `mapstructure:"shake"`
+	Wallet struct {
+		RecentEntries int `mapstructure:"recent_entries"`
+	} `mapstructure:"wallet"`
 	Cluster struct {
 		Heartbeat time.Duration `mapstructure:"heartbeat"`
 		TTL       time.Duration `mapstructure:"ttl"`
@@ -206,6 +235,25 @@ func (c *Config) Validate() error {
 	}
 	if c.Expiry.Workers <= 0 || c.Expiry.QueueSize <= 0 || c.Expiry.MaxHeld <= 0 {
 		bad = append(bad, "expiry.workers, expiry.queue_size and expiry.max_held must be positive")
+	}
+	e := c.Envelope
+	if e.Topic == "" || e.Group == "" || e.Topic == c.Kafka.Topic {
+		bad = append(bad, "envelope.topic and envelope.group must be set, and envelope.topic must differ from kafka.topic")
+	}
+	if e.MaxCount < 1 || e.MaxTotalCents < int64(e.MaxCount) || e.MinExpiry < time.Second || e.MaxExpiry < e.MinExpiry ||
+		e.DefaultExpiry < e.MinExpiry || e.DefaultExpiry > e.MaxExpiry {
+		bad = append(bad, "envelope: need max_count >= 1, max_total_cents >= max_count, 1s <= min_expiry <= default_expiry <= max_expiry")
+	}
+	if e.MaxEnvelopes <= 0 || e.RefundWorkers <= 0 || e.RefundQueueSize <= 0 || e.RefundMaxHeld <= 0 || e.SweepInterval <= 0 {
+		bad = append(bad, "envelope.max_envelopes, refund_workers, refund_queue_size, refund_max_held and sweep_interval must be positive")
+	}
+	sh := c.Shake
+	if sh.Buckets < 1 || sh.Tick <= 0 || sh.Burst <= 0 || sh.BufferPercent < 0 || sh.MaxEnvelopes < 1 || sh.MaxRatePerSec < 1 ||
+		sh.MaxBudgetCents < 1 || sh.MaxAmountCents < 1 || sh.MaxCampaigns < 1 {
+		bad = append(bad, "shake: buckets, tick, burst and every max_* must be positive, buffer_percent >= 0")
+	}
+	if c.Wallet.RecentEntries < 1 {
+		bad = append(bad, "wallet.recent_entries must be positive")
 	}
 	if len(bad) > 0 {
 		return fmt.Errorf("invalid config: %s", strings.Join(bad, "; "))

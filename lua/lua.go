@@ -1,8 +1,11 @@
 // Package lua holds flashsale's Redis Lua scripts and the Go wrappers that
 // call them and turn their replies into typed results.
 //
-// Every script works on the keys of one sale, which share the hash tag
-// {sale:ID}, so each call is legal on Redis Cluster. Scripts are sent once
+// Every script works on the keys of one item, which share one hash tag —
+// {sale:ID}, {env:ID}, {shake:ID} or {wallet:USER} — so each call is legal on
+// Redis Cluster. A step that spans two items (taking an envelope share and
+// crediting the opener's wallet) is two scripts, made safe by idempotence:
+// see EnvelopeKeys and WalletApply. Scripts are sent once
 // per connection pool with EVALSHA; go-redis falls back to EVAL (which loads
 // the script) when the server answers NOSCRIPT, e.g. after a Redis restart.
 package lua
@@ -55,7 +58,8 @@ func (k SaleKeys) all() []string { return []string{k.Meta, k.Users, k.Orders, k.
 // Load sends every script to the server with SCRIPT LOAD, so the first
 // requests of a sale do not all pay for EVAL. Optional: Run reloads on demand.
 func Load(ctx context.Context, rdb redis.Scripter) error {
-	for _, s := range []*redis.Script{createSale, buy, settle} {
+	for _, s := range []*redis.Script{createSale, buy, settle, envCreate, envOpen, envUndo, envRefund,
+		walletApply, shakeCreate, shakeTake} {
 		if err := s.Load(ctx, rdb).Err(); err != nil {
 			return fmt.Errorf("load lua script: %w", err)
 		}

@@ -1,6 +1,6 @@
 // Package node wires one flashsale HTTP node from its configuration: Redis,
-// the Kafka producer and expiry consumers, the seller, stat.log and the HTTP
-// server. `flashsale node` and the end-to-end tests run exactly this wiring.
+// the Kafka producers and consumers (order expiry, envelope refund), the
+// seller, the envelope and shake services, stat.log and the HTTP server. `flashsale node` and the end-to-end tests run exactly this wiring.
 package node
 
 import (
@@ -19,8 +19,10 @@ import (
 	"github.com/flashsale/flashsale/api"
 	"github.com/flashsale/flashsale/cluster"
 	"github.com/flashsale/flashsale/configs"
+	"github.com/flashsale/flashsale/envelope"
 	"github.com/flashsale/flashsale/lua"
 	"github.com/flashsale/flashsale/order"
+	"github.com/flashsale/flashsale/shake"
 	"github.com/flashsale/flashsale/statlog"
 	"github.com/flashsale/flashsale/stock"
 	"github.com/prometheus/client_golang/prometheus"
@@ -42,8 +44,16 @@ type Node struct {
 	Expirer   *order.Expirer
 	Sweeper   *order.Sweeper
 	StatLog   *statlog.Writer
-	API       *api.Server
-	Registry  *prometheus.Registry
+
+	// Red envelopes and shake campaigns (issue 6): their own publisher (the
+	// envelope topic), service, refund consumer and sweeper.
+	EnvelopePublisher *order.Publisher
+	Envelopes         *envelope.Service
+	Refunder          *order.DelayConsumer[string]
+	EnvelopeSweeper   *envelope.Sweeper
+	Shakes            *shake.Service
+	API               *api.Server
+	Registry          *prometheus.Registry
 
 	// Membership registers this node in Redis and counts the live ones, so
 	// the stock is shared among them.
@@ -126,16 +136,45 @@ func Open(cfg *configs.Config, log *slog.Logger) (*Node, error) {
 	}, n.Redis, log)
 	n.Sweeper = order.NewSweeper(n.Redis, cfg.Expiry.SweepInterval, cfg.Expiry.Grace, cfg.Expiry.BatchMax, redisTimeout, log)
 
+	coalescer := stock.CoalescerConfig{MaxBatch: cfg.Stock.BatchMax, Flushers: cfg.Stock.Flushers,
+		QueueSize: cfg.Stock.QueueSize, Linger: cfg.Stock.Linger}
+	envLimits := envelope.Limits{MaxCount: cfg.Envelope.MaxCount, MaxTotalCents: cfg.Envelope.MaxTotalCents,
+		DefaultExpiry: cfg.Envelope.DefaultExpiry, MinExpiry: cfg.Envelope.MinExpiry, MaxExpiry: cfg.Envelope.MaxExpiry}
+	shakeLimits := shake.Limits{MaxEnvelopes: cfg.Shake.MaxEnvelopes, MaxRatePerSec: cfg.Shake.MaxRatePerSec,
+		MaxBudgetCents: cfg.Shake.MaxBudgetCents, MaxAmountCents: cfg.Shake.MaxAmountCents}
+	n.EnvelopePublisher = order.NewPublisher(order.PublisherConfig{
+		Brokers: cfg.Kafka.Brokers, Topic: cfg.Envelope.Topic,
+		WriteTimeout: cfg.Kafka.WriteTimeout, MaxAttempts: cfg.Kafka.MaxAttempts,
+	})
+	n.Envelopes = envelope.NewService(envelope.Config{
+		Node: cfg.Node.ID, Limits: envLimits, BufferUnits: cfg.Stock.BufferUnits, BufferPercent: cfg.Stock.BufferPercent,
+		RefreshInterval: cfg.Stock.RefreshInterval, RedisTimeout: redisTimeout, PublishTimeout: cfg.Kafka.WriteTimeout,
+		Coalescer: coalescer, MaxEnvelopes: cfg.Envelope.MaxEnvelopes, RecentEntries: cfg.Wallet.RecentEntries,
+	}, n.Redis, n.EnvelopePublisher, n.Membership, log)
+	n.Refunder = n.Envelopes.NewRefunder(envelope.RefundConfig{
+		Brokers: cfg.Kafka.Brokers, Topic: cfg.Envelope.Topic, Group: cfg.Envelope.Group, Workers: cfg.Envelope.RefundWorkers,
+		QueueSize: cfg.Envelope.RefundQueueSize, MaxHeld: cfg.Envelope.RefundMaxHeld, RetryDelay: cfg.Expiry.RetryDelay,
+	})
+	n.EnvelopeSweeper = n.Envelopes.NewSweeper(cfg.Envelope.SweepInterval, cfg.Envelope.Grace, cfg.Expiry.BatchMax)
+	n.Shakes = shake.NewService(shake.Config{
+		Node: cfg.Node.ID, Limits: shakeLimits, Buckets: cfg.Shake.Buckets, BufferPercent: cfg.Shake.BufferPercent,
+		Burst: cfg.Shake.Burst, Tick: cfg.Shake.Tick, RedisTimeout: redisTimeout, Coalescer: coalescer,
+		MaxCampaigns: cfg.Shake.MaxCampaigns, RecentEntries: cfg.Wallet.RecentEntries,
+	}, n.Redis, n.Membership, log)
+
 	if n.StatLog, err = statlog.Open(cfg.StatLog.Path, cfg.StatLog.BufferBytes, cfg.StatLog.FlushInterval); err != nil {
 		n.Redis.Close()
 		return nil, err
 	}
-	n.Registry.MustRegister(n.Seller, n.Publisher, n.Expirer, n.Sweeper, statLogCollector{n.StatLog})
+	n.Registry.MustRegister(n.Seller, n.Publisher, n.Expirer, n.Sweeper, statLogCollector{n.StatLog},
+		n.EnvelopePublisher, n.Envelopes, n.Refunder, n.EnvelopeSweeper, n.Shakes)
 
 	n.API = api.New(api.Config{
 		NodeID: cfg.Node.ID, AdminToken: cfg.Admin.Token, MaxBodyBytes: cfg.HTTP.MaxBodyBytes,
 		MaxInflight: cfg.HTTP.MaxInflight, DefaultPayTimeout: cfg.PayTimeout, RedisTimeout: redisTimeout,
+		Envelope: envLimits, Shake: shakeLimits, WalletRecent: cfg.Wallet.RecentEntries,
 	}, api.Deps{Redis: n.Redis, Seller: n.Seller, Orders: n.Orders, StatLog: n.StatLog, Registry: n.Registry, Log: log,
+		Envelopes: n.Envelopes, Shakes: n.Shakes,
 		Ready: map[string]func(context.Context) error{
 			"redis": func(ctx context.Context) error { return n.Redis.Ping(ctx).Err() },
 			"kafka": func(ctx context.Context) error { return pingKafka(ctx, cfg.Kafka.Brokers) },
@@ -188,7 +227,7 @@ func (n *Node) Addr() string { return n.listener.Addr().String() }
 func (n *Node) Run(ctx context.Context) error {
 	bg, stopBG := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
-	wg.Add(3)
+	wg.Add(6)
 	go func() {
 		defer wg.Done()
 		if err := n.Membership.Run(bg); err != nil && bg.Err() == nil {
@@ -202,6 +241,14 @@ func (n *Node) Run(ctx context.Context) error {
 		}
 	}()
 	go func() { defer wg.Done(); n.Sweeper.Run(bg) }()
+	go func() {
+		defer wg.Done()
+		if err := n.Refunder.Run(bg); err != nil {
+			n.Log.Error("envelope refund consumer stopped", "err", err)
+		}
+	}()
+	go func() { defer wg.Done(); n.EnvelopeSweeper.Run(bg, n.Log) }()
+	go func() { defer wg.Done(); n.Shakes.Run(bg) }()
 
 	if addr := n.Config.Debug.PprofAddr; addr != "" {
 		// pprof handlers register on http.DefaultServeMux; serve only that mux,
@@ -231,12 +278,15 @@ func (n *Node) Run(ctx context.Context) error {
 		err = errors.Join(err, fmt.Errorf("drain http: %w", serr))
 	}
 	n.Seller.Close()
+	n.Envelopes.Close()
+	n.Shakes.Close()
 	if perr := n.Publisher.Close(); perr != nil {
 		err = errors.Join(err, perr)
 	}
-	// Every buy outcome is now decided: make stat.log durable before
-	// anything that could be slow (a consumer group leaving may wait on a
-	// rebalance) so a SIGKILL that follows a slow stop loses no line.
+	// Every buy, open and shake outcome is now decided: make stat.log
+	// durable before anything that could be slow (a consumer group leaving
+	// may wait on a rebalance) so a SIGKILL that follows a slow stop loses
+	// no line.
 	if serr := n.StatLog.Close(); serr != nil {
 		err = errors.Join(err, serr)
 	}
@@ -252,6 +302,10 @@ func (n *Node) Run(ctx context.Context) error {
 		// Held orders are safe: their offsets were never committed, so the
 		// group hands them to another consumer.
 		n.Log.Warn("consumers did not stop within shutdown_timeout; leaving them")
+	}
+	// The refunder and the envelope sweeper publish too: close after them.
+	if perr := n.EnvelopePublisher.Close(); perr != nil {
+		err = errors.Join(err, perr)
 	}
 	if rerr := n.Redis.Close(); rerr != nil {
 		err = errors.Join(err, fmt.Errorf("close redis: %w", rerr))

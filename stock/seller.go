@@ -77,13 +77,10 @@ type Seller struct {
 type saleState struct {
 	s        *Seller
 	id       string
-	share    *Share
+	share    *Refill
 	co       *Coalescer[buyReq, buyRes]
 	startsMs int64
 	endsMs   int64
-
-	lastRefresh atomic.Int64 // unix nanos of the last refresh attempt
-	gone        atomic.Bool  // Redis no longer knows the sale
 }
 
 type buyReq struct{ user string }
@@ -157,7 +154,10 @@ func (s *Seller) Buy(ctx context.Context, saleID, userID string) (Reservation, e
 			return Reservation{}, ErrEnded
 		}
 	}
-	if !st.share.TryTake() && !st.refresh(ctx) {
+	if ok, err := st.share.Take(ctx); !ok {
+		if err != nil {
+			s.log.Warn("share refresh failed", "sale", st.id, "err", err)
+		}
 		return Reservation{}, ErrSoldOut
 	}
 	res, ok := st.co.Do(buyReq{user: userID})
@@ -168,53 +168,28 @@ func (s *Seller) Buy(ctx context.Context, saleID, userID string) (Reservation, e
 	return res.r, res.err
 }
 
-// refresh reloads the share from Redis when the local share is empty, at
-// most once per RefreshInterval per sale, and takes a unit if it can. A
-// sold-out sale thus costs each node at most 1/RefreshInterval Redis reads a
-// second, however many buyers keep asking.
-func (st *saleState) refresh(ctx context.Context) bool {
-	if st.gone.Load() {
-		return false
+// reload is a sale's ReloadFunc: its fair part of what Redis has left plus
+// the buffer. It is called through the sale's Refill, at most once per
+// RefreshInterval when the local share is empty, so a sold-out sale costs
+// each node at most 1/RefreshInterval Redis reads a second.
+func (s *Seller) reload(id string) ReloadFunc {
+	return func(ctx context.Context) (int64, bool, error) {
+		ctx, cancel := context.WithTimeout(ctx, s.cfg.RedisTimeout)
+		defer cancel()
+		s.refreshes.Add(1)
+		v, err := s.rdb.HGet(ctx, lua.KeysFor(id).Meta, "remaining").Int64()
+		if errors.Is(err, redis.Nil) {
+			return 0, true, nil
+		} else if err != nil {
+			return 0, false, fmt.Errorf("read remaining of sale %q: %w", id, err)
+		}
+		return s.ShareOf(v), false, nil
 	}
-	now := time.Now().UnixNano()
-	last := st.lastRefresh.Load()
-	if now-last < int64(st.s.cfg.RefreshInterval) || !st.lastRefresh.CompareAndSwap(last, now) {
-		return false
-	}
-	if err := st.s.reshare(ctx, st); err != nil {
-		st.s.log.Warn("share refresh failed", "sale", st.id, "err", err)
-		return false
-	}
-	return st.share.TryTake()
-}
-
-// reshare sets a sale's share to its fair part of what Redis has left plus
-// the buffer: ceil(remaining / live nodes) + max(BufferUnits, fair × BufferPercent / 100).
-func (s *Seller) reshare(ctx context.Context, st *saleState) error {
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.RedisTimeout)
-	defer cancel()
-	s.refreshes.Add(1)
-	v, err := s.rdb.HGet(ctx, lua.KeysFor(st.id).Meta, "remaining").Int64()
-	if errors.Is(err, redis.Nil) {
-		st.gone.Store(true)
-		st.share.Set(0)
-		return nil
-	} else if err != nil {
-		return fmt.Errorf("read remaining of sale %q: %w", st.id, err)
-	}
-	st.share.Set(s.ShareOf(v))
-	return nil
 }
 
 // ShareOf returns the local share a node takes of remaining units.
 func (s *Seller) ShareOf(remaining int64) int64 {
-	if remaining <= 0 {
-		return 0
-	}
-	live := int64(max(s.members.LiveNodes(), 1))
-	fair := (remaining + live - 1) / live
-	buf := max(s.cfg.BufferUnits, int64(float64(fair)*s.cfg.BufferPercent/100+0.999999))
-	return fair + buf
+	return FairShare(remaining, s.members.LiveNodes(), s.cfg.BufferUnits, s.cfg.BufferPercent)
 }
 
 // Reshare recomputes every sale's share, e.g. when the set of live nodes
@@ -227,7 +202,7 @@ func (s *Seller) Reshare(ctx context.Context) {
 	}
 	s.mu.RUnlock()
 	for _, st := range all {
-		if err := s.reshare(ctx, st); err != nil {
+		if err := st.share.Reload(ctx); err != nil {
 			s.log.Warn("reshare failed", "sale", st.id, "err", err)
 		}
 	}
@@ -262,8 +237,8 @@ func (s *Seller) sale(ctx context.Context, id string) (*saleState, error) {
 	if len(s.sales) >= s.cfg.MaxSales {
 		return nil, flashsale.Errorf(flashsale.EOVERLOADED, "this node serves too many sales")
 	}
-	st = &saleState{s: s, id: id, share: NewShare(s.ShareOf(remaining)), startsMs: starts, endsMs: ends}
-	st.lastRefresh.Store(time.Now().UnixNano())
+	st = &saleState{s: s, id: id, share: NewRefill(s.ShareOf(remaining), s.cfg.RefreshInterval, s.reload(id)),
+		startsMs: starts, endsMs: ends}
 	st.co = NewCoalescer(s.cfg.Coalescer, st.flush)
 	s.sales[id] = st
 	return st, nil
@@ -290,8 +265,7 @@ func (st *saleState) flush(reqs []buyReq, res []buyRes) {
 	}
 	switch reply.SaleCode {
 	case lua.BuyNoSale:
-		st.gone.Store(true)
-		st.share.Set(0)
+		st.share.MarkGone()
 		fill(res, ErrNoSale)
 		return
 	case lua.BuyNotStarted:

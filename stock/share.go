@@ -67,3 +67,18 @@ func (s *Share) Set(n int64) {
 
 // Left returns the units left, without taking the lock.
 func (s *Share) Left() int64 { return s.avail.Load() }
+
+// Fill adds n units but never above limit: a pool released over time (the
+// shake campaigns) tops its buckets up this way, so a bucket nobody draws
+// from does not hoard what the clock released.
+func (s *Share) Fill(n, limit int64) {
+	if n <= 0 {
+		return
+	}
+	s.lock <- struct{}{}
+	if s.left < limit {
+		s.left = min(s.left+n, limit)
+		s.avail.Store(s.left)
+	}
+	<-s.lock
+}

@@ -195,3 +195,36 @@ func commands(info string) int64 {
 	}
 	return -1
 }
+
+// Buyers who arrive while a reload is running get the reloaded units, not a
+// false "sold out".
+func TestRefillWaitersShareTheReload(t *testing.T) {
+	release := make(chan struct{})
+	r := NewRefill(0, time.Nanosecond, func(ctx context.Context) (int64, bool, error) {
+		<-release
+		return 10, false, nil
+	})
+	time.Sleep(time.Millisecond)
+	var got atomic.Int64
+	var wg sync.WaitGroup
+	started := make(chan struct{}, 10)
+	for i := 0; i < 10; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			started <- struct{}{}
+			if ok, _ := r.Take(context.Background()); ok {
+				got.Add(1)
+			}
+		}()
+	}
+	for i := 0; i < 10; i++ {
+		<-started
+	}
+	time.Sleep(50 * time.Millisecond) // let every buyer find the reload running
+	close(release)
+	wg.Wait()
+	if got.Load() != 10 {
+		t.Fatalf("%d of 10 buyers got a unit from a reload of 10", got.Load())
+	}
+}

@@ -33,9 +33,10 @@ type Env struct {
 	Kafka *testenv.Kafka
 }
 
-// NewEnv starts Redis (without AOF) and a broker with the order topic.
+// NewEnv starts Redis (without AOF) and a broker with the order and
+// envelope topics.
 func NewEnv(t *testing.T) *Env {
-	return &Env{Redis: testenv.StartRedis(t, false), Kafka: testenv.StartKafka(t, "flashsale.orders")}
+	return &Env{Redis: testenv.StartRedis(t, false), Kafka: testenv.StartKafka(t, "flashsale.orders", "flashsale.envelopes")}
 }
 
 // Node is a node started by a test.

@@ -1,0 +1,315 @@
+package envelope
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"time"
+
+	"github.com/flashsale/flashsale/lua"
+	"github.com/flashsale/flashsale/order"
+	"github.com/flashsale/flashsale/wallet"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+	"github.com/segmentio/kafka-go"
+)
+
+// DueKey is the sorted set of envelopes not yet refunded, scored by their
+// deadline (ms). The refund sweeper reads it; a refund removes the envelope.
+const DueKey = "fs:envelopes:due"
+
+// Settled is what Settle did.
+type Settled struct {
+	Code       int64 // lua.RefundDone, RefundRepeat, RefundNone or RefundNotDue
+	Refunded   int64 // cents handed back to the sender (Done or Repeat)
+	DeadlineMs int64 // NotDue: the deadline on Redis's clock
+	NowMs      int64
+}
+
+// Settle closes an envelope and settles its money, idempotently: the
+// refund script hands the unopened rest back (once: a repeat reports what
+// the first call refunded), every wallet entry the envelope's record implies
+// is applied (a no-op for those already there — this is also the repair of
+// credits lost on the open path), and envelope.refunded is published unless
+// a flag in Redis says it was. mode is lua.RefundExpire (refused before the
+// deadline: NotDue) or lua.RefundAbort (now).
+//
+// Calling Settle again after any failure is always safe; the refund consumer
+// and the sweeper do exactly that.
+func (s *Service) Settle(ctx context.Context, id, mode string) (Settled, error) {
+	rctx, cancel := context.WithTimeout(ctx, s.cfg.RedisTimeout)
+	nowMs, code, v, err := lua.EnvRefund(rctx, s.rdb, id, mode)
+	cancel()
+	if err != nil {
+		return Settled{}, err
+	}
+	out := Settled{Code: code, NowMs: nowMs}
+	switch code {
+	case lua.RefundNotDue:
+		out.DeadlineMs = v
+		return out, nil
+	case lua.RefundNone:
+		return out, nil
+	}
+	out.Refunded = v
+	if code == lua.RefundDone {
+		s.metrics.refunded.Inc()
+		s.forgetAllowance(id)
+	}
+	if _, err := s.SettleLedger(ctx, id); err != nil {
+		return out, err
+	}
+	rctx, cancel = context.WithTimeout(ctx, s.cfg.RedisTimeout)
+	defer cancel()
+	k := lua.EnvelopeKeysFor(id)
+	m, err := s.rdb.HMGet(rctx, k.Meta, "sender", "refunded_ms", "refund_published").Result()
+	if err != nil {
+		return out, fmt.Errorf("read refund of envelope %q: %w", id, err)
+	}
+	if m[2] == nil {
+		if err := s.publishRefund(ctx, id, str(m[0]), v, toInt(m[1])); err != nil {
+			return out, err
+		}
+	}
+	if err := s.rdb.ZRem(rctx, DueKey, id).Err(); err != nil {
+		return out, fmt.Errorf("unindex refunded envelope %q: %w", id, err)
+	}
+	return out, nil
+}
+
+// errRefundInFlight: another settler holds the claim to publish this
+// envelope's refunded event; the caller retries later and then finds it
+// published (or the claim lapsed because that settler died).
+var errRefundInFlight = errors.New("another node is publishing this refund; retry later")
+
+// publishRefund publishes envelope.refunded once: a settler first takes a
+// short claim (SET NX PX, in the envelope's hash tag), publishes, then marks
+// the envelope published. Concurrent settlers (two consumer groups, the
+// sweeper) thus do not both publish; only a settler that dies between
+// Kafka's ack and the mark leaves a duplicate behind (at least once, keyed
+// by envelope id for consumers to deduplicate).
+func (s *Service) publishRefund(ctx context.Context, id, sender string, amount, atMs int64) error {
+	k := lua.EnvelopeKeysFor(id)
+	claim := k.Meta + ":refund_claim"
+	rctx, cancel := context.WithTimeout(ctx, s.cfg.RedisTimeout)
+	ok, err := s.rdb.SetNX(rctx, claim, s.cfg.Node, 2*s.cfg.PublishTimeout+s.cfg.RedisTimeout).Result()
+	cancel()
+	if err != nil {
+		return fmt.Errorf("claim refund event of envelope %q: %w", id, err)
+	}
+	if !ok {
+		return errRefundInFlight
+	}
+	release := func() {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.RedisTimeout)
+		s.rdb.Del(rctx, claim)
+		cancel()
+	}
+	// The claim may have been taken just after another settler marked it.
+	rctx, cancel = context.WithTimeout(ctx, s.cfg.RedisTimeout)
+	done, err := s.rdb.HExists(rctx, k.Meta, "refund_published").Result()
+	cancel()
+	if err != nil || done {
+		release()
+		return err
+	}
+	ev := Event{Type: TypeRefunded, EnvelopeID: id, SenderID: sender, AmountCents: amount, AtMs: atMs}
+	errs := make([]error, 1)
+	pctx, pcancel := context.WithTimeout(ctx, s.cfg.PublishTimeout)
+	s.pub.Publish(pctx, []kafka.Message{{Key: []byte(id), Value: AppendEvent(nil, &ev)}}, errs)
+	pcancel()
+	if errs[0] != nil {
+		release()
+		return errs[0]
+	}
+	rctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), s.cfg.RedisTimeout)
+	err = s.rdb.HSet(rctx, k.Meta, "refund_published", 1).Err()
+	cancel()
+	if err != nil {
+		return fmt.Errorf("mark refund of envelope %q published: %w", id, err)
+	}
+	release()
+	return nil
+}
+
+func (s *Service) forgetAllowance(id string) {
+	s.mu.Lock()
+	if st := s.envs[id]; st != nil {
+		st.expired.Store(true)
+		st.share.Set(0)
+		delete(s.envs, id)
+	}
+	s.mu.Unlock()
+}
+
+func str(v any) string { x, _ := v.(string); return x }
+
+// SettleLedger applies every wallet entry envelope id's record implies —
+// the sender's debit, each opener's credit, and the refund once refunded —
+// and returns how many were missing (and are now applied).
+func (s *Service) SettleLedger(ctx context.Context, id string) (int, error) {
+	ctx, cancel := context.WithTimeout(ctx, 2*s.cfg.RedisTimeout)
+	defer cancel()
+	credits, err := implied(ctx, s.rdb, id)
+	if err != nil {
+		return 0, err
+	}
+	n, err := wallet.ApplyAll(ctx, s.rdb, s.cfg.RecentEntries, credits)
+	if err != nil {
+		return n, fmt.Errorf("settle ledger of envelope %q: %w", id, err)
+	}
+	return n, nil
+}
+
+// implied lists the wallet entries an envelope's record implies.
+func implied(ctx context.Context, rdb redis.UniversalClient, id string) ([]wallet.Credit, error) {
+	k := lua.EnvelopeKeysFor(id)
+	pipe := rdb.Pipeline()
+	meta := pipe.HMGet(ctx, k.Meta, "sender", "total", "state", "refunded_cents")
+	opened := pipe.HGetAll(ctx, k.Opened)
+	if _, err := pipe.Exec(ctx); err != nil {
+		return nil, fmt.Errorf("read envelope %q: %w", id, err)
+	}
+	m := meta.Val()
+	if m[0] == nil {
+		return nil, nil
+	}
+	sender := str(m[0])
+	credits := []wallet.Credit{{User: sender, Entry: lua.Entry{ID: wallet.SendID(id), Amount: -toInt(m[1])}}}
+	if str(m[2]) == "refunded" {
+		if r := toInt(m[3]); r > 0 {
+			credits = append(credits, wallet.Credit{User: sender, Entry: lua.Entry{ID: wallet.RefundID(id), Amount: r}})
+		}
+	}
+	for user, rec := range opened.Val() {
+		o, err := ParseOpenRecord(user, rec)
+		if err != nil {
+			return nil, err
+		}
+		credits = append(credits, wallet.Credit{User: user, Entry: lua.Entry{ID: wallet.OpenID(id), Amount: o.AmountCents}})
+	}
+	return credits, nil
+}
+
+// RefundConfig configures the refund consumer.
+type RefundConfig struct {
+	Brokers    []string
+	Topic      string
+	Group      string
+	Workers    int
+	QueueSize  int
+	MaxHeld    int
+	RetryDelay time.Duration
+}
+
+// NewRefunder returns the consumer that refunds each envelope at its
+// deadline: an order.DelayConsumer over envelope.created events whose
+// release is Settle(expire). Settle is idempotent, so forced redelivery (a
+// crash before the commit, a second group) refunds nothing twice.
+func (s *Service) NewRefunder(cfg RefundConfig) *order.DelayConsumer[string] {
+	return order.NewDelayConsumer[string](order.DelayConfig{
+		Brokers: cfg.Brokers, Topic: cfg.Topic, Group: cfg.Group, Workers: cfg.Workers, QueueSize: cfg.QueueSize,
+		MaxHeld: cfg.MaxHeld, BatchMax: 64, RetryDelay: cfg.RetryDelay, Name: "refund", Noun: "envelopes",
+	}, refundHandler{s}, s.log)
+}
+
+type refundHandler struct{ s *Service }
+
+func (h refundHandler) Decode(m kafka.Message) (order.Due[string], bool, error) {
+	ev, err := ParseEvent(m.Value)
+	if err != nil {
+		return order.Due[string]{}, false, err
+	}
+	if ev.Type != TypeCreated {
+		return order.Due[string]{}, false, nil
+	}
+	return order.Due[string]{Key: ev.EnvelopeID, Item: ev.EnvelopeID, DeadlineMs: ev.ExpiresAtMs}, true, nil
+}
+
+// Release settles one envelope; a batch holds only copies of its event.
+func (h refundHandler) Release(ctx context.Context, id string, items []string, out []order.Outcome) error {
+	r, err := h.s.Settle(ctx, id, lua.RefundExpire)
+	if err != nil {
+		return err
+	}
+	for i := range out {
+		switch r.Code {
+		case lua.RefundNotDue:
+			out[i].Wait = max(time.Duration(r.DeadlineMs-r.NowMs)*time.Millisecond, time.Millisecond)
+		case lua.RefundDone:
+			out[i].Released = i == 0
+		}
+	}
+	return nil
+}
+
+// Sweeper is the backstop for lost envelope.created events: it settles
+// envelopes still in DueKey more than grace past their deadline. Running it
+// on every node is safe: Settle is idempotent.
+type Sweeper struct {
+	s        *Service
+	interval time.Duration
+	grace    time.Duration
+	batch    int64
+	swept    prometheus.Counter
+}
+
+// NewSweeper returns a Sweeper; Run starts it.
+func (s *Service) NewSweeper(interval, grace time.Duration, batch int) *Sweeper {
+	return &Sweeper{s: s, interval: interval, grace: grace, batch: int64(max(batch, 1)),
+		swept: prometheus.NewCounter(prometheus.CounterOpts{Name: "flashsale_envelope_swept_total",
+			Help: "Envelopes refunded by the sweeper (their created event was lost or late)."})}
+}
+
+// Run sweeps every interval until ctx ends.
+func (w *Sweeper) Run(ctx context.Context, log *slog.Logger) {
+	t := time.NewTicker(w.interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			if n, err := w.Sweep(ctx); err != nil {
+				log.Warn("envelope sweep", "err", err)
+			} else if n > 0 {
+				log.Info("sweeper refunded overdue envelopes", "envelopes", n)
+			}
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// Sweep settles overdue envelopes and returns how many it refunded.
+func (w *Sweeper) Sweep(ctx context.Context) (int, error) {
+	ctx, cancel := context.WithTimeout(ctx, w.interval+4*w.s.cfg.RedisTimeout)
+	defer cancel()
+	cutoff := strconv.FormatInt(time.Now().Add(-w.grace).UnixMilli(), 10)
+	ids, err := w.s.rdb.ZRangeArgs(ctx, redis.ZRangeArgs{Key: DueKey, Start: "-inf", Stop: cutoff,
+		ByScore: true, Count: w.batch}).Result()
+	if err != nil {
+		return 0, fmt.Errorf("overdue envelopes: %w", err)
+	}
+	n := 0
+	var errs []error
+	for _, id := range ids {
+		r, err := w.s.Settle(ctx, id, lua.RefundExpire)
+		switch {
+		case err != nil:
+			errs = append(errs, err)
+		case r.Code == lua.RefundDone:
+			n++
+			w.swept.Inc()
+		case r.Code == lua.RefundNone:
+			w.s.rdb.ZRem(ctx, DueKey, id)
+		}
+	}
+	return n, errors.Join(errs...)
+}
+
+// Describe implements prometheus.Collector.
+func (w *Sweeper) Describe(ch chan<- *prometheus.Desc) { w.swept.Describe(ch) }
+
+// Collect implements prometheus.Collector.
+func (w *Sweeper) Collect(ch chan<- prometheus.Metric) { w.swept.Collect(ch) }

@@ -1,0 +1,163 @@
+package lua
+
+import (
+	"context"
+	_ "embed"
+	"fmt"
+
+	"github.com/redis/go-redis/v9"
+)
+
+var (
+	//go:embed env_create.lua
+	envCreateSrc string
+	//go:embed env_open.lua
+	envOpenSrc string
+	//go:embed env_undo.lua
+	envUndoSrc string
+	//go:embed env_refund.lua
+	envRefundSrc string
+)
+
+var (
+	envCreate = redis.NewScript(envCreateSrc)
+	envOpen   = redis.NewScript(envOpenSrc)
+	envUndo   = redis.NewScript(envUndoSrc)
+	envRefund = redis.NewScript(envRefundSrc)
+)
+
+// EnvelopesKey is the sorted set of every envelope id scored by its refund
+// deadline (ms). It is outside any envelope's hash tag, so it is written with
+// its own command; the refund sweeper and reconcile read it.
+const EnvelopesKey = "fs:envelopes"
+
+// EnvelopeKeys are the Redis keys of one red envelope, all under the
+// {env:ID} hash tag. The envelope's own record (meta + opened) is the source
+// of truth for its money: wallet entries are derived from it and can be
+// re-applied at any time (see WalletApply), so a credit lost between the two
+// steps is repaired, never doubled.
+type EnvelopeKeys struct {
+	Meta   string // hash: sender, total, count, expires_at_ms, left, left_cents, seq, opened, opened_cents, state, refunded_cents, ...
+	Shares string // list: unopened shares in cents, handed out from the head
+	Opened string // hash: user id -> "amount|opened_ms|node|seq"
+}
+
+// EnvelopeKeysFor returns the keys of envelope id.
+func EnvelopeKeysFor(id string) EnvelopeKeys {
+	p := "fs:{env:" + id + "}:"
+	return EnvelopeKeys{Meta: p + "meta", Shares: p + "shares", Opened: p + "opened"}
+}
+
+// EnvCreate stores a new envelope whose shares (in hand-out order) must sum
+// to total. It reports false when the id is taken, and the refund deadline on
+// Redis's clock.
+func EnvCreate(ctx context.Context, rdb redis.Scripter, id, sender string, total, ttlMs int64, shares []int64) (created bool, nowMs, expiresMs int64, err error) {
+	k := EnvelopeKeysFor(id)
+	args := make([]any, 0, len(shares)+3)
+	args = append(args, sender, total, ttlMs)
+	for _, a := range shares {
+		args = append(args, a)
+	}
+	v, err := envCreate.Run(ctx, rdb, []string{k.Meta, k.Shares}, args...).Int64Slice()
+	if err != nil {
+		return false, 0, 0, fmt.Errorf("create envelope %q: %w", id, err)
+	}
+	if len(v) != 3 {
+		return false, 0, 0, fmt.Errorf("create envelope %q: reply %v", id, v)
+	}
+	return v[0] == 1, v[1], v[2], nil
+}
+
+// Envelope-level and per-opener codes of the open script.
+const (
+	OpenEmpty   = -1 // no share left
+	OpenAlready = -2 // the user opened this envelope before
+	OpenNone    = -5 // no such envelope
+	OpenExpired = -6 // past the deadline, or refunded
+)
+
+// OpenReply is the outcome of one batch of openers.
+type OpenReply struct {
+	NowMs     int64
+	Code      int64   // 0, OpenNone or OpenExpired
+	SeqBefore int64   // the k-th success of the batch is open number SeqBefore + k
+	Results   []int64 // per opener: amount in cents (> 0), OpenEmpty or OpenAlready
+}
+
+// EnvOpen opens envelope id for users (one entry per opener, repeats
+// allowed) in one atomic step, recording node on each open.
+func EnvOpen(ctx context.Context, rdb redis.Scripter, id, node string, users []string) (OpenReply, error) {
+	k := EnvelopeKeysFor(id)
+	args := make([]any, 0, len(users)+1)
+	args = append(args, node)
+	for _, u := range users {
+		args = append(args, u)
+	}
+	v, err := envOpen.Run(ctx, rdb, []string{k.Meta, k.Shares, k.Opened}, args...).Int64Slice()
+	if err != nil {
+		return OpenReply{}, fmt.Errorf("open envelope %q: %w", id, err)
+	}
+	if len(v) < 2 {
+		return OpenReply{}, fmt.Errorf("open envelope %q: short reply %v", id, v)
+	}
+	r := OpenReply{NowMs: v[0], Code: v[1]}
+	if r.Code != 0 {
+		return r, nil
+	}
+	if len(v) != 3+len(users) {
+		return OpenReply{}, fmt.Errorf("open envelope %q: %d results for %d openers", id, len(v)-3, len(users))
+	}
+	r.SeqBefore, r.Results = v[2], v[3:]
+	return r, nil
+}
+
+// Codes of the undo script, per user.
+const (
+	UndoDone = 1  // the share is back in the envelope
+	UndoKept = 0  // the envelope was refunded meanwhile: the open stands
+	UndoNone = -5 // no open of that user
+)
+
+// EnvUndo undoes the opens of users (whose envelope.opened events could not
+// be published), returning one UndoDone/UndoKept/UndoNone per user.
+func EnvUndo(ctx context.Context, rdb redis.Scripter, id string, users []string) ([]int64, error) {
+	k := EnvelopeKeysFor(id)
+	args := make([]any, len(users))
+	for i, u := range users {
+		args[i] = u
+	}
+	v, err := envUndo.Run(ctx, rdb, []string{k.Meta, k.Shares, k.Opened}, args...).Int64Slice()
+	if err != nil {
+		return nil, fmt.Errorf("undo opens of envelope %q: %w", id, err)
+	}
+	if len(v) != len(users) {
+		return nil, fmt.Errorf("undo opens of envelope %q: %d codes for %d users", id, len(v), len(users))
+	}
+	return v, nil
+}
+
+// Refund modes and codes.
+const (
+	RefundExpire = "expire" // only at or after the deadline
+	RefundAbort  = "abort"  // now: the envelope could not be announced
+
+	RefundDone   = 1
+	RefundRepeat = 0
+	RefundNone   = -5
+	RefundNotDue = -8
+)
+
+// EnvRefund closes envelope id and reports the unopened rest handed back to
+// the sender: code RefundDone (now) or RefundRepeat (before; value is what
+// was refunded then), RefundNone, or RefundNotDue (value: the deadline, ms).
+func EnvRefund(ctx context.Context, rdb redis.Scripter, id, mode string) (nowMs, code, value int64, err error) {
+	k := EnvelopeKeysFor(id)
+	v, err := envRefund.Run(ctx, rdb, []string{k.Meta, k.Shares}, mode).Int64Slice()
+	if err != nil {
+		return 0, 0, 0, fmt.Errorf("refund envelope %q: %w", id, err)
+	}
+	if len(v) != 3 {
+		return 0, 0, 0, fmt.Errorf("refund envelope %q: reply %v", id, v)
+	}
+	return v[0], v[1], v[2], nil
+}

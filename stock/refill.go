@@ -1,0 +1,115 @@
+package stock
+
+import (
+	"context"
+	"sync/atomic"
+	"time"
+)
+
+// Refill is a Share that reloads itself from the global authority when it
+// runs dry, at most once per interval. Tickets (one per sale) and red
+// envelopes (one per envelope) both sell through it, so an item that is gone
+// costs each node at most 1/interval Redis reads a second however many
+// people keep asking, and everything else is answered from memory.
+//
+// Refill is safe for concurrent use. The embedded Share is the allowance
+// itself; callers Give back units they took but could not use.
+type Refill struct {
+	*Share
+	interval time.Duration
+	reload   ReloadFunc
+	last     atomic.Int64                  // unix nanos of the last reload attempt
+	gone     atomic.Bool                   // the authority no longer knows the item
+	inflight atomic.Pointer[chan struct{}] // closed when the running reload ends
+}
+
+// ReloadFunc reads the item from the authority and returns the allowance the
+// node may now hold. gone reports that the item no longer exists; the
+// allowance then stays 0 for good.
+type ReloadFunc func(ctx context.Context) (units int64, gone bool, err error)
+
+// NewRefill returns a Refill holding units, reloading through reload at most
+// once per interval. The first reload may happen one interval from now.
+func NewRefill(units int64, interval time.Duration, reload ReloadFunc) *Refill {
+	r := &Refill{Share: NewShare(units), interval: interval, reload: reload}
+	r.last.Store(time.Now().UnixNano())
+	return r
+}
+
+// Take takes one unit, reloading first when the share is empty and the last
+// reload is older than the interval. It reports whether a unit was taken,
+// and the reload error (the caller logs it; the answer is "none left").
+//
+// Buyers who find the share empty while a reload is running wait for it
+// (bounded by the reload's own timeout) rather than hear a false "sold out":
+// after units come back, the first buyer's reload would otherwise leave
+// everyone who arrived during that round trip empty-handed.
+func (r *Refill) Take(ctx context.Context) (bool, error) {
+	if r.TryTake() {
+		return true, nil
+	}
+	if r.gone.Load() {
+		return false, nil
+	}
+	if ch := r.inflight.Load(); ch != nil {
+		select {
+		case <-*ch:
+			return r.TryTake(), nil
+		case <-ctx.Done():
+			return false, nil
+		}
+	}
+	now := time.Now().UnixNano()
+	last := r.last.Load()
+	if now-last < int64(r.interval) || !r.last.CompareAndSwap(last, now) {
+		return false, nil
+	}
+	ch := make(chan struct{})
+	r.inflight.Store(&ch)
+	err := r.Reload(ctx)
+	r.inflight.Store(nil)
+	close(ch)
+	if err != nil {
+		return false, err
+	}
+	return r.TryTake(), nil
+}
+
+// Reload sets the allowance from the authority now, whatever the interval.
+func (r *Refill) Reload(ctx context.Context) error {
+	units, gone, err := r.reload(ctx)
+	if err != nil {
+		return err
+	}
+	if gone {
+		r.MarkGone()
+		return nil
+	}
+	r.Set(units)
+	return nil
+}
+
+// MarkGone records that the authority no longer knows the item: the
+// allowance drops to 0 and is never reloaded.
+func (r *Refill) MarkGone() {
+	r.gone.Store(true)
+	r.Set(0)
+}
+
+// Gone reports whether MarkGone was called.
+func (r *Refill) Gone() bool { return r.gone.Load() }
+
+// FairShare is the local allowance a node takes of remaining units when live
+// nodes share them: ceil(remaining / live) plus a buffer of
+// max(bufferUnits, fair × bufferPercent / 100), so that the survivors of a
+// dead node can still sell its part (no undersell) while Redis, the
+// authority, prevents oversell.
+func FairShare(remaining int64, live int, bufferUnits int64, bufferPercent float64) int64 {
+	if remaining <= 0 {
+		return 0
+	}
+	n := int64(max(live, 1))
+	fair := (remaining + n - 1) / n
+	buf := max(bufferUnits, int64(float64(fair)*bufferPercent/100+0.999999))
+	return fair + buf
+}
