@@ -63,6 +63,13 @@ bench: deps build
 bench-go:
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2s ./stock ./lua ./order ./statlog
 
+## run: the main job — a local cluster, a sale under 10x demand through nginx, node2 SIGKILLed
+## mid-sale, unpaid orders expire and sell again, the reconciliation report (exit 1 on any failed
+## check); about half a minute. RUN_FLAGS e.g. "--fault redis", "--stock 10000 --rate 6000", "--keep"
+RUN_FLAGS ?=
+run: deps build
+	$(BIN) demo --dir run/demo $(RUN_FLAGS)
+
 ## cluster / cluster-down: the local cluster (Redis, broker, 3 nodes, nginx) in ./run
 cluster: deps build
 	$(BIN) cluster up --nodes 3 --dir run

@@ -241,6 +241,11 @@ func TestCheck(t *testing.T) {
 		{"wrong user", func(t *Tally, b *Books) { b.Orders["s1.0"] = BookOrder{Found: true, User: "u9"} }, "gives to u9"},
 		{"duplicate id", func(t *Tally, b *Books) { t.Wins[2].ID = "s1.0" }, "won twice"},
 		{"oversell", func(t *Tally, b *Books) { b.Stock = 2 }, "oversell"},
+		{"released units sold again are no oversell", func(t *Tally, b *Books) {
+			b.Stock, b.Pending, b.Released = 2, 2, 1
+			b.Orders["s1.0"] = BookOrder{Found: true, User: "u0", Status: "expired"}
+		}, ""},
+		{"more active wins than stock", func(t *Tally, b *Books) { b.Stock, b.Released = 2, 1 }, "hold 3 active orders"},
 		{"unbalanced", func(t *Tally, b *Books) { b.Remaining = 1 }, "do not balance"},
 		{"server made orders nobody heard of", func(t *Tally, b *Books) { b.Created = 4; b.Stock = 4; b.Pending = 4 }, "were told of 3"},
 		{"lost replies excuse extra server orders", func(t *Tally, b *Books) { b.Created = 4; b.Stock = 4; b.Pending = 4; t.Unanswered = 1 }, ""},

@@ -42,10 +42,16 @@ type SaleView struct {
 	Aborted      int64  `json:"aborted"`
 }
 
-// Created is the number of orders the sale ever created, in any status.
+// Created is the number of orders the sale ever created that stood: in any
+// status but aborted. An aborted order was undone before its buyer heard of
+// it (the buy was answered with an error), so no client counts it as a win.
 func (v SaleView) Created() int64 {
-	return v.Pending + v.Paid + v.Expired + v.Cancelled + v.Aborted
+	return v.Pending + v.Paid + v.Expired + v.Cancelled
 }
+
+// Released is the number of orders whose unit went back to stock (expired
+// or cancelled), so it could be sold again.
+func (v SaleView) Released() int64 { return v.Expired + v.Cancelled }
 
 // PoolView is the part of GET /v1/envelopes/{id} or GET /v1/shakes/{id} the
 // books need. The red-envelope API is not final; the alternative names are
@@ -191,7 +197,7 @@ const maxProbes = 10_000
 
 // Baseline is what the books said before the run, so Books can be deltas.
 type Baseline struct {
-	Created             int64
+	Created, Released   int64
 	IssuedN, IssuedCent int64
 }
 
@@ -200,7 +206,7 @@ func (a *API) ReadBaseline(ctx context.Context, cfg *Config) (Baseline, error) {
 	switch cfg.Scenario {
 	case ScenarioBuy:
 		v, err := a.Sale(ctx, cfg.Sale)
-		return Baseline{Created: v.Created()}, err
+		return Baseline{Created: v.Created(), Released: v.Released()}, err
 	case ScenarioOpen, ScenarioShake:
 		v, err := a.Pool(ctx, poolKind(cfg), poolID(cfg))
 		n, c := v.issued()
@@ -237,6 +243,7 @@ func (a *API) ReadBooks(ctx context.Context, cfg *Config, t Tally, base Baseline
 		b.Stock, b.PerUserLimit = v.Stock, v.PerUserLimit
 		b.Remaining, b.Pending, b.Paid = v.Remaining, v.Pending, v.Paid
 		b.Created = v.Created() - base.Created
+		b.Released = v.Released() - base.Released
 		b.Settled = settled
 	case ScenarioOpen, ScenarioShake:
 		v, err := a.Pool(ctx, poolKind(cfg), poolID(cfg))

@@ -28,7 +28,8 @@ type Books struct {
 	Remaining    int64
 	Pending      int64
 	Paid         int64
-	Created      int64 // orders the server created during the run (any status)
+	Created      int64 // orders the server created during the run (any status but aborted)
+	Released     int64 // orders of the run's sale expired or cancelled during the run: their units could be sold again
 	Settled      bool  // no operation in flight: remaining+pending+paid must equal Stock
 
 	// Envelope (open) or shake campaign.
@@ -62,8 +63,10 @@ const maxReported = 5
 //
 //   - every success is real: each won order id is distinct and known to the
 //     server with the same user, and an order the client paid is paid;
-//   - no oversell: successes ≤ stock, remaining+pending+paid ≤ stock (= once
-//     settled), and per user at most the limit of active orders;
+//   - no oversell: successes ≤ stock + units released during the run (an
+//     expired or cancelled order's unit is sold again), wins still active
+//     ≤ stock, remaining+pending+paid ≤ stock (= once settled), and per
+//     user at most the limit of active orders;
 //   - nothing else: if every request got a reply, the server created exactly
 //     as many orders as clients were told about (a request with no reply may
 //     have created one, so then only client ≤ server is required);
@@ -88,8 +91,17 @@ func Check(ctx context.Context, t Tally, b Books) error {
 		if t.Scenario == ScenarioSend {
 			break
 		}
-		if t.Successes > b.Stock {
-			add("oversell: clients won %d units of a stock of %d", t.Successes, b.Stock)
+		if t.Successes > b.Stock+b.Released {
+			add("oversell: clients won %d units of a stock of %d (%d released and sold again)", t.Successes, b.Stock, b.Released)
+		}
+		var active int64
+		for _, w := range t.Wins {
+			if o, ok := b.Orders[w.ID]; ok && (o.Status == "pending" || o.Status == "paid") {
+				active++
+			}
+		}
+		if active > b.Stock {
+			add("oversell: clients hold %d active orders of a stock of %d", active, b.Stock)
 		}
 		if held := b.Remaining + b.Pending + b.Paid; held > b.Stock || (b.Settled && held != b.Stock) {
 			add("books do not balance: remaining %d + pending %d + paid %d = %d, stock %d", b.Remaining, b.Pending, b.Paid, held, b.Stock)

@@ -94,16 +94,7 @@ func Open(cfg *configs.Config, log *slog.Logger) (*Node, error) {
 	redis.SetLogger(redisLogger{log})
 	n.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
-	n.Redis = redis.NewUniversalClient(&redis.UniversalOptions{
-		Addrs:        cfg.Redis.Addrs,
-		Password:     cfg.Redis.Password,
-		DialTimeout:  cfg.Redis.DialTimeout,
-		ReadTimeout:  cfg.Redis.ReadTimeout,
-		WriteTimeout: cfg.Redis.WriteTimeout,
-		PoolSize:     cfg.Redis.PoolSize,
-		PoolTimeout:  cfg.Redis.ReadTimeout + cfg.Redis.WriteTimeout,
-		MaxRetries:   1,
-	})
+	n.Redis = NewRedisClient(cfg)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	if err := lua.Load(ctx, n.Redis); err != nil {
 		log.Warn("could not preload Lua scripts; they load on first use", "err", err)
@@ -202,6 +193,29 @@ func Open(cfg *configs.Config, log *slog.Logger) (*Node, error) {
 		return nil, fmt.Errorf("listen on %s: %w", cfg.HTTP.Addr, err)
 	}
 	return n, nil
+}
+
+// NewRedisClient returns the node's Redis client for cfg.
+//
+// It never retries a command: go-redis would resend a command whose reply
+// was lost (EOF, reset, read timeout) although Redis may have run it, and a
+// buy or settle script run twice is two sales or a unit released twice. A
+// failed call is answered 503 and the buyer decides whether to try again.
+// It dials once per attempt: go-redis's default of 5 dials 100 ms apart turns
+// a Redis that refuses connections into ~1 s hangs per buy (and a queue
+// behind them) instead of an immediate 503.
+func NewRedisClient(cfg *configs.Config) redis.UniversalClient {
+	return redis.NewUniversalClient(&redis.UniversalOptions{
+		Addrs:         cfg.Redis.Addrs,
+		Password:      cfg.Redis.Password,
+		DialTimeout:   cfg.Redis.DialTimeout,
+		ReadTimeout:   cfg.Redis.ReadTimeout,
+		WriteTimeout:  cfg.Redis.WriteTimeout,
+		PoolSize:      cfg.Redis.PoolSize,
+		PoolTimeout:   cfg.Redis.ReadTimeout + cfg.Redis.WriteTimeout,
+		MaxRetries:    -1,
+		DialerRetries: 1,
+	})
 }
 
 // Addr returns the address the node listens on.

@@ -89,6 +89,54 @@ func TestReconcileCatchesCorruptBooks(t *testing.T) {
 			rdb.HSet(ctx, keys.Orders, 998, "y|1|1|a|"+user)
 		}, func() { rdb.HDel(ctx, keys.Orders, "998") }, "per_user_limit"},
 	}
+	// An order a node reserved in Redis but never published because it was
+	// SIGKILLed first: nobody was told, so it passes for a killed node
+	// while unpaid, and fails otherwise.
+	lost := func(status string) func() {
+		return func() {
+			rdb.HSet(ctx, keys.Orders, 997, status+"|1|1|a|lost")
+			rdb.HIncrBy(ctx, keys.Meta, "seq", 1)
+			rdb.HIncrBy(ctx, keys.Meta, "expired", 1)
+		}
+	}
+	unlost := func() {
+		rdb.HDel(ctx, keys.Orders, "997")
+		rdb.HIncrBy(ctx, keys.Meta, "seq", -1)
+		rdb.HIncrBy(ctx, keys.Meta, "expired", -1)
+	}
+	t.Run("an unpublished order of a killed node", func(t *testing.T) {
+		lost("x")()
+		defer unlost()
+		killed := in
+		killed.Killed = []string{"a"}
+		rep, err := reconcile.Run(ctx, killed)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !rep.OK {
+			t.Fatalf("failed checks %v for an unpublished expired order of a killed node", failed(rep))
+		}
+		crashed := in
+		crashed.RedisCrashed = true
+		if rep, err = reconcile.Run(ctx, crashed); err != nil || !rep.OK {
+			t.Fatalf("an unanswered expired order after a Redis crash: %v, failed checks %v", err, failed(rep))
+		}
+		if got := failed(run()); !contains(got, "orders_have_one_event") || !contains(got, "orders_have_successes") {
+			t.Fatalf("failed checks %v when nothing was killed, want orders_have_one_event and orders_have_successes", got)
+		}
+		unlost()
+		lost("y")()
+		rep, err = reconcile.Run(ctx, killed)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := failed(rep); !contains(got, "orders_have_one_event") {
+			t.Fatalf("failed checks %v for a paid order never published, want orders_have_one_event", got)
+		}
+		if rep, err = reconcile.Run(ctx, crashed); err != nil || !contains(failed(rep), "orders_have_one_event") {
+			t.Fatalf("a paid order never published after a Redis crash: %v, failed checks %v", err, failed(rep))
+		}
+	})
 	for _, c := range corruptions {
 		t.Run(c.name, func(t *testing.T) {
 			c.apply()

@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/flashsale/flashsale/bench"
+	"github.com/flashsale/flashsale/chaos"
 	"github.com/flashsale/flashsale/cluster"
 )
 
@@ -34,6 +35,7 @@ func newRootCommand() *cobra.Command {
 		bench.Command(),
 		cluster.Command(),
 		cluster.BrokerCommand(),
+		chaos.Command(),
 	)
 	return root
 }

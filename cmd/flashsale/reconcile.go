@@ -66,6 +66,7 @@ func newReconcileCommand() *cobra.Command {
 	f.StringVar(&in.Topic, "kafka-topic", "flashsale.orders", "order event topic")
 	f.StringSliceVar(&logs, "statlog", nil, "stat.log files or globs, every node's (repeatable)")
 	f.StringSliceVar(&in.Killed, "killed", nil, "node ids that were SIGKILLed (their unflushed stat.log lines may be missing)")
+	f.BoolVar(&in.RedisCrashed, "redis-crashed", false, "Redis was killed mid-sale: unpaid orders with no ok line and no event (buys it ran but never answered) pass, counted")
 	f.BoolVar(&in.ExpectSellout, "expect-sellout", false, "demand exceeded supply: check that every unit is paid or pending")
 	f.BoolVar(&asJSON, "json", false, "print the report as JSON")
 	f.DurationVar(&deadline, "timeout", time.Minute, "bound of the whole reconciliation")

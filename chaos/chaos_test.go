@@ -1,0 +1,261 @@
+package chaos_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/flashsale/flashsale/bench"
+	"github.com/flashsale/flashsale/chaos"
+	"github.com/flashsale/flashsale/cluster"
+	"github.com/flashsale/flashsale/internal/testenv"
+	"github.com/redis/go-redis/v9"
+)
+
+var (
+	binOnce sync.Once
+	binPath string
+	binErr  error
+)
+
+// flashsaleBinary builds cmd/flashsale once per test binary: the cluster
+// runs real node and broker processes.
+func flashsaleBinary(t *testing.T) string {
+	t.Helper()
+	if runtime.GOOS != "linux" {
+		t.Skip("the local cluster needs Linux")
+	}
+	testenv.RedisBinary(t)
+	binOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "flashsale-chaos-bin-")
+		if err != nil {
+			binErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "flashsale")
+		if out, err := exec.Command("go", "build", "-o", binPath, "../cmd/flashsale").CombinedOutput(); err != nil {
+			binErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if binErr != nil {
+		t.Fatal(binErr)
+	}
+	return binPath
+}
+
+type quietRedis struct{}
+
+func (quietRedis) Printf(context.Context, string, ...any) {}
+
+func TestMain(m *testing.M) {
+	// The run's own Redis client logs every failed dial while Redis is down.
+	redis.SetLogger(quietRedis{})
+	code := m.Run()
+	if binPath != "" {
+		os.RemoveAll(filepath.Dir(binPath))
+	}
+	os.Exit(code)
+}
+
+// upCluster starts 3 real nodes (and nginx when installed) with the chaos
+// runs' node settings plus env, and takes them down when the test ends.
+func upCluster(t *testing.T, log *logBuf, env ...string) *cluster.Cluster {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	c, err := cluster.Up(ctx, cluster.Config{Nodes: 3, Dir: t.TempDir(), Binary: flashsaleBinary(t), Log: log.w,
+		Env: append(append([]string{}, chaos.NodeEnv...), env...)})
+	if err != nil {
+		t.Fatalf("%v\n%s", err, log)
+	}
+	t.Cleanup(func() {
+		if err := c.Down(); err != nil {
+			t.Errorf("down: %v", err)
+		}
+	})
+	return c
+}
+
+// sellOut runs the choreography and logs its report; it fails the test on a
+// run error or any failed check.
+func sellOut(t *testing.T, o chaos.Options, log *logBuf) *chaos.Outcome {
+	t.Helper()
+	o.Log = log.w
+	if o.Cluster == nil {
+		o.Up.Log = log.w
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	out, err := chaos.SellOut(ctx, o)
+	var rep bytes.Buffer
+	if out != nil {
+		out.WriteText(&rep)
+	}
+	if err != nil {
+		t.Fatalf("run: %v\n%s\n%s", err, log, rep.String())
+	}
+	t.Logf("run log:\n%s\n%s", log, rep.String())
+	if !out.OK() {
+		t.Fatalf("the books do not balance: %v", out.Failures)
+	}
+	return out
+}
+
+// logBuf collects a run's log lines from every goroutine that writes them.
+type logBuf struct {
+	buf bytes.Buffer
+	w   *chaos.SyncWriter
+}
+
+func newLog() *logBuf {
+	l := &logBuf{}
+	l.w = &chaos.SyncWriter{W: &l.buf}
+	return l
+}
+
+func (l *logBuf) String() string {
+	l.w.Lock()
+	defer l.w.Unlock()
+	return l.buf.String()
+}
+
+// noReply counts requests that timed out or lost their connection.
+func noReply(o *chaos.Outcome) int64 {
+	var n int64
+	for _, r := range []*bench.Report{o.Rush, o.Settle} {
+		n += r.Codes["transport"] + r.Codes["timeout"] + r.Status["502"] + r.Status["504"]
+	}
+	return n
+}
+
+func pids(c *cluster.Cluster) map[string]int {
+	m := map[string]int{}
+	st := c.State()
+	for i, n := range st.Nodes {
+		m[c.NodeNames()[i]] = n.PID
+	}
+	return m
+}
+
+// A node SIGKILLed mid-sale and never restarted: its unsold share is still
+// in Redis and the survivors sell it, and units of unpaid orders come back
+// and are sold again by the survivors.
+func TestKillNodeMidSale(t *testing.T) {
+	log := newLog()
+	const stock = 2000
+	out := sellOut(t, chaos.Options{Up: cluster.Config{Dir: t.TempDir(), Binary: flashsaleBinary(t)},
+		Stock: stock, Demand: 10, Rate: 3000, PayFraction: 0.5, PayTimeout: 2 * time.Second,
+		Fault: chaos.KillNode("node2"), FaultAt: 0.3}, log)
+	nodes := map[string]chaos.NodeSales{}
+	for _, n := range out.PerNode {
+		nodes[n.Node] = n
+	}
+	tm := out.Timings
+
+	t.Run("no oversell, no undersell, every success real", func(t *testing.T) {
+		// Invariant: 20,000 buyers for 2,000 units with node2 killed at ~30%
+		// sold → every unit paid (remaining 0), never more than the stock
+		// held, every client success an order in Redis and on Kafka
+		// (SellOut's bench.Check and reconcile with ExpectSellout passed).
+		if out.Reconcile == nil || !out.Reconcile.OK || out.ClientCheck != nil {
+			t.Fatalf("reconcile ok=%v, client check %v", out.Reconcile != nil && out.Reconcile.OK, out.ClientCheck)
+		}
+		b := out.Reconcile.Books
+		if b.Remaining != 0 || b.Paid != stock || b.Pending != 0 {
+			t.Fatalf("books %+v: want every unit paid", b)
+		}
+		if tm.SoldOutAt == 0 || tm.SoldAtFault >= stock {
+			t.Fatalf("the kill did not land mid-sale (sold %d at the kill) or the sale never sold out after it", tm.SoldAtFault)
+		}
+		// The survivors sold what node2 held back: node2 sold about a third
+		// of what was sold before its death, nothing after.
+		if n2 := nodes["node2"]; n2.AfterFault != 0 || n2.Orders >= tm.SoldAtFault+100 {
+			t.Fatalf("node2 after its kill: %+v (sold at kill %d)", n2, tm.SoldAtFault)
+		}
+		t.Logf("survivors sold out %v after the kill of node2 (%d/%d sold at the kill)", tm.SoldOutAt-tm.FaultAt, tm.SoldAtFault, stock)
+	})
+
+	t.Run("expired units are sold again by the survivors", func(t *testing.T) {
+		// Invariant: the rush's unpaid orders expire, their units return,
+		// and node1 and node3 sell them again until every unit is paid.
+		b := out.Reconcile.Books
+		if b.Expired == 0 || tm.FirstExpiry == 0 || tm.SettledAt == 0 {
+			t.Fatalf("books %+v, timings %+v: want expiries and a settled sale", b, tm)
+		}
+		after := nodes["node1"].AfterFault + nodes["node3"].AfterFault
+		left := stock - tm.SoldAtFault
+		if after <= left {
+			t.Fatalf("survivors made %d orders after the kill, %d units were left then: no unit was sold twice", after, left)
+		}
+		t.Logf("%d orders expired; survivors made %d orders after the kill for the %d units left then", b.Expired, after, left)
+	})
+}
+
+// Invariant: Redis SIGKILLed mid-sale and restarted from its AOF → no unit
+// sold twice (conservation, one event per order), the nodes sell again
+// without a restart, and meanwhile buyers get fast 503s, not hangs.
+func TestRedisCrashMidSale(t *testing.T) {
+	log := newLog()
+	c := upCluster(t, log)
+	before := pids(c)
+	out := sellOut(t, chaos.Options{Cluster: c, Stock: 1000, Demand: 10, Rate: 1500, PayFraction: 0.5,
+		PayTimeout: 2 * time.Second, Timeout: 3 * time.Second,
+		Fault: chaos.CrashRedis{Down: 2 * time.Second}, FaultAt: 0.3}, log)
+
+	b := out.Reconcile.Books
+	if !b.Balanced() || b.Paid != b.Stock {
+		t.Fatalf("books %+v", b)
+	}
+	if got := out.Rush.Codes["unavailable"]; got == 0 {
+		t.Fatalf("no buyer saw a 503 while Redis was down: codes %v", out.Rush.Codes)
+	}
+	if lost := noReply(out); lost != 0 || out.Rush.Latency.Max > 2000 {
+		t.Fatalf("buyers hung while Redis was down: %d without a reply, slowest %.0f ms", lost, out.Rush.Latency.Max)
+	}
+	if p := out.Probe; p.Failed == 0 || p.MaxLatency > time.Second {
+		t.Fatalf("probe %+v: want failures while Redis was down, each within 1 s", p)
+	}
+	for _, n := range out.PerNode {
+		if n.AfterFault == 0 {
+			t.Fatalf("%s sold nothing after Redis came back: %+v", n.Node, out.PerNode)
+		}
+	}
+	if after := pids(c); fmt.Sprint(after) != fmt.Sprint(before) {
+		t.Fatalf("nodes were restarted: %v -> %v", before, after)
+	}
+	t.Logf("API unavailable for %v (Redis down %v); %d buys answered 503; slowest buy %.0f ms",
+		out.Probe.Unavailable(), out.Timings.FaultDone-out.Timings.FaultAt, out.Rush.Codes["unavailable"], out.Rush.Latency.Max)
+}
+
+// Invariant: the broker stopped mid-sale → every buy either succeeded with
+// its order.created event durable, or failed (503) with its order undone
+// and its unit back; once the broker is back the books balance.
+func TestBrokerStopMidSale(t *testing.T) {
+	log := newLog()
+	// Produce calls give up after 1 s, so buyers hear 503 quickly.
+	c := upCluster(t, log, "FLASHSALE_KAFKA_WRITE_TIMEOUT=1s")
+	out := sellOut(t, chaos.Options{Cluster: c, Stock: 1000, Demand: 10, Rate: 1500, PayFraction: 0.5,
+		PayTimeout: 2 * time.Second, Timeout: 5 * time.Second,
+		Fault: chaos.StopBroker{Down: 2 * time.Second}, FaultAt: 0.3}, log)
+
+	b := out.Reconcile.Books
+	if !b.Balanced() || b.Paid != b.Stock {
+		t.Fatalf("books %+v", b)
+	}
+	if lost := noReply(out); lost != 0 || out.Rush.Latency.Max > 4000 {
+		t.Fatalf("buyers hung while the broker was down: %d without a reply, slowest %.0f ms", lost, out.Rush.Latency.Max)
+	}
+	var aborted int64
+	for _, n := range out.PerNode {
+		aborted += n.Aborted
+	}
+	t.Logf("broker down %v: %d buys answered 503, %d orders undone (units returned); slowest buy %.0f ms",
+		out.Timings.FaultDone-out.Timings.FaultAt, out.Rush.Codes["unavailable"], aborted, out.Rush.Latency.Max)
+}
