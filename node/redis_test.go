@@ -108,7 +108,7 @@ func TestLostScriptReplyIsNotRetried(t *testing.T) {
 	rdb := node.NewRedisClient(cfg)
 	defer rdb.Close()
 
-	if _, err := lua.Buy(ctx, rdb, "r1", "n1", []string{"u1"}, nil); err == nil {
+	if _, err := lua.Buy(ctx, rdb, "r1", "n1", "batch-1", []string{"u1"}, nil); err == nil {
 		t.Fatal("buy through a proxy that drops script replies succeeded")
 	}
 	n, err := direct.HLen(ctx, lua.KeysFor("r1").Orders).Result()
@@ -117,5 +117,14 @@ func TestLostScriptReplyIsNotRetried(t *testing.T) {
 	}
 	if n != 1 {
 		t.Fatalf("one buy with a lost reply made %d orders, want 1 (the client resent the script)", n)
+	}
+	// The buyer was told 503, so the order must not stand: resolving the
+	// batch finds that it ran and undoes it.
+	undone, err := lua.ResolveBatch(ctx, direct, "r1", "batch-1")
+	if err != nil || len(undone) != 1 {
+		t.Fatalf("resolve the lost batch: undone %v, %v", undone, err)
+	}
+	if _, b, err := stock.LoadSale(ctx, direct, "r1"); err != nil || b.Pending != 0 || b.Aborted != 1 || b.Remaining != 10 {
+		t.Fatalf("books after resolving: %+v %v", b, err)
 	}
 }
