@@ -121,6 +121,9 @@ type Config struct {
 	Debug struct {
 		PprofAddr string `mapstructure:"pprof_addr"`
 	} `mapstructure:"debug"`
+	Runtime struct {
+		GCPercent int `mapstructure:"gc_percent"`
+	} `mapstructure:"runtime"`
 
 	settings map[string]any // the effective key/value tree, for YAML
 }

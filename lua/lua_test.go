@@ -254,6 +254,22 @@ func TestResolveBatch(t *testing.T) {
 		t.Fatalf("books after undoing a batch: %v", b)
 	}
 
+	// Ran, reply lost, and the sweeper expired the orders before the node
+	// could resolve: resolving relabels them aborted, the units move once.
+	if _, err := lua.Buy(ctx, rdb, "rb", "n1", "swept", []string{"d"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	rdb.HSet(ctx, lua.KeysFor("rb").Orders, 3, "p|1|1|n1|d") // deadline long past
+	if _, res, err := lua.Settle(ctx, rdb, "rb", lua.Expire, []int64{3}); err != nil || res[0].Code != lua.SettleDone {
+		t.Fatalf("sweeper expire: %v %v", res, err)
+	}
+	if orders, err := lua.ResolveBatch(ctx, rdb, "rb", "swept"); err != nil || len(orders) != 1 {
+		t.Fatalf("resolve a swept batch: %v %v", orders, err)
+	}
+	if b := books(t, rdb, "rb"); b["remaining"] != "10" || b["aborted"] != "3" || b["expired"] != "0" {
+		t.Fatalf("books after resolving a swept batch: %v", b)
+	}
+
 	// Never ran: written off, and the late script does nothing.
 	if orders, err := lua.ResolveBatch(ctx, rdb, "rb", "late"); err != nil || len(orders) != 0 {
 		t.Fatalf("resolve a batch that never ran: %v %v", orders, err)
@@ -262,7 +278,7 @@ func TestResolveBatch(t *testing.T) {
 	if err != nil || r.SaleCode != lua.BuyVoid {
 		t.Fatalf("a written-off batch ran: %+v %v", r, err)
 	}
-	if b := books(t, rdb, "rb"); b["remaining"] != "10" || b["seq"] != "2" {
+	if b := books(t, rdb, "rb"); b["remaining"] != "10" || b["seq"] != "3" {
 		t.Fatalf("books after a late written-off batch: %v", b)
 	}
 }

@@ -11,7 +11,8 @@
 --
 -- Returns {now_ms, code1, record1, code2, record2, ...} where record is the
 -- order's stored record after the call ("" if unknown) and code is:
---    1  done now (pending -> paid/cancelled/expired/aborted)
+--    1  done now (pending -> paid/cancelled/expired/aborted; or expired ->
+--       aborted, see below)
 --    0  nothing to do: already in the state asked for (idempotent repeat)
 --   -5  no such order
 --   -6  the order expired (pay or cancel after the deadline; the unit is
@@ -67,7 +68,16 @@ for i = 2, #ARGV do
       end
     elseif status == final then
       code = 0
-    elseif status == 'x' and action ~= 'abort' then
+    elseif status == 'x' and action == 'abort' then
+      -- Abort means "nobody was told of this order". An order whose reply was
+      -- lost can be expired by the sweeper before its node resolves it: its
+      -- unit is already back, so only the label and the counters move.
+      rec = 'a' .. string.sub(rec, 2)
+      redis.call('HSET', KEYS[3], n, rec)
+      redis.call('HINCRBY', KEYS[1], 'expired', -1)
+      redis.call('HINCRBY', KEYS[1], 'aborted', 1)
+      code = 1
+    elseif status == 'x' then
       code = -6
     else
       code = -7

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	_ "net/http/pprof" // served only on debug.pprof_addr
 	"os"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"time"
@@ -89,6 +90,9 @@ func NewLogger(cfg *configs.Config) *slog.Logger {
 func Open(cfg *configs.Config, log *slog.Logger) (*Node, error) {
 	if log == nil {
 		log = NewLogger(cfg)
+	}
+	if _, set := os.LookupEnv("GOGC"); !set && cfg.Runtime.GCPercent > 0 {
+		debug.SetGCPercent(cfg.Runtime.GCPercent)
 	}
 	n := &Node{Config: cfg, Log: log, Registry: prometheus.NewRegistry()}
 	redis.SetLogger(redisLogger{log})
