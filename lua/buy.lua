@@ -7,9 +7,12 @@
 -- KEYS[5]  fs:{sale:ID}:batch:BID   this batch's record (BID is random per batch)
 -- ARGV[1]  node id recorded on each order
 -- ARGV[2]  seconds the batch record lives
--- ARGV[3..] user ids, one per buyer, in arrival order; a user may repeat
+-- ARGV[3]  user ids, one per buyer, in arrival order, joined by ","; a user
+--          may repeat (ids never hold a comma). One argument rather than one
+--          per buyer: fewer values to box, send and parse on both sides.
 --
--- Returns {now_ms, deadline_ms, sale_code, r1, r2, ...}.
+-- Returns {now_ms, deadline_ms, sale_code, results} where results is
+-- "r1,r2,..." (one string, for the same reason).
 -- sale_code: 0 open, -5 no such sale, -3 not started, -4 ended, -9 the batch
 -- was written off (then no r).
 --
@@ -39,32 +42,35 @@ end
 if ends > 0 and now >= ends then
   return {now, 0, -4}
 end
-if #ARGV < 3 then
-  return {now, 0, 0} -- no buyers: nothing to do (HMGET needs a field)
+local users = {}
+for u in string.gmatch(ARGV[3] or '', '[^,]+') do
+  users[#users + 1] = u
+end
+if #users == 0 then
+  return {now, 0, 0, ''} -- no buyers: nothing to do (HMGET needs a field)
 end
 local remaining, limit = tonumber(m[1]), tonumber(m[2])
 local deadline = now + tonumber(m[3])
 local seq = tonumber(m[6])
-local out = {now, deadline, 0}
+local res = {}
 -- One HMGET reads every buyer's count (repeats are harmless), instead of a
 -- call per buyer: most of a batch's cost in Redis is per call.
-local counts = redis.call('HMGET', KEYS[2], unpack(ARGV, 3))
+local counts = redis.call('HMGET', KEYS[2], unpack(users))
 local held, changed = {}, {}
-for i = 3, #ARGV do
-  if held[ARGV[i]] == nil then
-    held[ARGV[i]] = tonumber(counts[i - 2] or '0')
+for i, u in ipairs(users) do
+  if held[u] == nil then
+    held[u] = tonumber(counts[i] or '0')
   end
 end
 local userArgs, orderArgs, zArgs = {}, {}, {}
 local prefix = 'p|' .. deadline .. '|' .. now .. '|' .. ARGV[1] .. '|'
 local sold = {}
-for i = 3, #ARGV do
-  local u = ARGV[i]
+for _, u in ipairs(users) do
   local h = held[u]
   if h >= limit then
-    out[#out + 1] = -2
+    res[#res + 1] = -2
   elseif remaining <= 0 then
-    out[#out + 1] = -1
+    res[#res + 1] = -1
   else
     remaining = remaining - 1
     seq = seq + 1
@@ -75,7 +81,7 @@ for i = 3, #ARGV do
     zArgs[#zArgs + 1] = deadline
     zArgs[#zArgs + 1] = seq
     sold[#sold + 1] = seq
-    out[#out + 1] = seq
+    res[#res + 1] = seq
   end
   held[u] = h
 end
@@ -91,4 +97,4 @@ if #orderArgs > 0 then
   redis.call('HINCRBY', KEYS[1], 'pending', #zArgs / 2)
 end
 redis.call('SET', KEYS[5], 'ran:' .. table.concat(sold, ','), 'EX', ARGV[2])
-return out
+return {now, deadline, 0, table.concat(res, ',')}

@@ -110,27 +110,47 @@ type BuyReply struct {
 // the reply's Results. When it returns an error other than a script error,
 // the batch may or may not have run: resolve it with ResolveBatch.
 func Buy(ctx context.Context, rdb redis.Scripter, id, node, batch string, users []string, results []int64) (BuyReply, error) {
-	args := make([]any, 0, len(users)+2)
-	args = append(args, node, int64(BatchTTL/time.Second))
+	size := len(users)
 	for _, u := range users {
-		args = append(args, u)
+		size += len(u)
+	}
+	joined := make([]byte, 0, size)
+	for i, u := range users {
+		if i > 0 {
+			joined = append(joined, ',')
+		}
+		joined = append(joined, u...)
 	}
 	k := KeysFor(id)
-	v, err := buy.Run(ctx, rdb, []string{k.Meta, k.Users, k.Orders, k.Deadlines, BatchKey(id, batch)}, args...).Int64Slice()
+	v, err := buy.Run(ctx, rdb, []string{k.Meta, k.Users, k.Orders, k.Deadlines, BatchKey(id, batch)},
+		node, int64(BatchTTL/time.Second), joined).Slice()
 	if err != nil {
 		return BuyReply{}, fmt.Errorf("buy script for sale %q: %w", id, err)
 	}
 	if len(v) < 3 {
 		return BuyReply{}, fmt.Errorf("buy script for sale %q: short reply %v", id, v)
 	}
-	r := BuyReply{NowMs: v[0], DeadlineMs: v[1], SaleCode: v[2], Results: results[:0]}
+	var r BuyReply
+	r.NowMs, _ = v[0].(int64)
+	r.DeadlineMs, _ = v[1].(int64)
+	r.SaleCode, _ = v[2].(int64)
+	r.Results = results[:0]
 	if r.SaleCode != 0 {
 		return r, nil
 	}
-	if len(v)-3 != len(users) {
-		return BuyReply{}, fmt.Errorf("buy script for sale %q: %d results for %d buyers", id, len(v)-3, len(users))
+	list, _ := v[3].(string)
+	for len(list) > 0 {
+		var f string
+		f, list, _ = strings.Cut(list, ",")
+		n, err := strconv.ParseInt(f, 10, 64)
+		if err != nil {
+			return BuyReply{}, fmt.Errorf("buy script for sale %q: bad result %q", id, f)
+		}
+		r.Results = append(r.Results, n)
 	}
-	r.Results = append(r.Results, v[3:]...)
+	if len(r.Results) != len(users) {
+		return BuyReply{}, fmt.Errorf("buy script for sale %q: %d results for %d buyers", id, len(r.Results), len(users))
+	}
 	return r, nil
 }
 

@@ -135,3 +135,57 @@ func (p *parser) num(out *int64) bool {
 	*out, p.i = n, j
 	return true
 }
+
+// parseDue extracts what expiry needs from an order.created event written by
+// AppendCreated — sale, order number, deadline — allocating only the sale
+// id. Anything else reports false and goes through ParseEvent.
+func parseDue(b []byte) (sale string, n int64, deadlineMs int64, ok bool) {
+	p := parser{b: b}
+	var order, saleB []byte
+	var created int64
+	ok = p.lit(`{"type":"order.created","order_id":"`) && p.raw(&order) &&
+		p.lit(`,"sale_id":"`) && p.raw(&saleB) &&
+		p.lit(`,"user_id":"`) && p.raw(nil) &&
+		p.lit(`,"node":"`) && p.raw(nil) &&
+		p.lit(`,"created_ms":`) && p.num(&created) &&
+		p.lit(`,"deadline_ms":`) && p.num(&deadlineMs) &&
+		p.lit(`}`) && p.i == len(b)
+	if !ok || deadlineMs <= 0 {
+		return "", 0, 0, false
+	}
+	// The order id is "<sale>.<n>": check it names this sale.
+	dot := len(order) - 1
+	for dot >= 0 && order[dot] != '.' {
+		dot--
+	}
+	if dot <= 0 || string(order[:dot]) != string(saleB) {
+		return "", 0, 0, false
+	}
+	for _, c := range order[dot+1:] {
+		if c < '0' || c > '9' || n > (1<<62)/10 {
+			return "", 0, 0, false
+		}
+		n = n*10 + int64(c-'0')
+	}
+	if n <= 0 {
+		return "", 0, 0, false
+	}
+	return string(saleB), n, deadlineMs, true
+}
+
+// raw reads a string value without escapes into out (nil: skip it).
+func (p *parser) raw(out *[]byte) bool {
+	for j := p.i; j < len(p.b); j++ {
+		switch c := p.b[j]; {
+		case c == '"':
+			if out != nil {
+				*out = p.b[p.i:j]
+			}
+			p.i = j + 1
+			return true
+		case c == '\\' || c < 0x20 || c >= 0x80:
+			return false
+		}
+	}
+	return false
+}

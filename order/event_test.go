@@ -2,6 +2,7 @@ package order
 
 import (
 	"encoding/json"
+	"fmt"
 	"testing"
 
 	"github.com/flashsale/flashsale/stock"
@@ -25,6 +26,26 @@ func FuzzParseEvent(f *testing.F) {
 		}
 		if fast != slow {
 			t.Fatalf("fast %+v != encoding/json %+v for %q", fast, slow, b)
+		}
+	})
+}
+
+// parseDue must agree with ParseEvent on every event it accepts.
+func FuzzParseDue(f *testing.F) {
+	f.Add(AppendCreated(nil, stock.Reservation{SaleID: "s1", UserID: "u1", Node: "n1", Order: 7, CreatedMs: 1, DeadlineMs: 2}))
+	f.Add([]byte(`{"type":"order.created","order_id":"s2.7","sale_id":"s1","user_id":"u","node":"n","created_ms":1,"deadline_ms":2}`))
+	f.Add([]byte(`{"type":"order.created","order_id":"s1.0","sale_id":"s1","user_id":"u","node":"n","created_ms":1,"deadline_ms":2}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		sale, n, deadline, ok := parseDue(b)
+		if !ok {
+			return
+		}
+		ev, err := ParseEvent(b)
+		if err != nil {
+			t.Fatalf("parseDue accepted %q that ParseEvent rejects: %v", b, err)
+		}
+		if ev.SaleID != sale || ev.DeadlineMs != deadline || ev.OrderID != fmt.Sprintf("%s.%d", sale, n) {
+			t.Fatalf("parseDue %q %d %d vs ParseEvent %+v", sale, n, deadline, ev)
 		}
 	})
 }

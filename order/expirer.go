@@ -53,6 +53,9 @@ type expiryHandler struct {
 }
 
 func (h expiryHandler) Decode(m kafka.Message) (Due[int64], bool, error) {
+	if sale, n, deadline, ok := parseDue(m.Value); ok {
+		return Due[int64]{Key: sale, Item: n, DeadlineMs: deadline}, true, nil
+	}
 	ev, err := ParseEvent(m.Value)
 	if err != nil {
 		return Due[int64]{}, false, err

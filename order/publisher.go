@@ -74,10 +74,14 @@ func NewPublisher(cfg PublisherConfig) *Publisher {
 func (p *Publisher) Confirm(ctx context.Context, rs []stock.Reservation, errs []error) {
 	msgs := make([]kafka.Message, len(rs))
 	buf := make([]byte, 0, 192*len(rs)) // one buffer for the whole batch
+	var key []byte                      // a batch is one sale: one key for all
 	for i, r := range rs {
+		if key == nil || string(key) != r.SaleID {
+			key = []byte(r.SaleID)
+		}
 		start := len(buf)
 		buf = AppendCreated(buf, r)
-		msgs[i] = kafka.Message{Key: []byte(r.SaleID), Value: buf[start:len(buf):len(buf)]}
+		msgs[i] = kafka.Message{Key: key, Value: buf[start:len(buf):len(buf)]}
 	}
 	p.Publish(ctx, msgs, errs)
 }
