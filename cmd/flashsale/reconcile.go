@@ -18,6 +18,7 @@ var errChecksFailed = fmt.Errorf("reconciliation failed")
 func newReconcileCommand() *cobra.Command {
 	var (
 		in       reconcile.Input
+		pools    reconcile.PoolInput
 		redisA   []string
 		logs     []string
 		asJSON   bool
@@ -25,7 +26,7 @@ func newReconcileCommand() *cobra.Command {
 	)
 	cmd := &cobra.Command{
 		Use:   "reconcile",
-		Short: "Check a sale's books against every stat.log, Redis and Kafka (exit 1 on any failed check)",
+		Short: "Check the books of a sale, envelopes and shakes against every stat.log, Redis and Kafka (exit 1 on any failed check)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			for _, pattern := range logs {
@@ -38,29 +39,56 @@ func newReconcileCommand() *cobra.Command {
 			rdb := redis.NewUniversalClient(&redis.UniversalOptions{Addrs: redisA})
 			defer rdb.Close()
 			in.Redis = rdb
+			if in.Sale == "" && len(pools.Envelopes) == 0 && len(pools.Shakes) == 0 {
+				return fmt.Errorf("say what to reconcile: --sale ID, --envelope ID|all, --shake ID|all")
+			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), deadline)
 			defer cancel()
-			rep, err := reconcile.Run(ctx, in)
-			if err != nil {
-				return err
+			out := struct {
+				Sale  *reconcile.Report     `json:"sale,omitempty"`
+				Pools *reconcile.PoolReport `json:"pools,omitempty"`
+			}{}
+			ok := true
+			if in.Sale != "" {
+				rep, err := reconcile.Run(ctx, in)
+				if err != nil {
+					return err
+				}
+				out.Sale, ok = rep, rep.OK
+			}
+			if len(pools.Envelopes) > 0 || len(pools.Shakes) > 0 {
+				pools.Redis, pools.StatLogs, pools.Killed = rdb, in.StatLogs, in.Killed
+				rep, err := reconcile.Pools(ctx, pools)
+				if err != nil {
+					return err
+				}
+				out.Pools, ok = rep, ok && rep.OK
 			}
 			if asJSON {
 				enc := json.NewEncoder(cmd.OutOrStdout())
 				enc.SetIndent("", "  ")
-				if err := enc.Encode(rep); err != nil {
+				if err := enc.Encode(out); err != nil {
 					return err
 				}
 			} else {
-				rep.WriteText(cmd.OutOrStdout())
+				if out.Sale != nil {
+					out.Sale.WriteText(cmd.OutOrStdout())
+				}
+				if out.Pools != nil {
+					fmt.Fprintln(cmd.OutOrStdout())
+					out.Pools.WriteText(cmd.OutOrStdout())
+				}
 			}
-			if !rep.OK {
+			if !ok {
 				return errChecksFailed
 			}
 			return nil
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&in.Sale, "sale", "", "sale id (required)")
+	f.StringVar(&in.Sale, "sale", "", "sale id")
+	f.StringSliceVar(&pools.Envelopes, "envelope", nil, `envelope ids to check, or "all"`)
+	f.StringSliceVar(&pools.Shakes, "shake", nil, `shake campaign ids to check, or "all"`)
 	f.StringSliceVar(&redisA, "redis-addrs", []string{"127.0.0.1:6379"}, "Redis address(es)")
 	f.StringSliceVar(&in.Brokers, "kafka-brokers", []string{"127.0.0.1:9092"}, "Kafka brokers; empty skips the event checks")
 	f.StringVar(&in.Topic, "kafka-topic", "flashsale.orders", "order event topic")
@@ -70,6 +98,5 @@ func newReconcileCommand() *cobra.Command {
 	f.BoolVar(&in.ExpectSellout, "expect-sellout", false, "demand exceeded supply: check that every unit is paid or pending")
 	f.BoolVar(&asJSON, "json", false, "print the report as JSON")
 	f.DurationVar(&deadline, "timeout", time.Minute, "bound of the whole reconciliation")
-	_ = cmd.MarkFlagRequired("sale")
 	return cmd
 }
