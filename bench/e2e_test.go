@@ -3,51 +3,13 @@ package bench_test
 import (
 	"bytes"
 	"context"
-	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/flashsale/flashsale/bench"
-	"github.com/flashsale/flashsale/configs"
-	"github.com/flashsale/flashsale/internal/testenv"
-	"github.com/flashsale/flashsale/node"
+	"github.com/flashsale/flashsale/internal/e2e"
 )
-
-// startNode runs a real node (gin API, Redis Lua, Kafka) on a free port
-// with the same wiring as `flashsale node`.
-func startNode(t *testing.T, id string, redisAddr, kafkaAddr string) string {
-	t.Helper()
-	cfg, err := configs.Load(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.Node.ID = id
-	cfg.HTTP.Addr = "127.0.0.1:0"
-	cfg.Redis.Addrs = []string{redisAddr}
-	cfg.Kafka.Brokers = []string{kafkaAddr}
-	cfg.Admin.Token = "admin"
-	cfg.StatLog.Path = filepath.Join(t.TempDir(), id+"-stat.log")
-	cfg.Log.Level = "error"
-	n, err := node.Open(cfg, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- n.Run(ctx) }()
-	var once sync.Once
-	t.Cleanup(func() {
-		once.Do(func() {
-			cancel()
-			if err := <-done; err != nil {
-				t.Errorf("node %s: %v", id, err)
-			}
-		})
-	})
-	return "http://" + n.Addr()
-}
 
 // Invariant: against two real nodes, the clients win exactly the stock, the
 // winners who paid are paid on the server, and --check finds the client
@@ -56,10 +18,9 @@ func TestAgainstRealNodes(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts redis-server, a broker and two nodes")
 	}
-	redis := testenv.StartRedis(t, false)
-	kafka := testenv.StartKafka(t, "flashsale.orders")
-	a := startNode(t, "n1", redis.Addr, kafka.Addr)
-	b := startNode(t, "n2", redis.Addr, kafka.Addr)
+	e := e2e.NewEnv(t)
+	a := e.StartNode(t, "n1", nil).URL
+	b := e.StartNode(t, "n2", nil).URL
 
 	var out bytes.Buffer
 	o := bench.Options{
@@ -69,7 +30,7 @@ func TestAgainstRealNodes(t *testing.T) {
 			Progress: &out, Timeout: 10 * time.Second,
 		},
 		CreateSale: true, Stock: 300, Limit: 1, PriceCents: 100, PayTimeout: "5m",
-		AdminToken: "admin", Check: true,
+		AdminToken: e2e.AdminToken, Check: true,
 	}
 	if err := bench.Main(context.Background(), o, &out); err != nil {
 		t.Fatalf("%v\n%s", err, out.String())
