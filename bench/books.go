@@ -64,10 +64,11 @@ type PoolView struct {
 	OpenedCents int64 `json:"opened_cents"`
 	Taken       int64 `json:"taken"`
 	TakenCents  int64 `json:"taken_cents"`
+	PaidCents   int64 `json:"paid_cents"` // a shake campaign's paid-out cents
 }
 
 func (v PoolView) issued() (n, cents int64) {
-	return max(v.Opened, v.OpenedCount, v.Taken), max(v.OpenedCents, v.TakenCents)
+	return max(v.Opened, v.OpenedCount, v.Taken), max(v.OpenedCents, v.TakenCents, v.PaidCents)
 }
 
 type apiError struct {

@@ -49,3 +49,43 @@ func TestAgainstRealNodes(t *testing.T) {
 		t.Fatalf("server books %+v, want paid 75, pending 225, remaining 0", v)
 	}
 }
+
+// Invariant: the client tally of envelope opens and shake wins equals, to the
+// cent, what a real node's books say it issued (--check).
+func TestOpenAndShakeAgainstARealNode(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts redis-server, a broker and a node")
+	}
+	e := e2e.NewEnv(t)
+	n := e.StartNode(t, "n1", nil)
+	r := e2e.Do(t, "POST", n.URL+"/v1/envelopes", `{"sender_id":"boss","total_cents":88888,"count":100}`)
+	if r.Status != 201 {
+		t.Fatalf("send: %d %s", r.Status, r.Raw)
+	}
+	env := r.Body["envelope_id"].(string)
+	if r := e2e.Do(t, "POST", n.URL+"/v1/shakes", `{"id":"rain","total_envelopes":50,"budget_cents":5000,"rate_per_sec":200}`,
+		"Authorization", "Bearer "+e2e.AdminToken); r.Status != 201 {
+		t.Fatalf("create shake: %d %s", r.Status, r.Raw)
+	}
+	for _, tc := range []struct {
+		c   bench.Config
+		won string // every share, to the cent: the run must win something real
+	}{
+		{bench.Config{Scenario: bench.ScenarioOpen, Envelope: env, Users: 1000, Requests: 1000}, "won       88888 cents by 100 users"},
+		{bench.Config{Scenario: bench.ScenarioShake, Campaign: "rain", Users: 20000, Requests: 20000, Rate: 5000}, "won       5000 cents by 50 users"},
+	} {
+		c := tc.c
+		c.Targets, c.Connections, c.Timeout = []string{n.URL}, 16, 10*time.Second
+		var out bytes.Buffer
+		c.Progress = &out
+		if err := bench.Main(context.Background(), bench.Options{Config: c, AdminToken: e2e.AdminToken, Check: true}, &out); err != nil {
+			t.Fatalf("%s: %v\n%s", c.Scenario, err, out.String())
+		}
+		if !strings.Contains(out.String(), "check     ok") {
+			t.Fatalf("%s: no passing check in:\n%s", c.Scenario, out.String())
+		}
+		if !strings.Contains(out.String(), tc.won) {
+			t.Fatalf("%s: summary lacks %q:\n%s", c.Scenario, tc.won, out.String())
+		}
+	}
+}
