@@ -49,6 +49,9 @@ func Errorf(code, format string, args ...any) *Error {
 // ErrorCode returns the code of the application error in err's chain,
 // EINTERNAL for any other non-nil error, and "" for nil.
 func ErrorCode(err error) string {
+	if e, ok := err.(*Error); ok {
+		return e.Code // the common, unwrapped case costs no allocation
+	}
 	var e *Error
 	if err == nil {
 		return ""
@@ -61,6 +64,9 @@ func ErrorCode(err error) string {
 // ErrorMessage returns the human message of the application error in err's
 // chain, and a generic text for anything else so internals do not leak.
 func ErrorMessage(err error) string {
+	if e, ok := err.(*Error); ok {
+		return e.Message
+	}
 	var e *Error
 	if err == nil {
 		return ""
