@@ -102,6 +102,7 @@ type Service struct {
 	mu   sync.RWMutex
 	envs map[string]*envState
 
+	doubt   *stock.InDoubt // open batches whose reply was lost
 	metrics *metrics
 }
 
@@ -151,6 +152,10 @@ func NewService(cfg Config, rdb redis.UniversalClient, pub Publisher, members st
 	cfg.MaxEnvelopes = max(cfg.MaxEnvelopes, 16)
 	cfg.RecentEntries = max(cfg.RecentEntries, 1)
 	s := &Service{cfg: cfg, rdb: rdb, pub: pub, members: members, log: log, envs: map[string]*envState{}, metrics: newMetrics()}
+	s.doubt = stock.NewInDoubt("envelope", func(ctx context.Context, env, batch string) (int, error) {
+		users, err := lua.ResolveEnvBatch(ctx, rdb, env, batch)
+		return len(users), err
+	}, cfg.RedisTimeout, 4096, log)
 	s.co = stock.NewCoalescer(cfg.Coalescer, s.flush)
 	return s
 }
@@ -391,15 +396,25 @@ func (s *Service) flush(reqs []openReq, res []openRes) {
 			users[j] = reqs[i].user
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.RedisTimeout)
-		reply, err := lua.EnvOpen(ctx, s.rdb, st.id, s.cfg.Node, users)
+		batch := stock.NewBatchID(s.cfg.Node)
+		reply, err := lua.EnvOpen(ctx, s.rdb, st.id, s.cfg.Node, batch, users)
 		cancel()
 		if err != nil {
 			s.log.Warn("open script failed", "envelope", st.id, "batch", len(users), "err", err)
+			if !stock.Definite(err) {
+				// The opens may still happen, or have happened: undo them
+				// once Redis answers, so these openers' 503 stays true.
+				s.doubt.Add(st.id, batch)
+			}
 			st.share.Give(int64(len(users)))
 			fillErr(res, g.idx, ErrRedis)
 			continue
 		}
 		switch reply.Code {
+		case lua.OpenVoid: // cannot happen: only a lost reply is written off
+			st.share.Give(int64(len(users)))
+			fillErr(res, g.idx, ErrRedis)
+			continue
 		case lua.OpenNone:
 			st.share.MarkGone()
 			fillErr(res, g.idx, ErrNotFound)
@@ -524,7 +539,10 @@ func toInt(v any) int64 {
 }
 
 // Close settles queued openers and stops the flushers.
-func (s *Service) Close() { s.co.Close() }
+func (s *Service) Close() {
+	s.co.Close()
+	s.doubt.Close()
+}
 
 // OpenRecord is one open as the envelope records it.
 type OpenRecord struct {
@@ -583,5 +601,5 @@ func (s *Service) Collect(ch chan<- prometheus.Metric) {
 
 func (s *Service) collectors() []prometheus.Collector {
 	m := s.metrics
-	return []prometheus.Collector{m.created, m.opened, m.refunded, m.refreshes, m.creditsDeferred}
+	return []prometheus.Collector{s.doubt, m.created, m.opened, m.refunded, m.refreshes, m.creditsDeferred}
 }

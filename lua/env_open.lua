@@ -3,13 +3,18 @@
 -- KEYS[1]  fs:{env:ID}:meta
 -- KEYS[2]  fs:{env:ID}:shares   unopened shares; each open takes the head
 -- KEYS[3]  fs:{env:ID}:opened   user id -> "amount|opened_ms|node|seq"
+-- KEYS[4]  fs:{env:ID}:batch:BID this batch's record (BID is random per batch)
 -- ARGV[1]  node id recorded on each open
--- ARGV[2..] user ids, in arrival order; a user may repeat
+-- ARGV[2]  seconds the batch record lives
+-- ARGV[3..] user ids, in arrival order; a user may repeat
 --
 -- Returns {now_ms, env_code, seq_before, r1, r2, ...}: the k-th success of
 -- the batch is open number seq_before + k of the envelope (numbers of undone
 -- opens are not reused).
--- env_code: 0 open, -5 no such envelope, -6 expired or refunded (then no r).
+-- env_code: 0 open, -5 no such envelope, -6 expired or refunded, -9 the batch
+-- was written off (then no r). As in buy.lua, the batch record lets a node
+-- that lost the reply write the batch off before it runs, or undo the opens
+-- it made (their openers were told 503).
 -- r: the amount in cents (> 0) on success, -1 empty, -2 already opened.
 --
 -- "Already opened" is checked before "empty", so a user who opened gets that
@@ -17,6 +22,9 @@
 -- last share from going twice.
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
+if redis.call('EXISTS', KEYS[4]) == 1 then
+  return {now, -9}
+end
 local m = redis.call('HMGET', KEYS[1], 'state', 'expires_at_ms', 'left', 'seq')
 if not m[1] then
   return {now, -5}
@@ -29,7 +37,8 @@ local out = {now, 0, seq}
 local opened = 0
 local seen, rec = {}, {}
 local taken = 0
-for i = 2, #ARGV do
+local who = {}
+for i = 3, #ARGV do
   local u = ARGV[i]
   if seen[u] or redis.call('HEXISTS', KEYS[3], u) == 1 then
     out[#out + 1] = -2
@@ -43,6 +52,7 @@ for i = 2, #ARGV do
     opened = opened + 1
     rec[#rec + 1] = u
     rec[#rec + 1] = a .. '|' .. now .. '|' .. ARGV[1] .. '|' .. seq
+    who[#who + 1] = u
     out[#out + 1] = a
   end
   seen[u] = true
@@ -54,4 +64,5 @@ if #rec > 0 then
   redis.call('HINCRBY', KEYS[1], 'left_cents', -taken)
   redis.call('HINCRBY', KEYS[1], 'opened_cents', taken)
 end
+redis.call('SET', KEYS[4], 'ran:' .. table.concat(who, ','), 'EX', ARGV[2])
 return out

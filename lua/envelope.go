@@ -4,6 +4,8 @@ import (
 	"context"
 	_ "embed"
 	"fmt"
+	"strings"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -74,6 +76,7 @@ const (
 	OpenAlready = -2 // the user opened this envelope before
 	OpenNone    = -5 // no such envelope
 	OpenExpired = -6 // past the deadline, or refunded
+	OpenVoid    = -9 // the batch was written off before it ran
 )
 
 // OpenReply is the outcome of one batch of openers.
@@ -84,16 +87,21 @@ type OpenReply struct {
 	Results   []int64 // per opener: amount in cents (> 0), OpenEmpty or OpenAlready
 }
 
+// EnvBatchKey is the record of one open batch (see env_open.lua).
+func EnvBatchKey(id, batch string) string { return "fs:{env:" + id + "}:batch:" + batch }
+
 // EnvOpen opens envelope id for users (one entry per opener, repeats
-// allowed) in one atomic step, recording node on each open.
-func EnvOpen(ctx context.Context, rdb redis.Scripter, id, node string, users []string) (OpenReply, error) {
+// allowed) in one atomic step, recording node on each open and the batch
+// under EnvBatchKey(id, batch). After an error that is not a reply from
+// Redis, resolve the batch with ResolveEnvBatch.
+func EnvOpen(ctx context.Context, rdb redis.Scripter, id, node, batch string, users []string) (OpenReply, error) {
 	k := EnvelopeKeysFor(id)
-	args := make([]any, 0, len(users)+1)
-	args = append(args, node)
+	args := make([]any, 0, len(users)+2)
+	args = append(args, node, int64(BatchTTL/time.Second))
 	for _, u := range users {
 		args = append(args, u)
 	}
-	v, err := envOpen.Run(ctx, rdb, []string{k.Meta, k.Shares, k.Opened}, args...).Int64Slice()
+	v, err := envOpen.Run(ctx, rdb, []string{k.Meta, k.Shares, k.Opened, EnvBatchKey(id, batch)}, args...).Int64Slice()
 	if err != nil {
 		return OpenReply{}, fmt.Errorf("open envelope %q: %w", id, err)
 	}
@@ -109,6 +117,40 @@ func EnvOpen(ctx context.Context, rdb redis.Scripter, id, node string, users []s
 	}
 	r.SeqBefore, r.Results = v[2], v[3:]
 	return r, nil
+}
+
+// ResolveEnvBatch settles an open batch whose reply was lost: written off if
+// it never ran, or its opens undone (their openers were told 503). It
+// returns the users whose open was undone. Safe to repeat.
+func ResolveEnvBatch(ctx context.Context, rdb redis.UniversalClient, id, batch string) ([]string, error) {
+	key := EnvBatchKey(id, batch)
+	placed, err := rdb.SetNX(ctx, key, "void", BatchTTL).Result()
+	if err != nil {
+		return nil, fmt.Errorf("resolve open batch %s of envelope %q: %w", batch, id, err)
+	}
+	if placed {
+		return nil, nil
+	}
+	rec, err := rdb.Get(ctx, key).Result()
+	if err != nil {
+		return nil, fmt.Errorf("resolve open batch %s of envelope %q: %w", batch, id, err)
+	}
+	list, ran := strings.CutPrefix(rec, "ran:")
+	if !ran || list == "" {
+		return nil, nil
+	}
+	users := strings.Split(list, ",")
+	codes, err := EnvUndo(ctx, rdb, id, users)
+	if err != nil {
+		return nil, err
+	}
+	var undone []string
+	for i, c := range codes {
+		if c == UndoDone {
+			undone = append(undone, users[i])
+		}
+	}
+	return undone, nil
 }
 
 // Codes of the undo script, per user.

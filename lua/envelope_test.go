@@ -75,7 +75,7 @@ func TestEnvCreateChecksTheSplitAndNeverResets(t *testing.T) {
 func TestEnvOpenBatch(t *testing.T) {
 	rdb := testenv.StartRedis(t, false).Client(t)
 	newEnvelope(t, rdb, "e", time.Minute, 5, 1, 4)
-	r, err := lua.EnvOpen(context.Background(), rdb, "e", "n1", []string{"a", "a", "b", "c", "d", "b"})
+	r, err := lua.EnvOpen(context.Background(), rdb, "e", "n1", newBatch(), []string{"a", "a", "b", "c", "d", "b"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,11 +88,11 @@ func TestEnvOpenBatch(t *testing.T) {
 		t.Fatalf("books: %v", m)
 	}
 	// Already opened beats empty.
-	r, _ = lua.EnvOpen(context.Background(), rdb, "e", "n1", []string{"c", "z"})
+	r, _ = lua.EnvOpen(context.Background(), rdb, "e", "n1", newBatch(), []string{"c", "z"})
 	if fmt.Sprint(r.Results) != fmt.Sprint([]int64{lua.OpenAlready, lua.OpenEmpty}) || r.SeqBefore != 3 {
 		t.Fatalf("after empty: %+v", r)
 	}
-	if r, _ := lua.EnvOpen(context.Background(), rdb, "nope", "n1", []string{"a"}); r.Code != lua.OpenNone {
+	if r, _ := lua.EnvOpen(context.Background(), rdb, "nope", "n1", newBatch(), []string{"a"}); r.Code != lua.OpenNone {
 		t.Fatalf("unknown envelope: %+v", r)
 	}
 }
@@ -108,7 +108,7 @@ func TestEnvLastShareOnce(t *testing.T) {
 		wg.Add(1)
 		go func(i int) {
 			defer wg.Done()
-			r, err := lua.EnvOpen(context.Background(), rdb, "l", "n1", []string{fmt.Sprint("u", i)})
+			r, err := lua.EnvOpen(context.Background(), rdb, "l", "n1", newBatch(), []string{fmt.Sprint("u", i)})
 			if err != nil {
 				t.Error(err)
 				return
@@ -132,14 +132,14 @@ func TestEnvExpiredAndRefundOnce(t *testing.T) {
 	rdb := testenv.StartRedis(t, false).Client(t)
 	ctx := context.Background()
 	exp := newEnvelope(t, rdb, "x", 300*time.Millisecond, 2, 3, 5)
-	if r, _ := lua.EnvOpen(ctx, rdb, "x", "n1", []string{"a"}); r.Results[0] != 2 {
+	if r, _ := lua.EnvOpen(ctx, rdb, "x", "n1", newBatch(), []string{"a"}); r.Results[0] != 2 {
 		t.Fatalf("open: %+v", r)
 	}
 	if _, code, v, _ := lua.EnvRefund(ctx, rdb, "x", lua.RefundExpire); code != lua.RefundNotDue || v != exp {
 		t.Fatalf("refund before the deadline: %d %d", code, v)
 	}
 	time.Sleep(time.Until(time.UnixMilli(exp)) + 20*time.Millisecond)
-	if r, _ := lua.EnvOpen(ctx, rdb, "x", "n1", []string{"b"}); r.Code != lua.OpenExpired {
+	if r, _ := lua.EnvOpen(ctx, rdb, "x", "n1", newBatch(), []string{"b"}); r.Code != lua.OpenExpired {
 		t.Fatalf("open after the deadline: %+v", r)
 	}
 	if _, code, v, _ := lua.EnvRefund(ctx, rdb, "x", lua.RefundExpire); code != lua.RefundDone || v != 8 {
@@ -165,7 +165,7 @@ func TestEnvUndo(t *testing.T) {
 	rdb := testenv.StartRedis(t, false).Client(t)
 	ctx := context.Background()
 	newEnvelope(t, rdb, "u", time.Minute, 4, 6)
-	lua.EnvOpen(ctx, rdb, "u", "n1", []string{"a", "b"})
+	lua.EnvOpen(ctx, rdb, "u", "n1", newBatch(), []string{"a", "b"})
 	codes, err := lua.EnvUndo(ctx, rdb, "u", []string{"a", "nobody"})
 	if err != nil || fmt.Sprint(codes) != fmt.Sprint([]int64{lua.UndoDone, lua.UndoNone}) {
 		t.Fatalf("undo: %v %v", codes, err)
@@ -173,7 +173,7 @@ func TestEnvUndo(t *testing.T) {
 	if m := envMeta(t, rdb, "u"); m["left"] != 1 || m["left_cents"] != 4 || m["opened"] != 1 || m["opened_cents"] != 6 || m["undone"] != 1 {
 		t.Fatalf("after undo: %v", m)
 	}
-	if r, _ := lua.EnvOpen(ctx, rdb, "u", "n1", []string{"a"}); r.Results[0] != 4 || r.SeqBefore != 2 {
+	if r, _ := lua.EnvOpen(ctx, rdb, "u", "n1", newBatch(), []string{"a"}); r.Results[0] != 4 || r.SeqBefore != 2 {
 		t.Fatalf("reopen after undo: %+v", r)
 	}
 	lua.EnvRefund(ctx, rdb, "u", lua.RefundAbort)
@@ -301,5 +301,31 @@ func TestShakeRangeAmounts(t *testing.T) {
 	}
 	if len(seen) != 4 {
 		t.Fatalf("amounts seen: %v", seen)
+	}
+}
+
+// An open batch whose reply was lost is written off before it runs, or its
+// opens are undone (the shares go back), as with buy batches.
+func TestResolveEnvBatch(t *testing.T) {
+	rdb := testenv.StartRedis(t, false).Client(t)
+	ctx := context.Background()
+	if ok, _, _, err := lua.EnvCreate(ctx, rdb, "rb", "boss", 10, time.Hour.Milliseconds(), []int64{3, 3, 4}); err != nil || !ok {
+		t.Fatalf("create: %v %v", ok, err)
+	}
+	if _, err := lua.EnvOpen(ctx, rdb, "rb", "n1", "ran", []string{"a", "b"}); err != nil {
+		t.Fatal(err)
+	}
+	users, err := lua.ResolveEnvBatch(ctx, rdb, "rb", "ran")
+	if err != nil || len(users) != 2 {
+		t.Fatalf("resolve a batch that ran: %v %v", users, err)
+	}
+	if left, _ := rdb.HGet(ctx, lua.EnvelopeKeysFor("rb").Meta, "left").Int64(); left != 3 {
+		t.Fatalf("left = %d after undoing both opens, want 3", left)
+	}
+	if _, err := lua.ResolveEnvBatch(ctx, rdb, "rb", "late"); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := lua.EnvOpen(ctx, rdb, "rb", "n1", "late", []string{"c"}); err != nil || r.Code != lua.OpenVoid {
+		t.Fatalf("a written-off open batch ran: %+v %v", r, err)
 	}
 }

@@ -9,20 +9,20 @@ import (
 	"sync"
 	"time"
 
-	"github.com/flashsale/flashsale/lua"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 )
 
-// inDoubt resolves buy batches whose script reply was lost (a timeout, a
-// connection cut, Redis killed): the batch may have created orders that no
-// buyer was told about. Each is either written off before it can run or,
-// if it ran, undone, so a 503 answered to a buyer is always the truth and
-// every order in Redis has its "you got it". It retries until Redis answers;
-// the queue is bounded, and a batch that does not fit is left to the
-// expiry sweeper, which releases its orders after their deadline.
-type inDoubt struct {
-	rdb      redis.UniversalClient
+// InDoubt resolves batches whose script reply was lost (a timeout, a
+// connection cut, Redis killed): the batch may have created orders (or
+// envelope opens) that no one was told about. Each is either written off
+// before it can run or, if it ran, undone, so a 503 is always the truth and
+// everything in Redis was announced. It retries until Redis answers; the
+// queue is bounded, and a batch that does not fit is left to the sweepers
+// (an order expires at its deadline; an open is repaired at refund).
+// InDoubt is safe for concurrent use.
+type InDoubt struct {
+	resolve  ResolveFunc
 	timeout  time.Duration
 	log      *slog.Logger
 	queue    chan doubtBatch
@@ -35,37 +35,46 @@ type inDoubt struct {
 	waiting  prometheus.GaugeFunc
 }
 
+// ResolveFunc settles one batch of item (a sale, an envelope): it writes the
+// batch off or undoes what it did, and reports how many results it undid.
+// It must be safe to repeat.
+type ResolveFunc func(ctx context.Context, item, batch string) (undone int, err error)
+
 type doubtBatch struct{ sale, batch string }
 
-func newInDoubt(rdb redis.UniversalClient, timeout time.Duration, size int, log *slog.Logger) *inDoubt {
-	d := &inDoubt{rdb: rdb, timeout: timeout, log: log, queue: make(chan doubtBatch, size),
+// NewInDoubt starts a resolver for batches of one kind ("sale", "envelope":
+// the kind label of its metrics), holding at most size batches.
+func NewInDoubt(kind string, resolve ResolveFunc, timeout time.Duration, size int, log *slog.Logger) *InDoubt {
+	l := prometheus.Labels{"kind": kind}
+	d := &InDoubt{resolve: resolve, timeout: timeout, log: log, queue: make(chan doubtBatch, size),
 		stop: make(chan struct{}), done: make(chan struct{}),
 		resolved: prometheus.NewCounter(prometheus.CounterOpts{Name: "flashsale_stock_indoubt_resolved_total",
-			Help: "Buy batches whose reply was lost, resolved (written off or undone)."}),
-		undone: prometheus.NewCounter(prometheus.CounterOpts{Name: "flashsale_stock_indoubt_orders_undone_total",
-			Help: "Orders undone because their batch's reply was lost."}),
+			Help: "Batches whose reply was lost, resolved (written off or undone).", ConstLabels: l}),
+		undone: prometheus.NewCounter(prometheus.CounterOpts{Name: "flashsale_stock_indoubt_undone_total",
+			Help: "Orders or opens undone because their batch's reply was lost.", ConstLabels: l}),
 		dropped: prometheus.NewCounter(prometheus.CounterOpts{Name: "flashsale_stock_indoubt_dropped_total",
-			Help: "In-doubt batches that did not fit the queue (the sweeper releases their orders)."}),
+			Help: "In-doubt batches that did not fit the queue (left to the sweepers).", ConstLabels: l}),
 	}
 	d.waiting = prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "flashsale_stock_indoubt_batches",
-		Help: "Buy batches waiting to be resolved."}, func() float64 { return float64(len(d.queue)) })
+		Help: "Batches waiting to be resolved.", ConstLabels: l}, func() float64 { return float64(len(d.queue)) })
 	go d.run()
 	return d
 }
 
-// newBatchID returns an id no earlier batch of any node can have had.
-func newBatchID(node string) string {
+// NewBatchID returns an id no earlier batch of any node can have had.
+func NewBatchID(node string) string {
 	return node + "-" + strconv.FormatUint(rand.Uint64(), 36)
 }
 
-// definite reports whether err proves the script finished (or never
-// started): a reply from Redis itself, rather than silence.
-func definite(err error) bool {
+// Definite reports whether err proves a script finished (or never started):
+// a reply from Redis itself, rather than silence.
+func Definite(err error) bool {
 	var rerr redis.Error
 	return errors.As(err, &rerr)
 }
 
-func (d *inDoubt) add(sale, batch string) {
+// Add queues a batch whose reply was lost; it never blocks.
+func (d *InDoubt) Add(sale, batch string) {
 	select {
 	case d.queue <- doubtBatch{sale, batch}:
 	default:
@@ -74,7 +83,7 @@ func (d *inDoubt) add(sale, batch string) {
 	}
 }
 
-func (d *inDoubt) run() {
+func (d *InDoubt) run() {
 	defer close(d.done)
 	var retry []doubtBatch
 	tick := time.NewTicker(200 * time.Millisecond)
@@ -82,13 +91,13 @@ func (d *inDoubt) run() {
 	for {
 		select {
 		case b := <-d.queue:
-			if !d.resolve(b) {
+			if !d.settle(b) {
 				retry = append(retry, b)
 			}
 		case <-tick.C:
 			kept := retry[:0]
 			for _, b := range retry {
-				if !d.resolve(b) {
+				if !d.settle(b) {
 					kept = append(kept, b)
 				}
 			}
@@ -99,7 +108,7 @@ func (d *inDoubt) run() {
 				retry = append(retry, <-d.queue)
 			}
 			for _, b := range retry {
-				if !d.resolve(b) {
+				if !d.settle(b) {
 					d.log.Warn("in-doubt batch unresolved at shutdown; the sweeper will release its orders", "sale", b.sale, "batch", b.batch)
 				}
 			}
@@ -108,25 +117,40 @@ func (d *inDoubt) run() {
 	}
 }
 
-func (d *inDoubt) resolve(b doubtBatch) bool {
+func (d *InDoubt) settle(b doubtBatch) bool {
 	ctx, cancel := context.WithTimeout(context.Background(), d.timeout)
 	defer cancel()
-	orders, err := lua.ResolveBatch(ctx, d.rdb, b.sale, b.batch)
+	n, err := d.resolve(ctx, b.sale, b.batch)
 	if err != nil {
 		return false
 	}
 	d.resolved.Inc()
-	if len(orders) > 0 {
-		d.undone.Add(float64(len(orders)))
-		d.log.Info("undid orders of a batch whose reply was lost", "sale", b.sale, "batch", b.batch, "orders", len(orders))
+	if n > 0 {
+		d.undone.Add(float64(n))
+		d.log.Info("undid the results of a batch whose reply was lost", "item", b.sale, "batch", b.batch, "undone", n)
 	}
 	return true
 }
 
-func (d *inDoubt) close() {
+// Close tries once more to settle what is queued, then stops.
+func (d *InDoubt) Close() {
 	d.once.Do(func() { close(d.stop); <-d.done })
 }
 
-func (d *inDoubt) collectors() []prometheus.Collector {
+// Describe implements prometheus.Collector.
+func (d *InDoubt) Describe(ch chan<- *prometheus.Desc) {
+	for _, c := range d.collectors() {
+		c.Describe(ch)
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (d *InDoubt) Collect(ch chan<- prometheus.Metric) {
+	for _, c := range d.collectors() {
+		c.Collect(ch)
+	}
+}
+
+func (d *InDoubt) collectors() []prometheus.Collector {
 	return []prometheus.Collector{d.resolved, d.undone, d.dropped, d.waiting}
 }

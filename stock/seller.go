@@ -72,7 +72,7 @@ type Seller struct {
 
 	refreshes atomic.Int64 // share refreshes that read Redis, for /metrics
 	batches   prometheus.Histogram
-	doubt     *inDoubt
+	doubt     *InDoubt
 }
 
 type saleState struct {
@@ -127,7 +127,10 @@ func NewSeller(cfg SellerConfig, rdb redis.UniversalClient, c Confirmer, members
 	return &Seller{cfg: cfg, rdb: rdb, confirm: c, members: members, log: log, sales: map[string]*saleState{},
 		batches: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "flashsale_stock_batch_size",
 			Help: "Buyers settled by one buy script call (coalescing at work).", Buckets: prometheus.ExponentialBuckets(1, 2, 10)}),
-		doubt: newInDoubt(rdb, cfg.RedisTimeout, 4096, log)}
+		doubt: NewInDoubt("sale", func(ctx context.Context, sale, batch string) (int, error) {
+			orders, err := lua.ResolveBatch(ctx, rdb, sale, batch)
+			return len(orders), err
+		}, cfg.RedisTimeout, 4096, log)}
 }
 
 func cmp0(d, def time.Duration) time.Duration {
@@ -257,15 +260,15 @@ func (st *saleState) flush(reqs []buyReq, res []buyRes) {
 		users[i] = r.user
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.RedisTimeout)
-	batch := newBatchID(s.cfg.Node)
+	batch := NewBatchID(s.cfg.Node)
 	reply, err := lua.Buy(ctx, s.rdb, st.id, s.cfg.Node, batch, users, nil)
 	cancel()
 	if err != nil {
 		s.log.Warn("buy script failed", "sale", st.id, "batch", len(reqs), "err", err)
-		if !definite(err) {
+		if !Definite(err) {
 			// The script may still run, or may have run: settle that later
 			// so the 503 these buyers get stays true.
-			s.doubt.add(st.id, batch)
+			s.doubt.Add(st.id, batch)
 		}
 		st.share.Give(int64(len(reqs)))
 		fill(res, ErrRedis)
@@ -373,7 +376,7 @@ func (s *Seller) Close() {
 	for _, st := range all {
 		st.co.Close()
 	}
-	s.doubt.close()
+	s.doubt.Close()
 }
 
 var shareDesc = prometheus.NewDesc("flashsale_stock_local_share_units",
@@ -386,9 +389,7 @@ func (s *Seller) Describe(ch chan<- *prometheus.Desc) {
 	ch <- shareDesc
 	ch <- refreshDesc
 	s.batches.Describe(ch)
-	for _, c := range s.doubt.collectors() {
-		c.Describe(ch)
-	}
+	s.doubt.Describe(ch)
 }
 
 // Collect implements prometheus.Collector; it reads the shares at scrape
@@ -401,7 +402,5 @@ func (s *Seller) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(refreshDesc, prometheus.CounterValue, float64(s.refreshes.Load()))
 	s.batches.Collect(ch)
-	for _, c := range s.doubt.collectors() {
-		c.Collect(ch)
-	}
+	s.doubt.Collect(ch)
 }
