@@ -47,6 +47,8 @@ func AppendError(b []byte, code, message string) []byte {
 	return append(b, '}', '}')
 }
 
+var retryAfter = []string{"1"}
+
 // rendered caches the bodies of application errors that are package-level
 // values (sold out, limit reached, ...): the hot paths answer them with no
 // encoding and no allocation.
@@ -67,7 +69,13 @@ func (s *Server) writeError(c *gin.Context, err error) {
 	if body == nil {
 		body = AppendError(nil, code, flashsale.ErrorMessage(err))
 	}
-	c.Data(StatusOf(code), "application/json", body)
+	status := StatusOf(code)
+	if status == http.StatusServiceUnavailable {
+		// Overload and outages pass in about a second; a client that waits
+		// that long instead of retrying at once keeps a storm from forming.
+		c.Writer.Header()["Retry-After"] = retryAfter
+	}
+	c.Data(status, "application/json", body)
 	c.Abort()
 }
 

@@ -293,6 +293,9 @@ func TestOverloadShedsFast(t *testing.T) {
 			defer wg.Done()
 			start := time.Now()
 			rs[i] = e2e.Do(t, "GET", fmt.Sprintf("%s/v1/sales/ov/buy?user_id=u%d", n.URL, i), "")
+			if rs[i].Status == 503 && rs[i].RetryAfter != "1" {
+				t.Errorf("503 without Retry-After: %q", rs[i].RetryAfter)
+			}
 			if rs[i].Code() == "overloaded" {
 				mu.Lock()
 				slowest503 = max(slowest503, time.Since(start))

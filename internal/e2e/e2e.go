@@ -90,9 +90,10 @@ var client = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
 
 // Reply is a decoded HTTP response.
 type Reply struct {
-	Status int
-	Body   map[string]any
-	Raw    string
+	Status     int
+	Body       map[string]any
+	Raw        string
+	RetryAfter string // the Retry-After header, if any
 }
 
 // Code is the error code of an error reply, "" otherwise.
@@ -120,7 +121,7 @@ func Do(t testing.TB, method, url, body string, hdr ...string) Reply {
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
-	r := Reply{Status: resp.StatusCode, Raw: string(b)}
+	r := Reply{Status: resp.StatusCode, Raw: string(b), RetryAfter: resp.Header.Get("Retry-After")}
 	_ = json.Unmarshal(b, &r.Body)
 	return r
 }
