@@ -22,7 +22,6 @@ import (
 	"log/slog"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -99,8 +98,7 @@ type Service struct {
 	log     *slog.Logger
 	co      *stock.Coalescer[openReq, openRes]
 
-	mu   sync.RWMutex
-	envs map[string]*envState
+	envs *stock.Cache[*envState]
 
 	doubt   *stock.InDoubt // open batches whose reply was lost
 	metrics *metrics
@@ -151,7 +149,7 @@ func NewService(cfg Config, rdb redis.UniversalClient, pub Publisher, members st
 	cfg.PublishTimeout = or(cfg.PublishTimeout, 5*time.Second)
 	cfg.MaxEnvelopes = max(cfg.MaxEnvelopes, 16)
 	cfg.RecentEntries = max(cfg.RecentEntries, 1)
-	s := &Service{cfg: cfg, rdb: rdb, pub: pub, members: members, log: log, envs: map[string]*envState{}, metrics: newMetrics()}
+	s := &Service{cfg: cfg, rdb: rdb, pub: pub, members: members, log: log, envs: stock.NewCache[*envState](cfg.MaxEnvelopes), metrics: newMetrics()}
 	s.doubt = stock.NewInDoubt("envelope", func(ctx context.Context, env, batch string) (int, error) {
 		users, err := lua.ResolveEnvBatch(ctx, rdb, env, batch)
 		return len(users), err
@@ -287,10 +285,7 @@ func (s *Service) Open(ctx context.Context, id, user string) (Opened, error) {
 
 // envelope returns the node's state of an envelope, loading it on first use.
 func (s *Service) envelope(ctx context.Context, id string) (*envState, error) {
-	s.mu.RLock()
-	st := s.envs[id]
-	s.mu.RUnlock()
-	if st != nil {
+	if st, ok := s.envs.Get(id); ok {
 		return st, nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.RedisTimeout)
@@ -303,39 +298,33 @@ func (s *Service) envelope(ctx context.Context, id string) (*envState, error) {
 		return nil, ErrNotFound
 	}
 	exp, left := toInt(v[0]), toInt(v[1])
-	st = &envState{id: id, expiresMs: exp}
+	st := &envState{id: id, expiresMs: exp}
 	st.share = stock.NewRefill(s.shareOf(left), s.cfg.RefreshInterval, s.reload(st))
 	st.empty.Store(left <= 0)
 	st.expired.Store(str(v[2]) != "open")
 
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if cur := s.envs[id]; cur != nil {
-		return cur, nil
-	}
-	if len(s.envs) >= s.cfg.MaxEnvelopes {
-		s.evictLocked()
-	}
-	s.envs[id] = st
-	return st, nil
+	got, _, err := s.envs.Put(id, st, s.evict)
+	return got, err
 }
 
-// evictLocked drops cached envelopes: first those expired, gone or empty
-// (their answer is one Redis read away), then any, down to 3/4 of the cap.
-// Dropping a live one only forgets its allowance; Redis decides every open.
-func (s *Service) evictLocked() {
+// evict makes room in a full cache (its lock held): it drops envelopes
+// that are expired, gone or empty (their answer is one Redis read away),
+// then any, down to 3/4 of the cap. Dropping a live one only forgets its
+// allowance; Redis decides every open.
+func (s *Service) evict(envs map[string]*envState) error {
 	now := time.Now().UnixMilli()
-	for id, st := range s.envs {
+	for id, st := range envs {
 		if now >= st.expiresMs || st.expired.Load() || st.share.Gone() || st.empty.Load() {
-			delete(s.envs, id)
+			delete(envs, id)
 		}
 	}
-	for id := range s.envs {
-		if len(s.envs) <= s.cfg.MaxEnvelopes*3/4 {
+	for id := range envs {
+		if len(envs) <= s.cfg.MaxEnvelopes*3/4 {
 			break
 		}
-		delete(s.envs, id)
+		delete(envs, id)
 	}
+	return nil
 }
 
 func (s *Service) shareOf(left int64) int64 {

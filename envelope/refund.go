@@ -135,13 +135,10 @@ func (s *Service) publishRefund(ctx context.Context, id, sender string, amount, 
 }
 
 func (s *Service) forgetAllowance(id string) {
-	s.mu.Lock()
-	if st := s.envs[id]; st != nil {
+	if st, ok := s.envs.Delete(id); ok {
 		st.expired.Store(true)
 		st.share.Set(0)
-		delete(s.envs, id)
 	}
-	s.mu.Unlock()
 }
 
 func str(v any) string { x, _ := v.(string); return x }

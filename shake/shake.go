@@ -28,7 +28,6 @@ import (
 	"math"
 	"math/rand/v2"
 	"strconv"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -130,8 +129,7 @@ type Service struct {
 	co      *stock.Coalescer[takeReq, takeRes]
 	seed    maphash.Seed
 
-	mu    sync.RWMutex
-	camps map[string]*campaign
+	camps *stock.Cache[*campaign]
 
 	candidates, wins, lostLocal, deferred prometheus.Counter
 }
@@ -200,7 +198,7 @@ func NewService(cfg Config, rdb redis.UniversalClient, members stock.Membership,
 	c := func(name, help string) prometheus.Counter {
 		return prometheus.NewCounter(prometheus.CounterOpts{Name: "flashsale_shake_" + name, Help: help})
 	}
-	s := &Service{cfg: cfg, rdb: rdb, members: members, log: log, seed: maphash.MakeSeed(), camps: map[string]*campaign{},
+	s := &Service{cfg: cfg, rdb: rdb, members: members, log: log, seed: maphash.MakeSeed(), camps: stock.NewCache[*campaign](cfg.MaxCampaigns),
 		candidates: c("candidates_total", "Shakes that drew a local token and went to Redis."),
 		wins:       c("wins_total", "Shakes Redis confirmed as wins."),
 		lostLocal:  c("lost_local_total", "Shakes answered \"nothing\" from memory (empty bucket)."),
@@ -272,10 +270,7 @@ func (s *Service) Shake(ctx context.Context, id, user string) (Win, error) {
 
 // campaign returns the node's state of a campaign, loading it on first use.
 func (s *Service) campaign(ctx context.Context, id string) (*campaign, error) {
-	s.mu.RLock()
-	c := s.camps[id]
-	s.mu.RUnlock()
-	if c != nil {
+	if c, ok := s.camps.Get(id); ok {
 		return c, nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.RedisTimeout)
@@ -287,7 +282,7 @@ func (s *Service) campaign(ctx context.Context, id string) (*campaign, error) {
 	if v[0] == nil {
 		return nil, ErrNotFound
 	}
-	c = &campaign{id: id, total: toInt(v[0]), rate: toInt(v[1]), startsMs: toInt(v[2])}
+	c := &campaign{id: id, total: toInt(v[0]), rate: toInt(v[1]), startsMs: toInt(v[2])}
 	c.done.Store(toInt(v[3]) >= c.total)
 	c.buckets = make([]*stock.Share, s.cfg.Buckets)
 	for i := range c.buckets {
@@ -299,29 +294,25 @@ func (s *Service) campaign(ctx context.Context, id string) (*campaign, error) {
 	c.granted = s.localDue(c, time.Now())
 	c.lastSeen.Store(time.Now().UnixMilli())
 
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if cur := s.camps[id]; cur != nil {
-		return cur, nil
-	}
-	if len(s.camps) >= s.cfg.MaxCampaigns {
-		s.evictLocked()
-		if len(s.camps) >= s.cfg.MaxCampaigns {
-			return nil, flashsale.Errorf(flashsale.EOVERLOADED, "this node serves too many shake campaigns")
-		}
-	}
-	s.camps[id] = c
-	return c, nil
+	got, _, err := s.camps.Put(id, c, s.evict)
+	return got, err
 }
 
-// evictLocked drops finished campaigns and those nobody shook for a minute.
-func (s *Service) evictLocked() {
+var errTooManyCampaigns = flashsale.Errorf(flashsale.EOVERLOADED, "this node serves too many shake campaigns")
+
+// evict makes room in a full cache (its lock held): it drops finished
+// campaigns and those nobody shook for a minute, and refuses when none is.
+func (s *Service) evict(camps map[string]*campaign) error {
 	idle := time.Now().Add(-time.Minute).UnixMilli()
-	for id, c := range s.camps {
+	for id, c := range camps {
 		if c.done.Load() || c.lastSeen.Load() < idle {
-			delete(s.camps, id)
+			delete(camps, id)
 		}
 	}
+	if len(camps) >= s.cfg.MaxCampaigns {
+		return errTooManyCampaigns
+	}
+	return nil
 }
 
 // localRate is this node's release rate: its share of the campaign's rate
@@ -357,13 +348,7 @@ func (s *Service) Run(ctx context.Context) {
 // clock released since the last tick, one at a time round robin, each
 // bucket capped at its limit.
 func (s *Service) release(now time.Time) {
-	s.mu.RLock()
-	all := make([]*campaign, 0, len(s.camps))
-	for _, c := range s.camps {
-		all = append(all, c)
-	}
-	s.mu.RUnlock()
-	for _, c := range all {
+	for _, c := range s.camps.Values() {
 		if c.done.Load() {
 			continue
 		}

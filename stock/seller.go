@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -67,8 +66,7 @@ type Seller struct {
 	members Membership
 	log     *slog.Logger
 
-	mu    sync.RWMutex
-	sales map[string]*saleState
+	sales *Cache[*saleState]
 
 	refreshes atomic.Int64 // share refreshes that read Redis, for /metrics
 	batches   prometheus.Histogram
@@ -124,7 +122,7 @@ func NewSeller(cfg SellerConfig, rdb redis.UniversalClient, c Confirmer, members
 	if cfg.MaxSales <= 0 {
 		cfg.MaxSales = 1024
 	}
-	return &Seller{cfg: cfg, rdb: rdb, confirm: c, members: members, log: log, sales: map[string]*saleState{},
+	return &Seller{cfg: cfg, rdb: rdb, confirm: c, members: members, log: log, sales: NewCache[*saleState](cfg.MaxSales),
 		batches: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "flashsale_stock_batch_size",
 			Help: "Buyers settled by one buy script call (coalescing at work).", Buckets: prometheus.ExponentialBuckets(1, 2, 10)}),
 		doubt: NewInDoubt("sale", func(ctx context.Context, sale, batch string) (int, error) {
@@ -200,13 +198,7 @@ func (s *Seller) ShareOf(remaining int64) int64 {
 // Reshare recomputes every sale's share, e.g. when the set of live nodes
 // changes. Errors are logged; the next refresh tries again.
 func (s *Seller) Reshare(ctx context.Context) {
-	s.mu.RLock()
-	all := make([]*saleState, 0, len(s.sales))
-	for _, st := range s.sales {
-		all = append(all, st)
-	}
-	s.mu.RUnlock()
-	for _, st := range all {
+	for _, st := range s.sales.Values() {
 		if err := st.share.Reload(ctx); err != nil {
 			s.log.Warn("reshare failed", "sale", st.id, "err", err)
 		}
@@ -215,10 +207,7 @@ func (s *Seller) Reshare(ctx context.Context) {
 
 // sale returns the node's state for a sale, loading it from Redis on first use.
 func (s *Seller) sale(ctx context.Context, id string) (*saleState, error) {
-	s.mu.RLock()
-	st := s.sales[id]
-	s.mu.RUnlock()
-	if st != nil {
+	if st, ok := s.sales.Get(id); ok {
 		return st, nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.RedisTimeout)
@@ -234,20 +223,19 @@ func (s *Seller) sale(ctx context.Context, id string) (*saleState, error) {
 	starts, _ := strconv.ParseInt(fmt.Sprint(v[1]), 10, 64)
 	ends, _ := strconv.ParseInt(fmt.Sprint(v[2]), 10, 64)
 
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if st := s.sales[id]; st != nil {
-		return st, nil // another buyer loaded it meanwhile
-	}
-	if len(s.sales) >= s.cfg.MaxSales {
-		return nil, flashsale.Errorf(flashsale.EOVERLOADED, "this node serves too many sales")
-	}
-	st = &saleState{s: s, id: id, share: NewRefill(s.ShareOf(remaining), s.cfg.RefreshInterval, s.reload(id)),
+	st := &saleState{s: s, id: id, share: NewRefill(s.ShareOf(remaining), s.cfg.RefreshInterval, s.reload(id)),
 		startsMs: starts, endsMs: ends}
 	st.co = NewCoalescer(s.cfg.Coalescer, st.flush)
-	s.sales[id] = st
-	return st, nil
+	got, inserted, err := s.sales.Put(id, st, func(map[string]*saleState) error {
+		return errTooManySales
+	})
+	if !inserted {
+		st.co.Close() // another buyer's state won, or there was no room
+	}
+	return got, err
 }
+
+var errTooManySales = flashsale.Errorf(flashsale.EOVERLOADED, "this node serves too many sales")
 
 // flush settles one batch of buyers: one buy script call, one Confirm for
 // the winners, one abort call for any winner that could not be confirmed,
@@ -357,11 +345,7 @@ func fill(res []buyRes, err error) {
 
 // Forget drops the node's state of a sale (e.g. after it was deleted).
 func (s *Seller) Forget(id string) {
-	s.mu.Lock()
-	st := s.sales[id]
-	delete(s.sales, id)
-	s.mu.Unlock()
-	if st != nil {
+	if st, ok := s.sales.Delete(id); ok {
 		st.co.Close()
 	}
 }
@@ -369,11 +353,7 @@ func (s *Seller) Forget(id string) {
 // Close settles queued buyers and stops every sale's flushers. Call it after
 // the HTTP server has stopped taking requests.
 func (s *Seller) Close() {
-	s.mu.Lock()
-	all := s.sales
-	s.sales = map[string]*saleState{}
-	s.mu.Unlock()
-	for _, st := range all {
+	for _, st := range s.sales.Drain() {
 		st.co.Close()
 	}
 	s.doubt.Close()
@@ -395,11 +375,9 @@ func (s *Seller) Describe(ch chan<- *prometheus.Desc) {
 // Collect implements prometheus.Collector; it reads the shares at scrape
 // time so the buy path pays nothing for the gauge.
 func (s *Seller) Collect(ch chan<- prometheus.Metric) {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	for id, st := range s.sales {
+	s.sales.Range(func(id string, st *saleState) {
 		ch <- prometheus.MustNewConstMetric(shareDesc, prometheus.GaugeValue, float64(st.share.Left()), id)
-	}
+	})
 	ch <- prometheus.MustNewConstMetric(refreshDesc, prometheus.CounterValue, float64(s.refreshes.Load()))
 	s.batches.Collect(ch)
 	s.doubt.Collect(ch)

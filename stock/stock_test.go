@@ -171,7 +171,10 @@ func TestSoldOutCostsNoRedis(t *testing.T) {
 	s := NewSeller(SellerConfig{Node: "n", RefreshInterval: time.Hour, Coalescer: CoalescerConfig{MaxBatch: 16, Flushers: 1, QueueSize: 64}},
 		rdb, &failingConfirmer{calls: atomic.Int64{}}, nil, nil)
 	defer s.Close()
-	for i := 0; s.sales["so"] == nil || s.sales["so"].share.Left() > 0; i++ {
+	for i := 0; ; i++ {
+		if st, ok := s.sales.Get("so"); ok && st.share.Left() == 0 {
+			break
+		}
 		s.Buy(ctx, "so", fmt.Sprint("u", i))
 	}
 	before, _ := rdb.Info(ctx, "stats").Result()
