@@ -55,7 +55,7 @@ func (s *Server) sendEnvelope(c *gin.Context) {
 	b = append(b, '"')
 	b = e.ExpiresAt.AppendFormat(b, time.RFC3339Nano)
 	b = append(b, '"', '}')
-	c.Data(http.StatusCreated, "application/json", b)
+	writeJSON(c, http.StatusCreated, b)
 }
 
 // openEnvelope is a hot path: validate, open, log the outcome, answer.
@@ -88,7 +88,7 @@ func (s *Server) openEnvelope(c *gin.Context) {
 	b = jsonw.StrField(b, "user_id", user)
 	b = jsonw.IntField(b, "amount_cents", o.AmountCents)
 	b = append(b, '}')
-	c.Data(http.StatusOK, "application/json", b)
+	writeJSON(c, http.StatusOK, b)
 }
 
 func (s *Server) getEnvelope(c *gin.Context) {
@@ -191,7 +191,7 @@ func (s *Server) shake(c *gin.Context) {
 		return
 	}
 	if !w.Won {
-		c.Data(http.StatusOK, "application/json", lostBody)
+		writeJSON(c, http.StatusOK, lostBody)
 		return
 	}
 	var buf [192]byte
@@ -199,7 +199,7 @@ func (s *Server) shake(c *gin.Context) {
 	b = jsonw.IntField(b, "amount_cents", w.AmountCents)
 	b = jsonw.StrField(b, "envelope_id", w.EnvelopeID)
 	b = append(b, '}')
-	c.Data(http.StatusOK, "application/json", b)
+	writeJSON(c, http.StatusOK, b)
 }
 
 // userFromBody reads a {"user_id": ...} body.

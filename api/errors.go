@@ -47,7 +47,27 @@ func AppendError(b []byte, code, message string) []byte {
 	return append(b, '}', '}')
 }
 
-var retryAfter = []string{"1"}
+var (
+	retryAfter = []string{"1"}
+	// jsonType is shared by every response writeJSON writes: net/http copies
+	// the header map before writing, never its value slices.
+	jsonType = []string{"application/json"}
+)
+
+// writeJSON answers status with a body that is already JSON. It sets the
+// header itself because gin's c.Data allocates a fresh []string for the
+// Content-Type of every response; on the buy path that is one of the few
+// allocations left.
+func writeJSON(c *gin.Context, status int, body []byte) {
+	c.Writer.Header()["Content-Type"] = jsonType
+	c.Status(status)
+	_, _ = c.Writer.Write(body)
+}
+
+// errAtCapacity is the refusal limitInflight sends: a package-level value so
+// its body is rendered once, keeping a refusal as cheap as it can be while
+// the node is overloaded.
+var errAtCapacity = &flashsale.Error{Code: flashsale.EOVERLOADED, Message: "node is at capacity; retry shortly"}
 
 // rendered caches the bodies of application errors that are package-level
 // values (sold out, limit reached, ...): the hot paths answer them with no
@@ -75,7 +95,7 @@ func (s *Server) writeError(c *gin.Context, err error) {
 		// that long instead of retrying at once keeps a storm from forming.
 		c.Writer.Header()["Retry-After"] = retryAfter
 	}
-	c.Data(status, "application/json", body)
+	writeJSON(c, status, body)
 	c.Abort()
 }
 

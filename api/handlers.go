@@ -135,7 +135,7 @@ func (s *Server) buy(c *gin.Context) {
 	b = append(b, '"')
 	b = time.UnixMilli(r.DeadlineMs).UTC().AppendFormat(b, time.RFC3339Nano)
 	b = append(b, '"', '}')
-	c.Data(http.StatusCreated, "application/json", b)
+	writeJSON(c, http.StatusCreated, b)
 }
 
 // OrderView is the JSON of an order.

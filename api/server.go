@@ -65,6 +65,7 @@ type Server struct {
 func init() {
 	gin.SetMode(gin.ReleaseMode)
 	PreRender(stock.Sentinels()...)
+	PreRender(errAtCapacity)
 }
 
 // New returns a Server with every route registered.
@@ -137,7 +138,7 @@ func (s *Server) limitInflight(c *gin.Context) {
 		c.Next()
 	default:
 		s.metrics.shed.Inc()
-		s.errorf(c, flashsale.EOVERLOADED, "node is at capacity; retry shortly")
+		s.writeError(c, errAtCapacity)
 	}
 }
 

@@ -45,7 +45,23 @@ type SaleKeys struct {
 	Meta      string // hash: settings and books
 	Users     string // hash: user id -> active orders
 	Orders    string // hash: order number -> record
-	Deadlines string // zset: pending order numbers by deadline (ms)
+	Deadlines string // zset: "first-last" order-number ranges, one per batch, by deadline (ms)
+}
+
+// ParseDeadlineRange parses a member of SaleKeys.Deadlines: "first-last", the
+// orders one buy batch created (consecutive numbers, one deadline), or a lone
+// order number.
+func ParseDeadlineRange(member string) (first, last int64, err error) {
+	a, b, ok := strings.Cut(member, "-")
+	if !ok {
+		b = a
+	}
+	first, err1 := strconv.ParseInt(a, 10, 64)
+	last, err2 := strconv.ParseInt(b, 10, 64)
+	if err1 != nil || err2 != nil || first <= 0 || last < first {
+		return 0, 0, fmt.Errorf("deadline index entry %q: want first-last order numbers", member)
+	}
+	return first, last, nil
 }
 
 // BatchKey is the record of one buy batch (see buy.lua): "ran:<orders>" once
@@ -58,7 +74,7 @@ func KeysFor(id string) SaleKeys {
 	return SaleKeys{Meta: p + "meta", Users: p + "users", Orders: p + "orders", Deadlines: p + "deadlines"}
 }
 
-func (k SaleKeys) all() []string { return []string{k.Meta, k.Users, k.Orders, k.Deadlines} }
+func (k SaleKeys) settle() []string { return []string{k.Meta, k.Users, k.Orders} }
 
 // Load sends every script to the server with SCRIPT LOAD, so the first
 // requests of a sale do not all pay for EVAL. Optional: Run reloads on demand.
@@ -253,7 +269,7 @@ func Settle(ctx context.Context, rdb redis.Scripter, id, action string, orders [
 	for _, n := range orders {
 		args = append(args, n)
 	}
-	v, err := settle.Run(ctx, rdb, KeysFor(id).all(), args...).Slice()
+	v, err := settle.Run(ctx, rdb, KeysFor(id).settle(), args...).Slice()
 	if err != nil {
 		return 0, nil, fmt.Errorf("settle (%s) in sale %q: %w", action, id, err)
 	}

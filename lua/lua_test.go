@@ -176,8 +176,29 @@ func TestSettle(t *testing.T) {
 	if len(held) != 1 || held["a"] != "1" {
 		t.Fatalf("only the payer keeps a slot: %v", held)
 	}
-	if n, _ := rdb.ZCard(ctx, lua.KeysFor("s").Deadlines).Result(); n != 0 {
-		t.Fatalf("deadline index still holds %d orders", n)
+	// The batch's one index entry covers all four orders, with their deadline;
+	// settling leaves it for the sweeper.
+	idx, _ := rdb.ZRangeWithScores(ctx, lua.KeysFor("s").Deadlines, 0, -1).Result()
+	want := fmt.Sprintf("%d-%d", a, d)
+	if len(idx) != 1 || idx[0].Member != want || int64(idx[0].Score) != r.DeadlineMs {
+		t.Fatalf("deadline index = %v, want one range %s at %d", idx, want, r.DeadlineMs)
+	}
+}
+
+func TestParseDeadlineRange(t *testing.T) {
+	for _, c := range []struct {
+		in          string
+		first, last int64
+		ok          bool
+	}{
+		{"1-4", 1, 4, true}, {"7-7", 7, 7, true}, {"12", 12, 12, true},
+		{"", 0, 0, false}, {"4-1", 0, 0, false}, {"0-3", 0, 0, false}, {"a-b", 0, 0, false},
+		{"1-", 0, 0, false}, {"-3", 0, 0, false}, {"1-2-3", 0, 0, false},
+	} {
+		first, last, err := lua.ParseDeadlineRange(c.in)
+		if (err == nil) != c.ok || first != c.first || last != c.last {
+			t.Errorf("ParseDeadlineRange(%q) = %d, %d, %v", c.in, first, last, err)
+		}
 	}
 }
 

@@ -5,7 +5,10 @@
 -- KEYS[1]  fs:{sale:ID}:meta
 -- KEYS[2]  fs:{sale:ID}:users
 -- KEYS[3]  fs:{sale:ID}:orders
--- KEYS[4]  fs:{sale:ID}:deadlines
+-- The deadline index (fs:{sale:ID}:deadlines) is not touched here: it holds
+-- one range per buy batch, which the sweeper drops once the range's deadline
+-- has passed and none of its orders is still pending.
+--
 -- ARGV[1]  action: "pay", "cancel", "expire" or "abort"
 -- ARGV[2..] order numbers
 --
@@ -54,7 +57,6 @@ for i = 2, #ARGV do
       if to then
         rec = to .. '|' .. deadline .. '|' .. rest
         redis.call('HSET', KEYS[3], n, rec)
-        redis.call('ZREM', KEYS[4], n)
         redis.call('HINCRBY', KEYS[1], 'pending', -1)
         redis.call('HINCRBY', KEYS[1], counter[to], 1)
         if to ~= 'y' then

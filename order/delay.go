@@ -24,6 +24,13 @@ type DelayConfig struct {
 	BatchMax   int           // items of one key released by one Release call
 	RetryDelay time.Duration // wait before retrying after a Release error or a fetch error
 
+	// A fetch returns once FetchMinBytes are there or FetchMaxWait passed
+	// (defaults 64 KiB and 250 ms). Deadlines are seconds to minutes away, so
+	// a quarter second late in hand costs nothing, while a fetch per produce
+	// (MinBytes 1) woke the broker and this node for every sold batch.
+	FetchMinBytes int
+	FetchMaxWait  time.Duration
+
 	// Name is the metric subsystem ("expiry" → flashsale_expiry_released_total)
 	// and Noun what is held ("orders" → flashsale_expiry_held_orders).
 	Name, Noun string
@@ -116,6 +123,12 @@ func NewDelayConsumer[T any](cfg DelayConfig, h DelayHandler[T], log *slog.Logge
 	if cfg.RetryDelay <= 0 {
 		cfg.RetryDelay = time.Second
 	}
+	if cfg.FetchMinBytes <= 0 {
+		cfg.FetchMinBytes = 64 << 10
+	}
+	if cfg.FetchMaxWait <= 0 {
+		cfg.FetchMaxWait = 250 * time.Millisecond
+	}
 	if log == nil {
 		log = slog.Default()
 	}
@@ -147,9 +160,9 @@ func (d *DelayConsumer[T]) Run(ctx context.Context) error {
 		Brokers:        d.cfg.Brokers,
 		GroupID:        d.cfg.Group,
 		Topic:          d.cfg.Topic,
-		MinBytes:       1,
-		MaxBytes:       8 << 20,
-		MaxWait:        250 * time.Millisecond,
+		MinBytes:       d.cfg.FetchMinBytes,
+		MaxBytes:       max(8<<20, d.cfg.FetchMinBytes),
+		MaxWait:        d.cfg.FetchMaxWait,
 		CommitInterval: 500 * time.Millisecond,
 		StartOffset:    kafka.FirstOffset,
 		// Short group timeouts: a killed node's partitions move to the

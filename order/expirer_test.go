@@ -9,6 +9,7 @@ import (
 
 	"github.com/flashsale/flashsale"
 	"github.com/flashsale/flashsale/internal/testenv"
+	"github.com/flashsale/flashsale/lua"
 	"github.com/flashsale/flashsale/order"
 	"github.com/flashsale/flashsale/stock"
 	"github.com/redis/go-redis/v9"
@@ -116,25 +117,45 @@ func TestSweeperReleasesLostOrders(t *testing.T) {
 	}
 	s := stock.NewSeller(stock.SellerConfig{Node: "n1", Coalescer: stock.CoalescerConfig{MaxBatch: 8, Flushers: 1, QueueSize: 64}},
 		rdb, noKafka{}, nil, nil)
-	for i := 0; i < 10; i++ {
-		if _, err := s.Buy(ctx, "sw", fmt.Sprint("u", i)); err != nil {
-			t.Fatal(err)
-		}
+	// Concurrent buyers, so batches (and their index ranges) hold several
+	// orders; some orders of the ranges get paid, the rest are "lost".
+	orders := make([]int64, 10)
+	var wg sync.WaitGroup
+	for i := range orders {
+		wg.Go(func() {
+			r, err := s.Buy(ctx, "sw", fmt.Sprint("u", i))
+			if err != nil {
+				t.Error(err)
+			}
+			orders[i] = r.Order
+		})
 	}
+	wg.Wait()
 	s.Close()
+	if ranges, _ := rdb.ZCard(ctx, lua.KeysFor("sw").Deadlines).Result(); ranges >= 10 {
+		t.Logf("no batch held two orders (%d ranges): the range path is not exercised this run", ranges)
+	}
+	paid := []int64{orders[0], orders[4], orders[8]}
+	if _, res, err := lua.Settle(ctx, rdb, "sw", lua.Pay, paid); err != nil || res[0].Code != lua.SettleDone {
+		t.Fatal(res, err)
+	}
 	sw := order.NewSweeper(rdb, time.Hour, 200*time.Millisecond, 3, time.Second, nil)
 	if n, err := sw.Sweep(ctx); err != nil || n != 0 {
 		t.Fatalf("swept %d before the deadline (%v)", n, err)
 	}
 	time.Sleep(1300 * time.Millisecond)
-	if n, err := sw.Sweep(ctx); err != nil || n != 10 {
-		t.Fatalf("swept %d, want 10 (%v)", n, err)
+	want := 10 - len(paid)
+	if n, err := sw.Sweep(ctx); err != nil || n != want {
+		t.Fatalf("swept %d, want %d (%v)", n, want, err)
 	}
 	if n, _ := sw.Sweep(ctx); n != 0 {
 		t.Fatalf("second sweep released %d more", n)
 	}
-	if _, b, _ := stock.LoadSale(ctx, rdb, "sw"); b.Remaining != 10 || b.Expired != 10 {
+	if _, b, _ := stock.LoadSale(ctx, rdb, "sw"); b.Remaining != int64(want) || b.Expired != int64(want) || b.Paid != int64(len(paid)) {
 		t.Fatalf("books = %+v", b)
+	}
+	if n, _ := rdb.ZCard(ctx, lua.KeysFor("sw").Deadlines).Result(); n != 0 {
+		t.Fatalf("the deadline index still holds %d ranges after the sweep", n)
 	}
 }
 

@@ -59,6 +59,12 @@ func (s *Sweeper) Run(ctx context.Context) {
 
 // Sweep releases every pending order overdue by more than the grace period
 // and returns how many it released.
+//
+// The index holds one "first-last" range per buy batch (see buy.lua), so a
+// page of s.batch entries may stand for many orders: they are settled
+// s.batch at a time, and a range leaves the index only once none of its
+// orders is still pending (removal after release: a crash in between leaves
+// the range to the next sweep, and releasing again is a no-op).
 func (s *Sweeper) Sweep(ctx context.Context) (int, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.interval+s.timeout)
 	defer cancel()
@@ -69,41 +75,89 @@ func (s *Sweeper) Sweep(ctx context.Context) (int, error) {
 	total := 0
 	cutoff := strconv.FormatInt(time.Now().Add(-s.grace).UnixMilli(), 10)
 	for _, id := range ids {
-		for {
-			nums, err := s.rdb.ZRangeArgs(ctx, redis.ZRangeArgs{Key: lua.KeysFor(id).Deadlines,
-				Start: "-inf", Stop: cutoff, ByScore: true, Count: int64(s.batch)}).Result()
-			if err != nil {
-				return total, fmt.Errorf("overdue orders of sale %q: %w", id, err)
-			}
-			if len(nums) == 0 {
-				break
-			}
-			orders := make([]int64, 0, len(nums))
-			for _, n := range nums {
-				if v, err := strconv.ParseInt(n, 10, 64); err == nil {
-					orders = append(orders, v)
-				}
-			}
-			_, res, err := lua.Settle(ctx, s.rdb, id, lua.Expire, orders)
-			if err != nil {
-				return total, err
-			}
-			done := 0
-			for _, r := range res {
-				if r.Code == lua.SettleDone {
-					done++
-					s.released.Inc()
-				}
-			}
-			total += done
-			// A short page is the last; a page with nothing released means
-			// Redis's clock is behind ours, so the rest waits for the next tick.
-			if len(nums) < s.batch || done == 0 {
-				break
-			}
+		n, err := s.sweepSale(ctx, id, cutoff)
+		total += n
+		if err != nil {
+			return total, err
 		}
 	}
 	return total, nil
+}
+
+func (s *Sweeper) sweepSale(ctx context.Context, id, cutoff string) (int, error) {
+	key := lua.KeysFor(id).Deadlines
+	total := 0
+	for {
+		members, err := s.rdb.ZRangeArgs(ctx, redis.ZRangeArgs{Key: key,
+			Start: "-inf", Stop: cutoff, ByScore: true, Count: int64(s.batch)}).Result()
+		if err != nil {
+			return total, fmt.Errorf("overdue orders of sale %q: %w", id, err)
+		}
+		if len(members) == 0 {
+			return total, nil
+		}
+		var done []any // ranges with nothing left pending
+		for _, m := range members {
+			first, last, err := lua.ParseDeadlineRange(m)
+			if err != nil {
+				s.log.Warn("sweep: dropping a bad deadline index entry", "sale", id, "err", err)
+				done = append(done, m)
+				continue
+			}
+			released, due, err := s.expireRange(ctx, id, first, last)
+			total += released
+			if err != nil {
+				return total, err
+			}
+			if !due {
+				// Redis's clock is behind ours: the rest waits for the next tick.
+				return total, s.forget(ctx, key, done)
+			}
+			done = append(done, m)
+		}
+		if err := s.forget(ctx, key, done); err != nil {
+			return total, err
+		}
+		if len(members) < s.batch {
+			return total, nil
+		}
+	}
+}
+
+// expireRange expires the orders first..last that are still pending; due is
+// false when Redis says some are not due yet.
+func (s *Sweeper) expireRange(ctx context.Context, id string, first, last int64) (released int, due bool, err error) {
+	orders := make([]int64, 0, min(last-first+1, int64(s.batch)))
+	for lo := first; lo <= last; lo += int64(s.batch) {
+		orders = orders[:0]
+		for n := lo; n <= last && n < lo+int64(s.batch); n++ {
+			orders = append(orders, n)
+		}
+		_, res, err := lua.Settle(ctx, s.rdb, id, lua.Expire, orders)
+		if err != nil {
+			return released, false, err
+		}
+		for _, r := range res {
+			switch r.Code {
+			case lua.SettleDone:
+				released++
+				s.released.Inc()
+			case lua.SettleNotDue:
+				return released, false, nil
+			}
+		}
+	}
+	return released, true, nil
+}
+
+func (s *Sweeper) forget(ctx context.Context, key string, members []any) error {
+	if len(members) == 0 {
+		return nil
+	}
+	if err := s.rdb.ZRem(ctx, key, members...).Err(); err != nil {
+		return fmt.Errorf("drop swept deadline ranges: %w", err)
+	}
+	return nil
 }
 
 // Describe implements prometheus.Collector.

@@ -1,0 +1,74 @@
+package api_test
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/flashsale/flashsale"
+	"github.com/flashsale/flashsale/api"
+	"github.com/flashsale/flashsale/internal/testenv"
+	"github.com/flashsale/flashsale/stock"
+)
+
+// discard is a ResponseWriter that keeps nothing and reuses its header map,
+// so the allocations counted are the handler's, not the recorder's.
+type discard struct {
+	h      http.Header
+	status int
+}
+
+func (d *discard) Header() http.Header         { return d.h }
+func (d *discard) Write(b []byte) (int, error) { return len(b), nil }
+func (d *discard) WriteHeader(s int)           { d.status = s }
+
+type confirmAll struct{}
+
+func (confirmAll) Confirm(context.Context, []stock.Reservation, []error) {}
+
+// The sold-out answer is what a flash sale sends most: routing, middlewares,
+// the local share's check, the stat.log-free refusal and the pre-rendered
+// body must not allocate (net/http's own per-request allocations are outside
+// this count).
+func TestSoldOutAllocatesNothing(t *testing.T) {
+	if testenv.RaceEnabled {
+		t.Skip("the race detector allocates on its own; `go test ./api` (no -race) checks this")
+	}
+	rdb := testenv.StartRedis(t, false).Client(t)
+	ctx := context.Background()
+	if err := stock.CreateSale(ctx, rdb, flashsale.Sale{ID: "gone", Stock: 1, PerUserLimit: 1, PayTimeout: time.Minute}); err != nil {
+		t.Fatal(err)
+	}
+	seller := stock.NewSeller(stock.SellerConfig{Node: "n1", RefreshInterval: time.Hour,
+		Coalescer: stock.CoalescerConfig{MaxBatch: 8, Flushers: 1, QueueSize: 64}}, rdb, confirmAll{}, nil, nil)
+	defer seller.Close()
+	srv := api.New(api.Config{NodeID: "n1", MaxBodyBytes: 1 << 10, MaxInflight: 8}, api.Deps{Redis: rdb, Seller: seller})
+	h := srv.Handler()
+
+	serve := func(user string) int {
+		w := &discard{h: http.Header{}}
+		h.ServeHTTP(w, httptest.NewRequest(http.MethodGet, "/v1/sales/gone/buy?user_id="+user, nil))
+		return w.status
+	}
+	if st := serve("first"); st != http.StatusCreated {
+		t.Fatalf("first buyer got %d", st)
+	}
+	if st := serve("second"); st != http.StatusConflict {
+		t.Fatalf("sold out answered %d", st)
+	}
+
+	req := httptest.NewRequest(http.MethodGet, "/v1/sales/gone/buy?user_id=third", nil)
+	w := &discard{h: http.Header{}}
+	n := testing.AllocsPerRun(1000, func() {
+		clear(w.h)
+		h.ServeHTTP(w, req)
+	})
+	if w.status != http.StatusConflict {
+		t.Fatalf("status %d", w.status)
+	}
+	if n != 0 {
+		t.Fatalf("sold-out answer allocates %.1f times per request, want 0", n)
+	}
+}
