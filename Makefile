@@ -56,8 +56,9 @@ fuzz:
 	$(GO) test ./bench -run '^$$' -fuzz '^FuzzReadResponse$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./bench -run '^$$' -fuzz '^FuzzJSONField$$' -fuzztime $(FUZZTIME)
 
-## bench: hello vs the node's sold-out and selling paths (wrk, ratios, Redis cost), then the hot-path Go benchmarks.
-## BENCH_FLAGS e.g. "--runs 3 --duration 10s --results bench/RESULTS.md"
+## bench: hello vs the node's sold-out and selling paths (wrk, ratios, Redis and per-process CPU cost; each
+## scenario's duration in interleaved --slices), an overload row (--overload-connections), then the hot-path Go benchmarks.
+## BENCH_FLAGS e.g. "--runs 3 --duration 10s --slices 5 --overload-connections 4000 --results bench/RESULTS.md"
 BENCH_FLAGS ?= --runs 3 --duration 10s
 bench: deps build
 	$(BIN) bench suite $(BENCH_FLAGS)

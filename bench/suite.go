@@ -3,6 +3,7 @@ package bench
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -12,8 +13,10 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -24,47 +27,125 @@ import (
 
 // SuiteConfig describes one `flashsale bench suite` run.
 type SuiteConfig struct {
-	Duration    time.Duration // per scenario
+	Duration time.Duration // per scenario and round, split into Slices
+	// Slices is how many interleaved wrk runs each scenario's Duration is
+	// split into (hello, sold-out, selling, hello, ...), so that the drift of
+	// a noisy box hits all scenarios of a round alike; 1 when 0.
+	Slices      int
 	Connections int
-	Threads     int    // wrk threads
-	Runs        int    // rounds; each round measures every scenario once, in turn
-	WrkScript   string // bench/wrk/buy.lua
-	Binary      string // the flashsale binary for the node, broker and hello processes
-	Dir         string // run directory (logs, stat.log, Redis data)
-	Out         io.Writer
+	// OverloadConnections is wrk's connection count for the overload row,
+	// run once per round against the selling sale for Duration; 0 skips it.
+	OverloadConnections int
+	Threads             int    // wrk threads
+	Runs                int    // rounds; each round measures every scenario once, in turn
+	WrkScript           string // bench/wrk/buy.lua
+	Binary              string // the flashsale binary for the node, broker and hello processes
+	Dir                 string // run directory (logs, stat.log, Redis data)
+	Out                 io.Writer
 }
 
-// SuiteRow is one scenario's figures in one round.
+// SuiteRow is one scenario's figures in one round, summed over its slices.
 type SuiteRow struct {
-	Scenario      string
-	Round         int
-	RPS           float64
+	Scenario string
+	Round    int
+	Slices   int
+	Requests int64
+	// RPS is all the slices' requests over all their time (not a mean of
+	// the slices' rates); SliceRPSMin and SliceRPSMax are the spread of the
+	// slices' own rates within the round.
+	RPS                      float64
+	SliceRPSMin, SliceRPSMax float64
+	// wrk's percentiles cannot be merged exactly across runs: P50 is the
+	// median of the slices' p50s, P99 the worst slice's p99 (conservative).
 	P50, P99      time.Duration
 	Non2xx        int64
-	Statuses      string
+	Statuses      string        // HTTP status mix summed over the slices, as tally.lua prints it
 	Ratio         float64       // RPS / the hello server's RPS in the same round
 	RedisCmdPerRq float64       // commands Redis ran per request, those inside scripts included
 	EvalPerRq     float64       // script calls (round trips) per request: coalescing shows here
-	RedisCPUPerRq time.Duration // Redis CPU time per request (per sold unit on the selling path)
+	RedisCPUPerRq time.Duration // Redis CPU time per request from INFO (per sold unit on the selling path)
+	// User+system CPU per request of the server under test (the hello
+	// server or the node) and of the broker, from /proc (Linux only, zero
+	// elsewhere), and of wrk itself, from its rusage. Redis and the broker
+	// are left zero on the hello row: they have no part in it.
+	ServerCPUPerRq time.Duration
+	BrokerCPUPerRq time.Duration
+	WrkCPUPerRq    time.Duration
+}
+
+// OverloadRow is the node's selling path driven with far more connections
+// than its http.max_inflight, once per round: the excess should be refused
+// with fast 503s while the admitted requests still sell.
+type OverloadRow struct {
+	Scenario     string
+	Round        int
+	Connections  int
+	Requests     int64
+	RPS          float64 // all replies per second
+	GoodRPS      float64 // 201s (units sold) per second
+	Share503     float64 // 503s / all replies
+	P50, P99     time.Duration
+	Non2xx       int64
+	SocketErrors int64 // wrk's connect, read, write errors and timeouts
+	Statuses     string
+	// The node's go_goroutines and process_resident_memory_bytes, scraped
+	// from /metrics right after wrk exits; -1 when the scrape failed.
+	Goroutines int64
+	RSS        int64
+}
+
+// SuiteResult is what Suite measured: the main table and the overload table.
+type SuiteResult struct {
+	Rows     []SuiteRow
+	Overload []OverloadRow
+}
+
+// suiteScenario is one thing wrk drives: url with the wrk script's sale
+// argument ("none" for the hello server), served by the process pid.
+type suiteScenario struct {
+	name, url, sale string
+	pid             int
 }
 
 // Suite measures, on this machine and in one run, a bare net/http hello
 // server, a node's sold-out path and a node's selling path, each driven by
 // the same wrk script (so the client costs the same for all three), and
 // reports every figure as a ratio to the hello server of the same round.
-func Suite(ctx context.Context, cfg SuiteConfig) ([]SuiteRow, error) {
+// Each round runs the three scenarios' slices interleaved, then the
+// overload row when cfg.OverloadConnections > 0.
+func Suite(ctx context.Context, cfg SuiteConfig) (SuiteResult, error) {
+	var res SuiteResult
 	if _, err := exec.LookPath("wrk"); err != nil {
-		return nil, fmt.Errorf("wrk not found: run `make deps`")
+		return res, fmt.Errorf("wrk not found: run `make deps`")
 	}
 	out := cfg.Out
+	if out == nil {
+		out = io.Discard
+	}
+	nslices := max(cfg.Slices, 1)
+	// wrk's -d takes whole seconds.
+	sliceDur := (cfg.Duration / time.Duration(nslices)).Truncate(time.Second)
+	if sliceDur < time.Second {
+		return res, fmt.Errorf("--duration %v in %d slices is under 1s a slice: wrk runs whole seconds", cfg.Duration, nslices)
+	}
+	if total := sliceDur * time.Duration(nslices); total != cfg.Duration {
+		fmt.Fprintf(out, "note: %d slices of %v = %v per scenario (wrk runs whole seconds)\n", nslices, sliceDur, total)
+	}
+	// Before any child starts: they inherit the limit (see raiseNoFile).
+	if cur, err := raiseNoFile(); err != nil {
+		fmt.Fprintf(out, "note: cannot raise the open-files limit: %v\n", err)
+	} else if need := uint64(cfg.OverloadConnections + 64); cfg.OverloadConnections > 0 && cur < need {
+		fmt.Fprintf(out, "note: open-files limit %d is under the %d the overload row needs; expect wrk connect errors\n", cur, need)
+	}
+
 	helloAddr, err := freeAddr()
 	if err != nil {
-		return nil, err
+		return res, err
 	}
 	hello := exec.CommandContext(ctx, cfg.Binary, "bench", "hello", "--addr", helloAddr)
 	hello.Stdout, hello.Stderr = io.Discard, io.Discard
 	if err := hello.Start(); err != nil {
-		return nil, fmt.Errorf("start hello server: %w", err)
+		return res, fmt.Errorf("start hello server: %w", err)
 	}
 	defer func() { _ = hello.Process.Kill(); _ = hello.Wait() }()
 
@@ -72,97 +153,315 @@ func Suite(ctx context.Context, cfg SuiteConfig) ([]SuiteRow, error) {
 	c, err := cluster.Up(ctx, cluster.Config{Nodes: 1, NoNginx: true, Dir: cfg.Dir, Fresh: true, Binary: cfg.Binary,
 		RedisFsync: "everysec"})
 	if err != nil {
-		return nil, err
+		return res, err
 	}
 	defer c.Down()
-	node := c.NodeURLs()[0]
+	st := c.State()
+	node := st.Nodes[0].URL
 	api := NewAPI(node, c.AdminToken())
 	for _, s := range []SaleSpec{{ID: "soldout", Stock: 1, PerUserLimit: 1}, {ID: "selling", Stock: 100_000_000, PerUserLimit: 1}} {
 		if err := api.CreateSale(ctx, s); err != nil {
-			return nil, fmt.Errorf("create sale %s: %w", s.ID, err)
+			return res, fmt.Errorf("create sale %s: %w", s.ID, err)
 		}
 	}
-	if _, err := http.Get(node + "/v1/sales/soldout/buy?user_id=first"); err != nil {
-		return nil, err
+	resp, err := http.Get(node + "/v1/sales/soldout/buy?user_id=first")
+	if err != nil {
+		return res, err
 	}
+	resp.Body.Close()
 	if err := waitHTTP(ctx, "http://"+helloAddr+"/"); err != nil {
-		return nil, err
+		return res, err
 	}
 	rdb := redis.NewClient(&redis.Options{Addr: c.RedisAddr()})
 	defer rdb.Close()
+	m := meter{cfg: cfg, rdb: rdb, brokerPID: st.Broker.PID}
 
-	var rows []SuiteRow
+	scenarios := []suiteScenario{
+		{"hello (net/http)", "http://" + helloAddr, "none", hello.Process.Pid},
+		{"node sold-out path", node, "soldout", st.Nodes[0].PID},
+		{"node selling path", node, "selling", st.Nodes[0].PID},
+	}
 	for round := 1; round <= max(cfg.Runs, 1); round++ {
+		sums := make([]sliceSum, len(scenarios))
+		for range nslices {
+			for i, sc := range scenarios {
+				r, err := m.measure(ctx, sc, cfg.Connections, sliceDur)
+				if err != nil {
+					return res, fmt.Errorf("%s: %w", sc.name, err)
+				}
+				sums[i].add(r)
+			}
+		}
 		var base float64
-		for _, sc := range []struct{ name, url, sale string }{
-			{"hello (net/http)", "http://" + helloAddr, "none"},
-			{"node sold-out path", node, "soldout"},
-			{"node selling path", node, "selling"},
-		} {
-			before, err := redisStats(ctx, rdb)
-			if err != nil {
-				return nil, err
-			}
-			row, err := runWrk(ctx, cfg, sc.url, sc.sale)
-			if err != nil {
-				return nil, fmt.Errorf("%s: %w", sc.name, err)
-			}
-			after, err := redisStats(ctx, rdb)
-			if err != nil {
-				return nil, err
-			}
-			row.Scenario, row.Round = sc.name, round
+		for i, sc := range scenarios {
+			row := sums[i].row(sc.name, round, sc.sale != "none")
 			if sc.sale == "none" {
 				base = row.RPS
 			}
 			if base > 0 {
 				row.Ratio = row.RPS / base
 			}
-			if n := row.RPS * cfg.Duration.Seconds(); n > 0 && sc.sale != "none" {
-				row.RedisCmdPerRq = float64(after.commands-before.commands) / n
-				row.EvalPerRq = float64(after.evals-before.evals) / n
-				row.RedisCPUPerRq = time.Duration(float64(after.cpu-before.cpu) / n)
+			spread := ""
+			if row.Slices > 1 {
+				spread = fmt.Sprintf("slices %.0f..%.0f  ", row.SliceRPSMin, row.SliceRPSMax)
 			}
-			fmt.Fprintf(out, "round %d  %-20s %9.0f req/s  p99 %-8v ratio %.2f  %s\n", round, sc.name, row.RPS, row.P99, row.Ratio, row.Statuses)
-			rows = append(rows, row)
+			fmt.Fprintf(out, "round %d  %-20s %9.0f req/s  p99 %-8v ratio %.2f  %s%s\n", round, sc.name, row.RPS, row.P99, row.Ratio, spread, row.Statuses)
+			res.Rows = append(res.Rows, row)
+		}
+		if cfg.OverloadConnections > 0 {
+			sc := scenarios[2]
+			sc.name = fmt.Sprintf("node overload (c%d)", cfg.OverloadConnections)
+			r, err := m.measure(ctx, sc, cfg.OverloadConnections, cfg.Duration.Truncate(time.Second))
+			if err != nil {
+				return res, fmt.Errorf("%s: %w", sc.name, err)
+			}
+			o := overloadRow(sc.name, round, cfg.OverloadConnections, r.wrk)
+			o.Goroutines, o.RSS = -1, -1
+			if text, err := getText(ctx, node+"/metrics"); err != nil {
+				fmt.Fprintf(out, "note: scrape %s/metrics: %v\n", node, err)
+			} else {
+				if v, ok := promValue(text, "go_goroutines"); ok {
+					o.Goroutines = int64(v)
+				}
+				if v, ok := promValue(text, "process_resident_memory_bytes"); ok {
+					o.RSS = int64(v)
+				}
+			}
+			fmt.Fprintf(out, "round %d  %-20s %9.0f req/s  201/s %.0f  503 share %.2f  p99 %-8v  goroutines %d  %s\n",
+				round, o.Scenario, o.RPS, o.GoodRPS, o.Share503, o.P99, o.Goroutines, o.Statuses)
+			res.Overload = append(res.Overload, o)
 		}
 	}
-	return rows, nil
+	return res, nil
 }
 
-// WriteTable prints rows as the table `make bench` shows and RESULTS.md keeps.
-func WriteTable(w io.Writer, rows []SuiteRow) {
+// meter runs one wrk measurement and brackets it with the counters of the
+// processes taking part.
+type meter struct {
+	cfg       SuiteConfig
+	rdb       *redis.Client
+	brokerPID int
+}
+
+// measurement is one wrk run and what the other processes spent meanwhile.
+type measurement struct {
+	wrk            wrkResult
+	redis          rstats        // Redis's INFO counters over the run
+	server, broker time.Duration // CPU of the server under test and of the broker over the run
+}
+
+func (m meter) measure(ctx context.Context, sc suiteScenario, conns int, d time.Duration) (measurement, error) {
+	before, err := redisStats(ctx, m.rdb)
+	if err != nil {
+		return measurement{}, err
+	}
+	// Read /proc as close to wrk as possible, inside the INFO brackets, so
+	// the INFO round trips are not charged to the server.
+	srv0, brk0 := procCPU(sc.pid), procCPU(m.brokerPID)
+	w, err := runWrk(ctx, m.cfg.Threads, conns, d, m.cfg.WrkScript, sc.url, sc.sale)
+	if err != nil {
+		return measurement{}, err
+	}
+	srv1, brk1 := procCPU(sc.pid), procCPU(m.brokerPID)
+	after, err := redisStats(ctx, m.rdb)
+	if err != nil {
+		return measurement{}, err
+	}
+	return measurement{wrk: w, redis: after.sub(before), server: srv1 - srv0, broker: brk1 - brk0}, nil
+}
+
+// sliceSum adds up one scenario's slices within a round.
+type sliceSum struct {
+	n              int
+	requests       int64
+	elapsed        time.Duration
+	non2xx         int64
+	statuses       map[string]int64
+	p50s           []time.Duration
+	p99            time.Duration
+	minRPS, maxRPS float64
+	redis          rstats
+	server, broker time.Duration
+	wrkCPU         time.Duration
+}
+
+func (s *sliceSum) add(m measurement) {
+	w := m.wrk
+	rps := w.rps()
+	if s.n == 0 || rps < s.minRPS {
+		s.minRPS = rps
+	}
+	if s.n == 0 || rps > s.maxRPS {
+		s.maxRPS = rps
+	}
+	s.n++
+	s.requests += w.Requests
+	s.elapsed += w.Elapsed
+	s.non2xx += w.Non2xx
+	if s.statuses == nil {
+		s.statuses = map[string]int64{}
+	}
+	for k, v := range w.Statuses {
+		s.statuses[k] += v
+	}
+	s.p50s = append(s.p50s, w.P50)
+	s.p99 = max(s.p99, w.P99)
+	s.redis = s.redis.add(m.redis)
+	s.server += m.server
+	s.broker += m.broker
+	s.wrkCPU += w.CPU
+}
+
+// row turns the sums into a table row; backend (Redis, broker) figures only
+// when the scenario uses them.
+func (s *sliceSum) row(name string, round int, backend bool) SuiteRow {
+	r := SuiteRow{Scenario: name, Round: round, Slices: s.n, Requests: s.requests, Non2xx: s.non2xx,
+		Statuses: mapLine(s.statuses), P50: median(s.p50s), P99: s.p99, SliceRPSMin: s.minRPS, SliceRPSMax: s.maxRPS}
+	if s.elapsed > 0 {
+		r.RPS = float64(s.requests) / s.elapsed.Seconds()
+	}
+	if s.requests <= 0 {
+		return r
+	}
+	n := float64(s.requests)
+	perRq := func(d time.Duration) time.Duration { return time.Duration(float64(d) / n) }
+	r.ServerCPUPerRq, r.WrkCPUPerRq = perRq(s.server), perRq(s.wrkCPU)
+	if backend {
+		r.RedisCmdPerRq = float64(s.redis.commands) / n
+		r.EvalPerRq = float64(s.redis.evals) / n
+		r.RedisCPUPerRq = perRq(time.Duration(s.redis.cpu))
+		r.BrokerCPUPerRq = perRq(s.broker)
+	}
+	return r
+}
+
+func overloadRow(name string, round, conns int, w wrkResult) OverloadRow {
+	o := OverloadRow{Scenario: name, Round: round, Connections: conns, Requests: w.Requests, RPS: w.rps(),
+		P50: w.P50, P99: w.P99, Non2xx: w.Non2xx, SocketErrors: w.SocketErrors, Statuses: mapLine(w.Statuses)}
+	if w.Elapsed > 0 {
+		o.GoodRPS = float64(w.Statuses["201"]) / w.Elapsed.Seconds()
+	}
+	if w.Requests > 0 {
+		o.Share503 = float64(w.Statuses["503"]) / float64(w.Requests)
+	}
+	return o
+}
+
+// median returns the middle of ds (the mean of the two middle ones for an
+// even count), 0 for none.
+func median(ds []time.Duration) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// WriteTable prints res as the tables `make bench` shows and RESULTS.md
+// keeps: the main table, a note on how slices were merged, and the overload
+// table when there is one.
+func WriteTable(w io.Writer, res SuiteResult) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "round\tscenario\treq/s\tp50\tp99\tratio to hello\tnon-2xx\tscript calls/req\tRedis cmds/req\tRedis CPU/req\t")
-	for _, r := range rows {
-		fmt.Fprintf(tw, "%d\t%s\t%.0f\t%v\t%v\t%.2f\t%d\t%.4f\t%.3f\t%v\t\n", r.Round, r.Scenario, r.RPS, r.P50, r.P99, r.Ratio, r.Non2xx,
-			r.EvalPerRq, r.RedisCmdPerRq, r.RedisCPUPerRq.Round(10*time.Nanosecond))
+	fmt.Fprintln(tw, "round\tscenario\treq/s\tp50\tp99\tratio to hello\tnon-2xx\tscript calls/req\tRedis cmds/req\tRedis CPU/req\tserver CPU/req\tbroker CPU/req\twrk CPU/req\t")
+	for _, r := range res.Rows {
+		fmt.Fprintf(tw, "%d\t%s\t%.0f\t%v\t%v\t%.2f\t%d\t%.4f\t%.3f\t%v\t%v\t%v\t%v\t\n", r.Round, r.Scenario, r.RPS, r.P50, r.P99, r.Ratio, r.Non2xx,
+			r.EvalPerRq, r.RedisCmdPerRq, cpuCell(r.RedisCPUPerRq), cpuCell(r.ServerCPUPerRq), cpuCell(r.BrokerCPUPerRq), cpuCell(r.WrkCPUPerRq))
+	}
+	tw.Flush()
+	if len(res.Rows) > 0 && res.Rows[0].Slices > 1 {
+		fmt.Fprintf(w, "(%d interleaved slices per scenario and round: req/s = all requests / all time; p50 = median of the slices' p50s, p99 = worst slice's p99)\n",
+			res.Rows[0].Slices)
+	}
+	fmt.Fprintln(w, "(CPU/req = user+sys: Redis from INFO, server = hello or node and broker from /proc, wrk from its rusage)")
+	if len(res.Overload) == 0 {
+		return
+	}
+	fmt.Fprintln(w)
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "round\toverload\treq/s\t201/s\t503 share\tp50\tp99\tnon-2xx\tsocket errors\tgoroutines after\tRSS after\t")
+	for _, o := range res.Overload {
+		rss := "?"
+		if o.RSS >= 0 {
+			rss = fmt.Sprintf("%.0f MiB", float64(o.RSS)/(1<<20))
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%.0f\t%.0f\t%.3f\t%v\t%v\t%d\t%d\t%d\t%s\t\n", o.Round, o.Scenario, o.RPS, o.GoodRPS, o.Share503,
+			o.P50, o.P99, o.Non2xx, o.SocketErrors, o.Goroutines, rss)
 	}
 	tw.Flush()
 }
 
+func cpuCell(d time.Duration) time.Duration { return d.Round(10 * time.Nanosecond) }
+
+// wrkResult is what one wrk run printed, plus wrk's own CPU time.
+type wrkResult struct {
+	Requests     int64
+	Elapsed      time.Duration
+	P50, P99     time.Duration
+	Non2xx       int64
+	SocketErrors int64
+	Statuses     map[string]int64 // by HTTP status, from tally.lua's status line
+	CPU          time.Duration
+}
+
+func (w wrkResult) rps() float64 {
+	if w.Elapsed <= 0 {
+		return 0
+	}
+	return float64(w.Requests) / w.Elapsed.Seconds()
+}
+
 var (
-	rpsRe    = regexp.MustCompile(`Requests/sec:\s+([0-9.]+)`)
-	pctRe    = regexp.MustCompile(`(?m)^\s+(50|99)(?:\.000)?%\s+([0-9.]+)(us|ms|s)\b`)
-	non2xxRe = regexp.MustCompile(`Non-2xx or 3xx responses:\s+(\d+)`)
-	statusRe = regexp.MustCompile(`(?m)^status\s+(.*)$`)
+	requestsRe = regexp.MustCompile(`(\d+) requests in ([0-9.]+)(us|ms|s|m|h),`)
+	rpsRe      = regexp.MustCompile(`Requests/sec:\s+([0-9.]+)`)
+	pctRe      = regexp.MustCompile(`(?m)^\s+(50|99)(?:\.000)?%\s+([0-9.]+)(us|ms|s)\b`)
+	non2xxRe   = regexp.MustCompile(`Non-2xx or 3xx responses:\s+(\d+)`)
+	sockErrRe  = regexp.MustCompile(`Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)`)
+	// [ \t], not \s: an empty mix must not swallow the next line.
+	statusRe = regexp.MustCompile(`(?m)^status[ \t]+([^\n]*)$`)
 )
 
-func runWrk(ctx context.Context, cfg SuiteConfig, url, sale string) (SuiteRow, error) {
-	args := []string{"-t" + strconv.Itoa(max(cfg.Threads, 1)), "-c" + strconv.Itoa(cfg.Connections),
-		"-d" + strconv.Itoa(int(cfg.Duration.Seconds())) + "s", "--latency", "-s", cfg.WrkScript, url, "--", sale, "1000000000"}
+func runWrk(ctx context.Context, threads, conns int, d time.Duration, script, url, sale string) (wrkResult, error) {
+	args := []string{"-t" + strconv.Itoa(max(threads, 1)), "-c" + strconv.Itoa(conns),
+		"-d" + strconv.Itoa(int(d.Seconds())) + "s", "--latency", "-s", script, url, "--", sale, "1000000000"}
 	var buf bytes.Buffer
 	cmd := exec.CommandContext(ctx, "wrk", args...)
 	cmd.Stdout, cmd.Stderr = &buf, &buf
 	if err := cmd.Run(); err != nil {
-		return SuiteRow{}, fmt.Errorf("wrk %s: %w\n%s", strings.Join(args, " "), err, buf.String())
+		return wrkResult{}, fmt.Errorf("wrk %s: %w\n%s", strings.Join(args, " "), err, buf.String())
 	}
-	s := buf.String()
-	var r SuiteRow
+	r, err := parseWrk(buf.String())
+	if err != nil {
+		return r, err
+	}
+	// wrk is gone by now, and /proc with it: its rusage is exact anyway.
+	r.CPU = cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
+	return r, nil
+}
+
+// parseWrk reads wrk --latency output with tally.lua's status mix.
+func parseWrk(s string) (wrkResult, error) {
+	var r wrkResult
+	m := requestsRe.FindStringSubmatch(s)
+	if m == nil {
+		return r, fmt.Errorf("no \"N requests in T\" in wrk output:\n%s", s)
+	}
+	r.Requests, _ = strconv.ParseInt(m[1], 10, 64)
+	d, err := time.ParseDuration(m[2] + m[3])
+	if err != nil {
+		return r, fmt.Errorf("wrk run time %q: %w", m[2]+m[3], err)
+	}
+	r.Elapsed = d
+	// wrk prints its run time with two decimals (2.00s), but Requests/sec
+	// (requests over that same run time) with seven or more significant
+	// digits: take the run time from the two when it can be had.
 	if m := rpsRe.FindStringSubmatch(s); m != nil {
-		r.RPS, _ = strconv.ParseFloat(m[1], 64)
-	} else {
-		return r, fmt.Errorf("no Requests/sec in wrk output:\n%s", s)
+		if rps, _ := strconv.ParseFloat(m[1], 64); rps > 0 && r.Requests > 0 {
+			r.Elapsed = time.Duration(float64(r.Requests) / rps * float64(time.Second))
+		}
 	}
 	for _, m := range pctRe.FindAllStringSubmatch(s, -1) {
 		d, _ := time.ParseDuration(m[2] + m[3])
@@ -175,16 +474,149 @@ func runWrk(ctx context.Context, cfg SuiteConfig, url, sale string) (SuiteRow, e
 	if m := non2xxRe.FindStringSubmatch(s); m != nil {
 		r.Non2xx, _ = strconv.ParseInt(m[1], 10, 64)
 	}
+	if m := sockErrRe.FindStringSubmatch(s); m != nil {
+		for _, v := range m[1:] {
+			n, _ := strconv.ParseInt(v, 10, 64)
+			r.SocketErrors += n
+		}
+	}
 	if m := statusRe.FindStringSubmatch(s); m != nil {
-		r.Statuses = strings.TrimSpace(m[1])
+		r.Statuses = parseMix(m[1])
 	}
 	return r, nil
 }
 
+// parseMix reads a tally.lua line body such as "201=74100  409=2".
+func parseMix(s string) map[string]int64 {
+	mix := map[string]int64{}
+	for _, f := range strings.Fields(s) {
+		k, v, ok := strings.Cut(f, "=")
+		if !ok {
+			continue
+		}
+		if n, err := strconv.ParseInt(v, 10, 64); err == nil {
+			mix[k] += n
+		}
+	}
+	return mix
+}
+
+// clockTicks is USER_HZ, the unit of /proc/PID/stat's utime and stime. It
+// is 100 on every Linux architecture Go supports (getconf CLK_TCK), and
+// reading it would take cgo (sysconf), so it is fixed here.
+const clockTicks = 100
+
+// procCPU returns pid's user+system CPU time so far (all its threads), or 0
+// off Linux or when it cannot be read: a gap in one column is better than
+// stopping the suite.
+func procCPU(pid int) time.Duration {
+	if runtime.GOOS != "linux" || pid <= 0 {
+		return 0
+	}
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0
+	}
+	d, _ := parseProcStatCPU(string(b))
+	return d
+}
+
+// parseProcStatCPU returns utime+stime (fields 14 and 15) of a
+// /proc/PID/stat line.
+func parseProcStatCPU(stat string) (time.Duration, error) {
+	// The command name (field 2) may hold spaces and parentheses; the
+	// fields after the last ')' are plain, starting with field 3.
+	i := strings.LastIndexByte(stat, ')')
+	if i < 0 {
+		return 0, errors.New("malformed /proc stat")
+	}
+	f := strings.Fields(stat[i+1:])
+	if len(f) < 13 {
+		return 0, errors.New("short /proc stat")
+	}
+	utime, err := strconv.ParseUint(f[14-3], 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("utime: %w", err)
+	}
+	stime, err := strconv.ParseUint(f[15-3], 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("stime: %w", err)
+	}
+	return time.Duration(utime+stime) * (time.Second / clockTicks), nil
+}
+
+// raiseNoFile lifts the soft open-files limit to the hard one and returns
+// the new soft limit. Go raises its own soft limit at start-up but gives
+// child processes the original one (often 1024) back unless the program
+// calls Setrlimit itself, so without this call wrk could not open the
+// overload row's thousands of connections.
+func raiseNoFile() (uint64, error) {
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		return 0, fmt.Errorf("getrlimit: %w", err)
+	}
+	lim.Cur = lim.Max
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		return 0, fmt.Errorf("setrlimit: %w", err)
+	}
+	return lim.Cur, nil
+}
+
+// getText GETs url and returns the body.
+func getText(ctx context.Context, url string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return "", err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return "", fmt.Errorf("read %s: %w", url, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("%s: %s", url, resp.Status)
+	}
+	return string(b), nil
+}
+
+// promValue returns the value of the unlabelled sample name in Prometheus
+// text exposition format.
+func promValue(text, name string) (float64, bool) {
+	for _, line := range strings.Split(text, "\n") {
+		rest, ok := strings.CutPrefix(line, name)
+		if !ok || rest == "" || (rest[0] != ' ' && rest[0] != '\t') {
+			continue // another metric with this prefix, or a labelled one
+		}
+		f := strings.Fields(rest) // value [timestamp]
+		if len(f) == 0 {
+			continue
+		}
+		if v, err := strconv.ParseFloat(f[0], 64); err == nil {
+			return v, true
+		}
+	}
+	return 0, false
+}
+
+// rstats are Redis's cumulative counters from INFO.
 type rstats struct {
 	commands int64
 	evals    int64
 	cpu      int64 // nanoseconds of user+sys CPU
+}
+
+func (a rstats) sub(b rstats) rstats {
+	return rstats{commands: a.commands - b.commands, evals: a.evals - b.evals, cpu: a.cpu - b.cpu}
+}
+
+func (a rstats) add(b rstats) rstats {
+	return rstats{commands: a.commands + b.commands, evals: a.evals + b.evals, cpu: a.cpu + b.cpu}
 }
 
 func redisStats(ctx context.Context, rdb *redis.Client) (rstats, error) {
@@ -214,7 +646,7 @@ func redisStats(ctx context.Context, rdb *redis.Client) (rstats, error) {
 			cpu += f
 		}
 	}
-	// INFO itself is a command; two of them bracket every scenario.
+	// INFO itself is a command; two of them bracket every wrk run.
 	st.commands--
 	st.cpu = int64(cpu * 1e9)
 	return st, nil
@@ -245,7 +677,29 @@ func suiteCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "suite",
 		Short: "Measure hello vs the node's sold-out and selling paths with wrk; print ratios (make bench)",
-		Args:  cobra.NoArgs,
+		Long: `suite starts a bare net/http hello server and a one-node cluster (redis-server,
+the broker, a node) and drives, with the same wrk script, the hello server, the
+node's sold-out path and its selling path, printing each as a ratio to hello
+measured in the same round.
+
+Within a round each scenario's --duration is split into --slices wrk runs,
+interleaved (hello, sold-out, selling, hello, ...), so that a noisy box's drift
+hits all three alike. Slices are merged as follows: req/s is all requests over
+all the time wrk measured; non-2xx, the status mix and the Redis and CPU
+counters are summed. wrk's percentiles cannot be merged exactly, so p50 is the
+median of the slices' p50s and p99 the worst slice's p99 (conservative).
+--slices 1 gives one wrk run per scenario and round.
+
+CPU/req columns are user+system CPU per request: Redis's from INFO, the server
+under test's (hello or the node) and the broker's from /proc (Linux only; zero
+elsewhere), wrk's from its rusage.
+
+After the three scenarios each round drives the selling path once more, for
+--duration, with --overload-connections connections (far above the node's
+http.max_inflight), and prints a second table: req/s, 201s per second, the
+share of 503s, latency, and the node's goroutines and RSS from /metrics right
+after the run.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg.Out = cmd.ErrOrStderr()
 			if cfg.Binary == "" {
@@ -263,12 +717,12 @@ func suiteCommand() *cobra.Command {
 				defer os.RemoveAll(dir)
 				cfg.Dir = dir
 			}
-			rows, err := Suite(cmd.Context(), cfg)
+			res, err := Suite(cmd.Context(), cfg)
 			if err != nil {
 				return err
 			}
 			var tbl bytes.Buffer
-			WriteTable(&tbl, rows)
+			WriteTable(&tbl, res)
 			fmt.Fprintln(cmd.OutOrStdout())
 			cmd.OutOrStdout().Write(tbl.Bytes())
 			if results != "" {
@@ -278,20 +732,29 @@ func suiteCommand() *cobra.Command {
 					return err
 				}
 				defer f.Close()
-				fmt.Fprintf(f, "\n### %s — %s, %d cores (wrk -t%d -c%d, %v per scenario)\n\n```\n%s```\n",
-					time.Now().UTC().Format("2006-01-02 15:04 UTC"), host, runtime.NumCPU(), cfg.Threads, cfg.Connections, cfg.Duration, tbl.String())
+				overload := ""
+				if cfg.OverloadConnections > 0 {
+					overload = fmt.Sprintf("; overload -c%d", cfg.OverloadConnections)
+				}
+				if _, err := fmt.Fprintf(f, "\n### %s — %s, %d cores (wrk -t%d -c%d, %v per scenario in %d interleaved slices%s)\n\n```\n%s```\n",
+					time.Now().UTC().Format("2006-01-02 15:04 UTC"), host, runtime.NumCPU(), cfg.Threads, cfg.Connections, cfg.Duration,
+					max(cfg.Slices, 1), overload, tbl.String()); err != nil {
+					return fmt.Errorf("append to %s: %w", results, err)
+				}
 			}
 			return nil
 		},
 	}
 	f := cmd.Flags()
-	f.DurationVar(&cfg.Duration, "duration", 10*time.Second, "per scenario and round")
+	f.DurationVar(&cfg.Duration, "duration", 10*time.Second, "per scenario and round (whole seconds per slice)")
+	f.IntVar(&cfg.Slices, "slices", 5, "interleaved wrk runs per scenario and round; p50 = median of the slices' p50s, p99 = worst slice's p99")
 	f.IntVar(&cfg.Connections, "connections", 256, "wrk connections")
+	f.IntVar(&cfg.OverloadConnections, "overload-connections", 4000, "wrk connections for the overload row (0: no overload row)")
 	f.IntVar(&cfg.Threads, "threads", 1, "wrk threads")
 	f.IntVar(&cfg.Runs, "runs", 3, "rounds (the spread across rounds is the run-to-run noise)")
-	f.StringVar(&cfg.WrkScript, "script", filepath.Join("bench", "wrk", "buy.lua"), "wrk script for all three scenarios")
+	f.StringVar(&cfg.WrkScript, "script", filepath.Join("bench", "wrk", "buy.lua"), "wrk script for all scenarios")
 	f.StringVar(&cfg.Binary, "binary", "", "flashsale binary (default: this one)")
 	f.StringVar(&cfg.Dir, "dir", "", "run directory (default: a temporary one)")
-	f.StringVar(&results, "results", "", "append the table to this file (e.g. bench/RESULTS.md)")
+	f.StringVar(&results, "results", "", "append the tables to this file (e.g. bench/RESULTS.md)")
 	return cmd
 }
