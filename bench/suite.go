@@ -179,7 +179,7 @@ func Suite(ctx context.Context, cfg SuiteConfig) (SuiteResult, error) {
 	// far, and whichever slice it lands in (hello's or a node's) loses a core
 	// for seconds — noise, not a cost of the path being measured.
 	if err := rdb.ConfigSet(ctx, "auto-aof-rewrite-percentage", "0").Err(); err != nil {
-		return SuiteResult{}, fmt.Errorf("redis: turn off AOF auto-rewrite for the run: %w", err)
+		return res, fmt.Errorf("redis: turn off AOF auto-rewrite for the run: %w", err)
 	}
 	m := meter{cfg: cfg, rdb: rdb, brokerPID: st.Broker.PID}
 
