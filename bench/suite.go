@@ -3,7 +3,6 @@ package bench
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -264,12 +263,12 @@ func (m meter) measure(ctx context.Context, sc suiteScenario, conns int, d time.
 	}
 	// Read /proc as close to wrk as possible, inside the INFO brackets, so
 	// the INFO round trips are not charged to the server.
-	srv0, brk0 := procCPU(sc.pid), procCPU(m.brokerPID)
+	srv0, brk0 := cluster.ProcCPU(sc.pid), cluster.ProcCPU(m.brokerPID)
 	w, err := runWrk(ctx, m.cfg.Threads, conns, d, m.cfg.WrkScript, sc.url, sc.sale)
 	if err != nil {
 		return measurement{}, err
 	}
-	srv1, brk1 := procCPU(sc.pid), procCPU(m.brokerPID)
+	srv1, brk1 := cluster.ProcCPU(sc.pid), cluster.ProcCPU(m.brokerPID)
 	after, err := redisStats(ctx, m.rdb)
 	if err != nil {
 		return measurement{}, err
@@ -506,50 +505,6 @@ func parseMix(s string) map[string]int64 {
 		}
 	}
 	return mix
-}
-
-// clockTicks is USER_HZ, the unit of /proc/PID/stat's utime and stime. It
-// is 100 on every Linux architecture Go supports (getconf CLK_TCK), and
-// reading it would take cgo (sysconf), so it is fixed here.
-const clockTicks = 100
-
-// procCPU returns pid's user+system CPU time so far (all its threads), or 0
-// off Linux or when it cannot be read: a gap in one column is better than
-// stopping the suite.
-func procCPU(pid int) time.Duration {
-	if runtime.GOOS != "linux" || pid <= 0 {
-		return 0
-	}
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0
-	}
-	d, _ := parseProcStatCPU(string(b))
-	return d
-}
-
-// parseProcStatCPU returns utime+stime (fields 14 and 15) of a
-// /proc/PID/stat line.
-func parseProcStatCPU(stat string) (time.Duration, error) {
-	// The command name (field 2) may hold spaces and parentheses; the
-	// fields after the last ')' are plain, starting with field 3.
-	i := strings.LastIndexByte(stat, ')')
-	if i < 0 {
-		return 0, errors.New("malformed /proc stat")
-	}
-	f := strings.Fields(stat[i+1:])
-	if len(f) < 13 {
-		return 0, errors.New("short /proc stat")
-	}
-	utime, err := strconv.ParseUint(f[14-3], 10, 64)
-	if err != nil {
-		return 0, fmt.Errorf("utime: %w", err)
-	}
-	stime, err := strconv.ParseUint(f[15-3], 10, 64)
-	if err != nil {
-		return 0, fmt.Errorf("stime: %w", err)
-	}
-	return time.Duration(utime+stime) * (time.Second / clockTicks), nil
 }
 
 // raiseNoFile lifts the soft open-files limit to the hard one and returns

@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/flashsale/flashsale/cluster"
 )
 
 // wrkOut is wrk --latency output with tally.lua's mix, as buy.lua prints it.
@@ -138,9 +140,9 @@ func TestParseProcStatCPU(t *testing.T) {
 		{"7 (x) R 1 2 3", 0, false},
 		{"garbage", 0, false},
 	} {
-		got, err := parseProcStatCPU(tc.stat)
+		got, err := cluster.ParseProcCPU(tc.stat)
 		if (err == nil) != tc.ok || got != tc.want {
-			t.Errorf("parseProcStatCPU(%q) = %v, %v; want %v, ok %v", tc.stat, got, err, tc.want, tc.ok)
+			t.Errorf("ParseProcCPU(%q) = %v, %v; want %v, ok %v", tc.stat, got, err, tc.want, tc.ok)
 		}
 	}
 }

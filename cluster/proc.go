@@ -62,25 +62,71 @@ func spawn(p *Proc) (*ownedProc, error) {
 	return op, nil
 }
 
+// statFields returns the fields of a /proc/PID/stat line that follow the
+// command name, so f[0] is field 3 (state). The command name (field 2) may
+// hold spaces and parentheses; the fields after the last ')' are plain.
+func statFields(stat string) ([]string, error) {
+	i := strings.LastIndexByte(stat, ')')
+	if i < 0 {
+		return nil, errors.New("malformed /proc stat")
+	}
+	return strings.Fields(stat[i+1:]), nil
+}
+
 // procStat returns the state letter and start time of pid from /proc.
 func procStat(pid int) (state byte, ticks uint64, err error) {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 	if err != nil {
 		return 0, 0, err
 	}
-	// The command name (field 2) may hold spaces and parentheses; the
-	// fields after the last ')' are plain: state is field 3, starttime 22.
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return 0, 0, errors.New("malformed stat")
+	f, err := statFields(string(b))
+	if err != nil {
+		return 0, 0, err
 	}
-	f := strings.Fields(s[i+1:])
 	if len(f) < 20 {
 		return 0, 0, errors.New("short stat")
 	}
-	ticks, err = strconv.ParseUint(f[19], 10, 64)
+	ticks, err = strconv.ParseUint(f[19], 10, 64) // starttime, field 22
 	return f[0][0], ticks, err
+}
+
+// clockTicks is USER_HZ, the unit of /proc/PID/stat's times. It is 100 on
+// every Linux build Go supports (the kernel converts for /proc whatever its
+// internal HZ), so it is fixed here rather than asked of sysconf via cgo.
+const clockTicks = 100
+
+// ParseProcCPU returns utime+stime (fields 14 and 15) of a /proc/PID/stat line.
+func ParseProcCPU(stat string) (time.Duration, error) {
+	f, err := statFields(stat)
+	if err != nil {
+		return 0, err
+	}
+	if len(f) < 13 {
+		return 0, errors.New("short /proc stat")
+	}
+	utime, err := strconv.ParseUint(f[14-3], 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("utime: %w", err)
+	}
+	stime, err := strconv.ParseUint(f[15-3], 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("stime: %w", err)
+	}
+	return time.Duration(utime+stime) * (time.Second / clockTicks), nil
+}
+
+// ProcCPU returns pid's user+system CPU time so far (all its threads), or 0
+// when it cannot be read (off Linux, or the process is gone).
+func ProcCPU(pid int) time.Duration {
+	if pid <= 0 {
+		return 0
+	}
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0
+	}
+	d, _ := ParseProcCPU(string(b))
+	return d
 }
 
 func startTicks(pid int) uint64 {
