@@ -51,8 +51,8 @@ fuzz:
 	$(GO) test ./api -run '^$$' -fuzz '^FuzzParseCreateShake$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./statlog -run '^$$' -fuzz '^FuzzRead$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./internal/jsonw -run '^$$' -fuzz '^FuzzString$$' -fuzztime $(FUZZTIME)
-	$(GO) test ./order -run '^$$' -fuzz '^FuzzParseEvent$$' -fuzztime $(FUZZTIME)
-	$(GO) test ./order -run '^$$' -fuzz '^FuzzParseDue$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./kafka -run '^$$' -fuzz '^FuzzParseEvent$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./kafka -run '^$$' -fuzz '^FuzzParseDue$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./bench -run '^$$' -fuzz '^FuzzReadResponse$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./bench -run '^$$' -fuzz '^FuzzJSONField$$' -fuzztime $(FUZZTIME)
 
@@ -65,7 +65,7 @@ bench: deps build
 	$(MAKE) --no-print-directory bench-go
 
 bench-go:
-	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2s ./stock ./lua ./order ./statlog
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2s ./stock ./lua ./kafka ./statlog
 
 ## run: the main job — a local cluster, a sale under 10x demand through nginx, node2 SIGKILLed
 ## mid-sale, unpaid orders expire and sell again, the reconciliation report (exit 1 on any failed

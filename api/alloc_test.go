@@ -7,9 +7,12 @@ import (
 	"testing"
 	"time"
 
+	kafkago "github.com/segmentio/kafka-go"
+
 	"github.com/flashsale/flashsale"
 	"github.com/flashsale/flashsale/api"
 	"github.com/flashsale/flashsale/internal/testenv"
+	"github.com/flashsale/flashsale/order"
 	"github.com/flashsale/flashsale/stock"
 )
 
@@ -26,7 +29,7 @@ func (d *discard) WriteHeader(s int)           { d.status = s }
 
 type confirmAll struct{}
 
-func (confirmAll) Confirm(context.Context, []stock.Reservation, []error) {}
+func (confirmAll) Publish(context.Context, []kafkago.Message, []error) {}
 
 // The sold-out answer is what a flash sale sends most: routing, middlewares,
 // the local share's check, the stat.log-free refusal and the pre-rendered
@@ -38,10 +41,10 @@ func TestSoldOutAllocatesNothing(t *testing.T) {
 	}
 	rdb := testenv.StartRedis(t, false).Client(t)
 	ctx := context.Background()
-	if err := stock.CreateSale(ctx, rdb, flashsale.Sale{ID: "gone", Stock: 1, PerUserLimit: 1, PayTimeout: time.Minute}); err != nil {
+	if err := order.CreateSale(ctx, rdb, flashsale.Sale{ID: "gone", Stock: 1, PerUserLimit: 1, PayTimeout: time.Minute}); err != nil {
 		t.Fatal(err)
 	}
-	seller := stock.NewSeller(stock.SellerConfig{Node: "n1", RefreshInterval: time.Hour,
+	seller := order.NewSeller(order.SellerConfig{Node: "n1", RefreshInterval: time.Hour,
 		Coalescer: stock.CoalescerConfig{MaxBatch: 8, Flushers: 1, QueueSize: 64}}, rdb, confirmAll{}, nil, nil)
 	defer seller.Close()
 	srv := api.New(api.Config{NodeID: "n1", MaxBodyBytes: 1 << 10, MaxInflight: 8}, api.Deps{Redis: rdb, Seller: seller})

@@ -7,8 +7,8 @@ import (
 
 	"github.com/flashsale/flashsale"
 	"github.com/flashsale/flashsale/internal/jsonw"
+	"github.com/flashsale/flashsale/order"
 	"github.com/flashsale/flashsale/statlog"
-	"github.com/flashsale/flashsale/stock"
 	"github.com/gin-gonic/gin"
 )
 
@@ -32,7 +32,7 @@ func (s *Server) createSale(c *gin.Context) {
 		s.writeError(c, err)
 		return
 	}
-	if err := stock.CreateSale(c.Request.Context(), s.Redis, sale); err != nil {
+	if err := order.CreateSale(c.Request.Context(), s.Redis, sale); err != nil {
 		s.writeError(c, err)
 		return
 	}
@@ -65,7 +65,7 @@ func (s *Server) respondSale(c *gin.Context, status int, id string) {
 		s.writeError(c, fieldErr("sale id"))
 		return
 	}
-	sale, b, err := stock.LoadSale(c.Request.Context(), s.Redis, id)
+	sale, b, err := order.LoadSale(c.Request.Context(), s.Redis, id)
 	if err != nil {
 		s.writeError(c, err)
 		return

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/flashsale/flashsale"
-	"github.com/flashsale/flashsale/stock"
+	"github.com/flashsale/flashsale/order"
 )
 
 // decodeStrict decodes exactly one JSON object into v, rejecting unknown
@@ -98,7 +98,7 @@ func ParseCreateSale(body []byte, defaultPay time.Duration) (flashsale.Sale, err
 	if r.EndsAt != nil {
 		s.EndsAt = *r.EndsAt
 	}
-	if err := stock.ValidateSale(s); err != nil {
+	if err := order.ValidateSale(s); err != nil {
 		return flashsale.Sale{}, err
 	}
 	return s, nil

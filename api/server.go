@@ -15,7 +15,6 @@ import (
 	"github.com/flashsale/flashsale/order"
 	"github.com/flashsale/flashsale/shake"
 	"github.com/flashsale/flashsale/statlog"
-	"github.com/flashsale/flashsale/stock"
 	"github.com/gin-gonic/gin"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -39,7 +38,7 @@ type Config struct {
 // checks /readyz runs.
 type Deps struct {
 	Redis  redis.UniversalClient
-	Seller *stock.Seller
+	Seller *order.Seller
 	Orders *order.Service
 	// Envelopes and Shakes are optional: without them their routes are absent.
 	Envelopes *envelope.Service
@@ -64,7 +63,7 @@ type Server struct {
 
 func init() {
 	gin.SetMode(gin.ReleaseMode)
-	PreRender(stock.Sentinels()...)
+	PreRender(order.Sentinels()...)
 	PreRender(errAtCapacity)
 }
 

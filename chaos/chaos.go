@@ -22,8 +22,8 @@ import (
 	"github.com/flashsale/flashsale/bench"
 	"github.com/flashsale/flashsale/cluster"
 	"github.com/flashsale/flashsale/lua"
+	"github.com/flashsale/flashsale/order"
 	"github.com/flashsale/flashsale/reconcile"
-	"github.com/flashsale/flashsale/stock"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -460,7 +460,7 @@ func (r *run) watch(ctx context.Context) {
 	defer tick.Stop()
 	for {
 		rctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
-		_, b, err := stock.LoadSale(rctx, r.rdb, r.o.Sale)
+		_, b, err := order.LoadSale(rctx, r.rdb, r.o.Sale)
 		cancel()
 		if err == nil {
 			r.observe(ctx, b, time.Now())

@@ -1,3 +1,7 @@
+// Package cluster is the dev and ops launcher: the Kafka-protocol dev
+// broker, and the local cluster that starts redis-server, the broker, N
+// nodes and nginx on this machine. No production code imports it (see
+// node's dependency test); node membership is package membership.
 package cluster
 
 import (

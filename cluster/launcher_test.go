@@ -20,6 +20,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/flashsale/flashsale/internal/testenv"
+	"github.com/flashsale/flashsale/membership"
 )
 
 // run runs the flashsale binary and returns its stdout, failing on error.
@@ -232,7 +233,7 @@ func TestUpThreeNodes(t *testing.T) {
 		t.Helper()
 		deadline := time.Now().Add(3 * time.Second)
 		for {
-			n, err := rdb.ZCard(ctx, DefaultMembersKey).Result()
+			n, err := rdb.ZCard(ctx, membership.DefaultMembersKey).Result()
 			if err == nil && n == want {
 				return
 			}

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/flashsale/flashsale/membership"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -71,7 +72,7 @@ func fakeNode() int {
 		return 2
 	}
 	rdb := redis.NewClient(&redis.Options{Addr: redisAddr})
-	mem, err := NewMembership(rdb, MembershipConfig{NodeID: id, Beat: 100 * time.Millisecond, TTL: 300 * time.Millisecond, Logger: log})
+	mem, err := membership.New(rdb, membership.Config{NodeID: id, Beat: 100 * time.Millisecond, TTL: 300 * time.Millisecond, Logger: log})
 	if err != nil {
 		log.Error("membership", "err", err)
 		return 2

@@ -26,12 +26,13 @@ import (
 	"time"
 
 	"github.com/flashsale/flashsale"
+	"github.com/flashsale/flashsale/kafka"
 	"github.com/flashsale/flashsale/lua"
 	"github.com/flashsale/flashsale/stock"
 	"github.com/flashsale/flashsale/wallet"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
-	"github.com/segmentio/kafka-go"
+	kafkago "github.com/segmentio/kafka-go"
 )
 
 // Limits bound what a sender may ask for; anything outside is a 400.
@@ -69,9 +70,9 @@ func (l Limits) Validate(r Request) error {
 }
 
 // Publisher publishes events and reports each one Kafka did not take;
-// order.Publisher implements it.
+// kafka.Publisher implements it.
 type Publisher interface {
-	Publish(ctx context.Context, msgs []kafka.Message, errs []error)
+	Publish(ctx context.Context, msgs []kafkago.Message, errs []error)
 }
 
 // Config tunes a Service. Zero values take the defaults of configs/default.yaml.
@@ -228,11 +229,11 @@ func (s *Service) Create(ctx context.Context, r Request) (Envelope, error) {
 	}
 	var pubErr error
 	if debitErr == nil {
-		ev := Event{Type: TypeCreated, EnvelopeID: id, SenderID: r.SenderID, TotalCents: r.TotalCents,
+		ev := kafka.EnvelopeEvent{Type: kafka.TypeEnvelopeCreated, EnvelopeID: id, SenderID: r.SenderID, TotalCents: r.TotalCents,
 			Count: int64(r.Count), AtMs: nowMs, ExpiresAtMs: expMs}
 		errs := make([]error, 1)
 		pctx, cancel := context.WithTimeout(ctx, s.cfg.PublishTimeout)
-		s.pub.Publish(pctx, []kafka.Message{{Key: []byte(id), Value: AppendEvent(nil, &ev)}}, errs)
+		s.pub.Publish(pctx, []kafkago.Message{{Key: []byte(id), Value: kafka.AppendEnvelopeEvent(nil, &ev)}}, errs)
 		cancel()
 		pubErr = errs[0]
 	}
@@ -443,11 +444,11 @@ func (s *Service) flush(reqs []openReq, res []openRes) {
 	}
 
 	// Durable before anyone hears the amount: one Publish for the batch.
-	msgs := make([]kafka.Message, len(wins))
+	msgs := make([]kafkago.Message, len(wins))
 	for k, w := range wins {
-		ev := Event{Type: TypeOpened, EnvelopeID: w.st.id, UserID: reqs[w.i].user, Node: s.cfg.Node,
+		ev := kafka.EnvelopeEvent{Type: kafka.TypeEnvelopeOpened, EnvelopeID: w.st.id, UserID: reqs[w.i].user, Node: s.cfg.Node,
 			AmountCents: w.amount, Seq: w.seq, AtMs: w.nowMs}
-		msgs[k] = kafka.Message{Key: []byte(w.st.id), Value: AppendEvent(make([]byte, 0, 192), &ev)}
+		msgs[k] = kafkago.Message{Key: []byte(w.st.id), Value: kafka.AppendEnvelopeEvent(make([]byte, 0, 192), &ev)}
 	}
 	errs := make([]error, len(wins))
 	pctx, cancel := context.WithTimeout(context.Background(), s.cfg.PublishTimeout)

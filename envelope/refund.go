@@ -8,12 +8,12 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/flashsale/flashsale/kafka"
 	"github.com/flashsale/flashsale/lua"
-	"github.com/flashsale/flashsale/order"
 	"github.com/flashsale/flashsale/wallet"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
-	"github.com/segmentio/kafka-go"
+	kafkago "github.com/segmentio/kafka-go"
 )
 
 // DueKey is the sorted set of envelopes not yet refunded, scored by their
@@ -115,10 +115,10 @@ func (s *Service) publishRefund(ctx context.Context, id, sender string, amount, 
 		release()
 		return err
 	}
-	ev := Event{Type: TypeRefunded, EnvelopeID: id, SenderID: sender, AmountCents: amount, AtMs: atMs}
+	ev := kafka.EnvelopeEvent{Type: kafka.TypeEnvelopeRefunded, EnvelopeID: id, SenderID: sender, AmountCents: amount, AtMs: atMs}
 	errs := make([]error, 1)
 	pctx, pcancel := context.WithTimeout(ctx, s.cfg.PublishTimeout)
-	s.pub.Publish(pctx, []kafka.Message{{Key: []byte(id), Value: AppendEvent(nil, &ev)}}, errs)
+	s.pub.Publish(pctx, []kafkago.Message{{Key: []byte(id), Value: kafka.AppendEnvelopeEvent(nil, &ev)}}, errs)
 	pcancel()
 	if errs[0] != nil {
 		release()
@@ -202,11 +202,11 @@ type RefundConfig struct {
 }
 
 // NewRefunder returns the consumer that refunds each envelope at its
-// deadline: an order.DelayConsumer over envelope.created events whose
+// deadline: an kafka.DelayConsumer over envelope.created events whose
 // release is Settle(expire). Settle is idempotent, so forced redelivery (a
 // crash before the commit, a second group) refunds nothing twice.
-func (s *Service) NewRefunder(cfg RefundConfig) *order.DelayConsumer[string] {
-	return order.NewDelayConsumer[string](order.DelayConfig{
+func (s *Service) NewRefunder(cfg RefundConfig) *kafka.DelayConsumer[string] {
+	return kafka.NewDelayConsumer[string](kafka.DelayConfig{
 		Brokers: cfg.Brokers, Topic: cfg.Topic, Group: cfg.Group, Workers: cfg.Workers, QueueSize: cfg.QueueSize,
 		MaxHeld: cfg.MaxHeld, BatchMax: 64, RetryDelay: cfg.RetryDelay, Name: "refund", Noun: "envelopes",
 	}, refundHandler{s}, s.log)
@@ -214,19 +214,19 @@ func (s *Service) NewRefunder(cfg RefundConfig) *order.DelayConsumer[string] {
 
 type refundHandler struct{ s *Service }
 
-func (h refundHandler) Decode(m kafka.Message) (order.Due[string], bool, error) {
-	ev, err := ParseEvent(m.Value)
+func (h refundHandler) Decode(m kafkago.Message) (kafka.Due[string], bool, error) {
+	ev, err := kafka.ParseEnvelopeEvent(m.Value)
 	if err != nil {
-		return order.Due[string]{}, false, err
+		return kafka.Due[string]{}, false, err
 	}
-	if ev.Type != TypeCreated {
-		return order.Due[string]{}, false, nil
+	if ev.Type != kafka.TypeEnvelopeCreated {
+		return kafka.Due[string]{}, false, nil
 	}
-	return order.Due[string]{Key: ev.EnvelopeID, Item: ev.EnvelopeID, DeadlineMs: ev.ExpiresAtMs}, true, nil
+	return kafka.Due[string]{Key: ev.EnvelopeID, Item: ev.EnvelopeID, DeadlineMs: ev.ExpiresAtMs}, true, nil
 }
 
 // Release settles one envelope; a batch holds only copies of its event.
-func (h refundHandler) Release(ctx context.Context, id string, items []string, out []order.Outcome) error {
+func (h refundHandler) Release(ctx context.Context, id string, items []string, out []kafka.Outcome) error {
 	r, err := h.s.Settle(ctx, id, lua.RefundExpire)
 	if err != nil {
 		return err

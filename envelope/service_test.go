@@ -12,12 +12,12 @@ import (
 	"github.com/flashsale/flashsale"
 	"github.com/flashsale/flashsale/envelope"
 	"github.com/flashsale/flashsale/internal/testenv"
+	"github.com/flashsale/flashsale/kafka"
 	"github.com/flashsale/flashsale/lua"
-	"github.com/flashsale/flashsale/order"
 	"github.com/flashsale/flashsale/stock"
 	"github.com/flashsale/flashsale/wallet"
 	"github.com/redis/go-redis/v9"
-	"github.com/segmentio/kafka-go"
+	kafkago "github.com/segmentio/kafka-go"
 )
 
 const topic = "flashsale.envelopes"
@@ -32,8 +32,8 @@ func newService(t *testing.T, rdb *redis.Client, pub envelope.Publisher) *envelo
 	return s
 }
 
-func kafkaPublisher(t *testing.T, broker string) *order.Publisher {
-	p := order.NewPublisher(order.PublisherConfig{Brokers: []string{broker}, Topic: topic,
+func kafkaPublisher(t *testing.T, broker string) *kafka.Publisher {
+	p := kafka.NewPublisher(kafka.PublisherConfig{Brokers: []string{broker}, Topic: topic,
 		WriteTimeout: 5 * time.Second, MaxAttempts: 3})
 	t.Cleanup(func() { p.Close() })
 	return p
@@ -141,15 +141,15 @@ func TestRefundExactlyOnceUnderRedelivery(t *testing.T) {
 	// Kafka: one created and one refunded event per envelope.
 	counts := readEvents(t, k.Addr, 20*2+int(opened/1_000_000))
 	for _, id := range ids {
-		if counts[id+" "+envelope.TypeCreated] != 1 || counts[id+" "+envelope.TypeRefunded] != 1 {
-			t.Fatalf("events of %s: created %d, refunded %d", id, counts[id+" "+envelope.TypeCreated], counts[id+" "+envelope.TypeRefunded])
+		if counts[id+" "+kafka.TypeEnvelopeCreated] != 1 || counts[id+" "+kafka.TypeEnvelopeRefunded] != 1 {
+			t.Fatalf("events of %s: created %d, refunded %d", id, counts[id+" "+kafka.TypeEnvelopeCreated], counts[id+" "+kafka.TypeEnvelopeRefunded])
 		}
 	}
 }
 
 func readEvents(t *testing.T, broker string, atLeast int) map[string]int {
-	r := kafka.NewReader(kafka.ReaderConfig{Brokers: []string{broker}, Topic: topic,
-		GroupID: fmt.Sprintf("read-%d", time.Now().UnixNano()), StartOffset: kafka.FirstOffset, MaxWait: 100 * time.Millisecond})
+	r := kafkago.NewReader(kafkago.ReaderConfig{Brokers: []string{broker}, Topic: topic,
+		GroupID: fmt.Sprintf("read-%d", time.Now().UnixNano()), StartOffset: kafkago.FirstOffset, MaxWait: 100 * time.Millisecond})
 	defer r.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
@@ -159,7 +159,7 @@ func readEvents(t *testing.T, broker string, atLeast int) map[string]int {
 		if err != nil {
 			return out
 		}
-		ev, err := envelope.ParseEvent(m.Value)
+		ev, err := kafka.ParseEnvelopeEvent(m.Value)
 		if err != nil {
 			t.Fatalf("bad event %s: %v", m.Value, err)
 		}
@@ -173,11 +173,11 @@ type refusing struct {
 	seen   atomic.Int64
 }
 
-func (p *refusing) Publish(_ context.Context, msgs []kafka.Message, errs []error) {
+func (p *refusing) Publish(_ context.Context, msgs []kafkago.Message, errs []error) {
 	typ, _ := p.refuse.Load().(string)
 	for i, m := range msgs {
 		p.seen.Add(1)
-		if ev, _ := envelope.ParseEvent(m.Value); ev.Type == typ {
+		if ev, _ := kafka.ParseEnvelopeEvent(m.Value); ev.Type == typ {
 			errs[i] = errors.New("broker said no")
 		}
 	}
@@ -192,7 +192,7 @@ func TestUnannouncedIsUndone(t *testing.T) {
 	s := newService(t, rdb, pub)
 	ctx := context.Background()
 
-	pub.refuse.Store(envelope.TypeCreated)
+	pub.refuse.Store(kafka.TypeEnvelopeCreated)
 	e, err := s.Create(ctx, envelope.Request{SenderID: "s1", TotalCents: 500, Count: 5, ExpiresIn: time.Minute})
 	if flashsale.ErrorCode(err) != flashsale.EUNAVAILABLE || e.ID == "" {
 		t.Fatalf("create with Kafka refusing: %v", err)
@@ -210,7 +210,7 @@ func TestUnannouncedIsUndone(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pub.refuse.Store(envelope.TypeOpened)
+	pub.refuse.Store(kafka.TypeEnvelopeOpened)
 	for i := 0; i < 5; i++ {
 		if _, err := s.Open(ctx, e.ID, fmt.Sprint("u", i)); flashsale.ErrorCode(err) != flashsale.EUNAVAILABLE {
 			t.Fatalf("open with Kafka refusing: %v", err)

@@ -12,14 +12,16 @@ import (
 	"testing"
 	"time"
 
+	"os"
+
 	"github.com/flashsale/flashsale/configs"
 	"github.com/flashsale/flashsale/envelope"
 	"github.com/flashsale/flashsale/internal/e2e"
+	"github.com/flashsale/flashsale/kafka"
 	"github.com/flashsale/flashsale/lua"
 	"github.com/flashsale/flashsale/shake"
 	"github.com/flashsale/flashsale/statlog"
-	"github.com/segmentio/kafka-go"
-	"os"
+	kafkago "github.com/segmentio/kafka-go"
 )
 
 func newEnvelopeEnv(t *testing.T) *e2e.Env {
@@ -135,7 +137,7 @@ func TestThousandOpenAcrossTwoNodes(t *testing.T) {
 
 	// Kafka: one created event and one opened event per success.
 	evs := readEnvelopeEvents(t, e.Kafka.Addr, 101)
-	if evs[envelope.TypeCreated] != 1 || evs[envelope.TypeOpened] != 100 || evs["cents"] != total {
+	if evs[kafka.TypeEnvelopeCreated] != 1 || evs[kafka.TypeEnvelopeOpened] != 100 || evs["cents"] != total {
 		t.Fatalf("events: %v", evs)
 	}
 	a.Stop()
@@ -166,8 +168,8 @@ func TestThousandOpenAcrossTwoNodes(t *testing.T) {
 
 func readEnvelopeEvents(t *testing.T, broker string, n int) map[string]int64 {
 	t.Helper()
-	r := kafka.NewReader(kafka.ReaderConfig{Brokers: []string{broker}, Topic: "flashsale.envelopes",
-		GroupID: fmt.Sprintf("test-%d", time.Now().UnixNano()), StartOffset: kafka.FirstOffset, MaxWait: 100 * time.Millisecond})
+	r := kafkago.NewReader(kafkago.ReaderConfig{Brokers: []string{broker}, Topic: "flashsale.envelopes",
+		GroupID: fmt.Sprintf("test-%d", time.Now().UnixNano()), StartOffset: kafkago.FirstOffset, MaxWait: 100 * time.Millisecond})
 	defer r.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
@@ -178,12 +180,12 @@ func readEnvelopeEvents(t *testing.T, broker string, n int) map[string]int64 {
 		if err != nil {
 			break
 		}
-		ev, err := envelope.ParseEvent(m.Value)
+		ev, err := kafka.ParseEnvelopeEvent(m.Value)
 		if err != nil {
 			t.Fatalf("bad event %s: %v", m.Value, err)
 		}
 		out[ev.Type]++
-		if ev.Type == envelope.TypeOpened {
+		if ev.Type == kafka.TypeEnvelopeOpened {
 			if seen[ev.UserID] {
 				t.Fatalf("%s opened twice on Kafka", ev.UserID)
 			}

@@ -18,10 +18,11 @@ import (
 	"time"
 
 	"github.com/flashsale/flashsale/api"
-	"github.com/flashsale/flashsale/cluster"
 	"github.com/flashsale/flashsale/configs"
 	"github.com/flashsale/flashsale/envelope"
+	"github.com/flashsale/flashsale/kafka"
 	"github.com/flashsale/flashsale/lua"
+	"github.com/flashsale/flashsale/membership"
 	"github.com/flashsale/flashsale/order"
 	"github.com/flashsale/flashsale/shake"
 	"github.com/flashsale/flashsale/statlog"
@@ -29,7 +30,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/redis/go-redis/v9"
-	"github.com/segmentio/kafka-go"
+	kafkago "github.com/segmentio/kafka-go"
 )
 
 // Node is one running flashsale node. Open it, Run it, and it closes itself
@@ -39,8 +40,8 @@ type Node struct {
 	Log    *slog.Logger
 
 	Redis     redis.UniversalClient
-	Publisher *order.Publisher
-	Seller    *stock.Seller
+	Publisher *kafka.Publisher
+	Seller    *order.Seller
 	Orders    *order.Service
 	Expirer   *order.Expirer
 	Sweeper   *order.Sweeper
@@ -48,9 +49,9 @@ type Node struct {
 
 	// Red envelopes and shake campaigns (issue 6): their own publisher (the
 	// envelope topic), service, refund consumer and sweeper.
-	EnvelopePublisher *order.Publisher
+	EnvelopePublisher *kafka.Publisher
 	Envelopes         *envelope.Service
-	Refunder          *order.DelayConsumer[string]
+	Refunder          *kafka.DelayConsumer[string]
 	EnvelopeSweeper   *envelope.Sweeper
 	Shakes            *shake.Service
 	API               *api.Server
@@ -58,7 +59,7 @@ type Node struct {
 
 	// Membership registers this node in Redis and counts the live ones, so
 	// the stock is shared among them.
-	Membership *cluster.Membership
+	Membership *membership.Members
 
 	listener net.Listener
 	server   *http.Server
@@ -106,18 +107,18 @@ func Open(cfg *configs.Config, log *slog.Logger) (*Node, error) {
 	cancel()
 
 	var err error
-	n.Membership, err = cluster.NewMembership(n.Redis, cluster.MembershipConfig{NodeID: cfg.Node.ID,
+	n.Membership, err = membership.New(n.Redis, membership.Config{NodeID: cfg.Node.ID,
 		Beat: cfg.Cluster.Heartbeat, TTL: cfg.Cluster.TTL})
 	if err != nil {
 		n.Redis.Close()
 		return nil, err
 	}
-	n.Publisher = order.NewPublisher(order.PublisherConfig{
+	n.Publisher = kafka.NewPublisher(kafka.PublisherConfig{
 		Brokers: cfg.Kafka.Brokers, Topic: cfg.Kafka.Topic,
 		WriteTimeout: cfg.Kafka.WriteTimeout, MaxAttempts: cfg.Kafka.MaxAttempts,
 	})
 	redisTimeout := cfg.Redis.ReadTimeout + cfg.Redis.WriteTimeout
-	n.Seller = stock.NewSeller(stock.SellerConfig{
+	n.Seller = order.NewSeller(order.SellerConfig{
 		Node: cfg.Node.ID, BufferUnits: cfg.Stock.BufferUnits, BufferPercent: cfg.Stock.BufferPercent,
 		RefreshInterval: cfg.Stock.RefreshInterval, RedisTimeout: redisTimeout, ConfirmTimeout: cfg.Kafka.WriteTimeout,
 		MaxSales: cfg.Stock.MaxSales,
@@ -146,7 +147,7 @@ func Open(cfg *configs.Config, log *slog.Logger) (*Node, error) {
 		DefaultExpiry: cfg.Envelope.DefaultExpiry, MinExpiry: cfg.Envelope.MinExpiry, MaxExpiry: cfg.Envelope.MaxExpiry}
 	shakeLimits := shake.Limits{MaxEnvelopes: cfg.Shake.MaxEnvelopes, MaxRatePerSec: cfg.Shake.MaxRatePerSec,
 		MaxBudgetCents: cfg.Shake.MaxBudgetCents, MaxAmountCents: cfg.Shake.MaxAmountCents}
-	n.EnvelopePublisher = order.NewPublisher(order.PublisherConfig{
+	n.EnvelopePublisher = kafka.NewPublisher(kafka.PublisherConfig{
 		Brokers: cfg.Kafka.Brokers, Topic: cfg.Envelope.Topic,
 		WriteTimeout: cfg.Kafka.WriteTimeout, MaxAttempts: cfg.Kafka.MaxAttempts,
 	})
@@ -322,7 +323,7 @@ func (n *Node) Run(ctx context.Context) error {
 func pingKafka(ctx context.Context, brokers []string) error {
 	var errs []string
 	for _, b := range brokers {
-		conn, err := kafka.DialContext(ctx, "tcp", b)
+		conn, err := kafkago.DialContext(ctx, "tcp", b)
 		if err == nil {
 			_, err = conn.ApiVersions()
 			conn.Close()

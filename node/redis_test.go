@@ -14,7 +14,7 @@ import (
 	"github.com/flashsale/flashsale/internal/testenv"
 	"github.com/flashsale/flashsale/lua"
 	"github.com/flashsale/flashsale/node"
-	"github.com/flashsale/flashsale/stock"
+	"github.com/flashsale/flashsale/order"
 )
 
 // replyDropper is a TCP proxy in front of Redis that passes every command
@@ -93,7 +93,7 @@ func TestLostScriptReplyIsNotRetried(t *testing.T) {
 	r := testenv.StartRedis(t, false)
 	direct := r.Client(t)
 	ctx := context.Background()
-	if err := stock.CreateSale(ctx, direct, flashsale.Sale{ID: "r1", Name: "r1", Stock: 10, PerUserLimit: 5, PayTimeout: time.Minute}); err != nil {
+	if err := order.CreateSale(ctx, direct, flashsale.Sale{ID: "r1", Name: "r1", Stock: 10, PerUserLimit: 5, PayTimeout: time.Minute}); err != nil {
 		t.Fatal(err)
 	}
 	if err := lua.Load(ctx, direct); err != nil {
@@ -124,7 +124,7 @@ func TestLostScriptReplyIsNotRetried(t *testing.T) {
 	if err != nil || len(undone) != 1 {
 		t.Fatalf("resolve the lost batch: undone %v, %v", undone, err)
 	}
-	if _, b, err := stock.LoadSale(ctx, direct, "r1"); err != nil || b.Pending != 0 || b.Aborted != 1 || b.Remaining != 10 {
+	if _, b, err := order.LoadSale(ctx, direct, "r1"); err != nil || b.Pending != 0 || b.Aborted != 1 || b.Remaining != 10 {
 		t.Fatalf("books after resolving: %+v %v", b, err)
 	}
 }

@@ -5,10 +5,10 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/flashsale/flashsale"
+	"github.com/flashsale/flashsale/kafka"
 	"github.com/flashsale/flashsale/lua"
 	"github.com/redis/go-redis/v9"
-	"github.com/segmentio/kafka-go"
+	kafkago "github.com/segmentio/kafka-go"
 )
 
 // ExpirerConfig configures the expiry consumers.
@@ -28,11 +28,11 @@ type ExpirerConfig struct {
 // deadline and then releases it if it is still unpaid: the settle script
 // marks it expired, returns the unit to stock and frees the user's slot.
 //
-// It is a DelayConsumer (see there for exactly-once and bounds): the settle
+// It is a kafka.DelayConsumer (see there for exactly-once and bounds): the settle
 // script releases only a pending order, so a redelivered event releases
 // nothing twice.
 type Expirer struct {
-	*DelayConsumer[int64]
+	*kafka.DelayConsumer[int64]
 }
 
 // NewExpirer returns an Expirer; Run starts it.
@@ -40,7 +40,7 @@ func NewExpirer(cfg ExpirerConfig, rdb redis.UniversalClient, log *slog.Logger) 
 	if cfg.RedisTimeout <= 0 {
 		cfg.RedisTimeout = time.Second
 	}
-	return &Expirer{NewDelayConsumer[int64](DelayConfig{
+	return &Expirer{kafka.NewDelayConsumer[int64](kafka.DelayConfig{
 		Brokers: cfg.Brokers, Topic: cfg.Topic, Group: cfg.Group, Workers: cfg.Workers, QueueSize: cfg.QueueSize,
 		MaxHeld: cfg.MaxHeld, BatchMax: cfg.BatchMax, RetryDelay: cfg.RetryDelay, Name: "expiry", Noun: "orders",
 	}, expiryHandler{rdb: rdb, timeout: cfg.RedisTimeout}, log)}
@@ -52,22 +52,12 @@ type expiryHandler struct {
 	timeout time.Duration
 }
 
-func (h expiryHandler) Decode(m kafka.Message) (Due[int64], bool, error) {
-	if sale, n, deadline, ok := parseDue(m.Value); ok {
-		return Due[int64]{Key: sale, Item: n, DeadlineMs: deadline}, true, nil
-	}
-	ev, err := ParseEvent(m.Value)
-	if err != nil {
-		return Due[int64]{}, false, err
-	}
-	if ev.Type != TypeCreated {
-		return Due[int64]{}, false, nil
-	}
-	_, n, _ := flashsale.ParseOrderID(ev.OrderID)
-	return Due[int64]{Key: ev.SaleID, Item: n, DeadlineMs: ev.DeadlineMs}, true, nil
+func (h expiryHandler) Decode(m kafkago.Message) (kafka.Due[int64], bool, error) {
+	sale, n, deadline, ok, err := kafka.ParseOrderDue(m.Value)
+	return kafka.Due[int64]{Key: sale, Item: n, DeadlineMs: deadline}, ok, err
 }
 
-func (h expiryHandler) Release(ctx context.Context, sale string, orders []int64, out []Outcome) error {
+func (h expiryHandler) Release(ctx context.Context, sale string, orders []int64, out []kafka.Outcome) error {
 	ctx, cancel := context.WithTimeout(ctx, h.timeout)
 	defer cancel()
 	nowMs, res, err := lua.Settle(ctx, h.rdb, sale, lua.Expire, orders)

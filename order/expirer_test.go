@@ -7,8 +7,11 @@ import (
 	"testing"
 	"time"
 
+	kafkago "github.com/segmentio/kafka-go"
+
 	"github.com/flashsale/flashsale"
 	"github.com/flashsale/flashsale/internal/testenv"
+	"github.com/flashsale/flashsale/kafka"
 	"github.com/flashsale/flashsale/lua"
 	"github.com/flashsale/flashsale/order"
 	"github.com/flashsale/flashsale/stock"
@@ -19,16 +22,16 @@ const topic = "flashsale.orders"
 
 // sell creates a sale and sells n units through a Seller whose Confirmer is
 // the real Kafka publisher.
-func sell(t *testing.T, rdb *redis.Client, broker, sale string, n int, pay time.Duration) *order.Publisher {
+func sell(t *testing.T, rdb *redis.Client, broker, sale string, n int, pay time.Duration) *kafka.Publisher {
 	t.Helper()
 	ctx := context.Background()
-	if err := stock.CreateSale(ctx, rdb, flashsale.Sale{ID: sale, Stock: int64(n), PerUserLimit: 1, PayTimeout: pay}); err != nil {
+	if err := order.CreateSale(ctx, rdb, flashsale.Sale{ID: sale, Stock: int64(n), PerUserLimit: 1, PayTimeout: pay}); err != nil {
 		t.Fatal(err)
 	}
-	pub := order.NewPublisher(order.PublisherConfig{Brokers: []string{broker}, Topic: topic,
+	pub := kafka.NewPublisher(kafka.PublisherConfig{Brokers: []string{broker}, Topic: topic,
 		WriteTimeout: 5 * time.Second, MaxAttempts: 3})
 	t.Cleanup(func() { pub.Close() })
-	s := stock.NewSeller(stock.SellerConfig{Node: "n1", Coalescer: stock.CoalescerConfig{MaxBatch: 32, Flushers: 2, QueueSize: 1024}},
+	s := order.NewSeller(order.SellerConfig{Node: "n1", Coalescer: stock.CoalescerConfig{MaxBatch: 32, Flushers: 2, QueueSize: 1024}},
 		rdb, pub, nil, nil)
 	defer s.Close()
 	var wg sync.WaitGroup
@@ -61,7 +64,7 @@ func waitBooks(t *testing.T, rdb *redis.Client, sale string, ok func(flashsale.B
 	t.Helper()
 	deadline := time.Now().Add(wait)
 	for {
-		_, b, err := stock.LoadSale(context.Background(), rdb, sale)
+		_, b, err := order.LoadSale(context.Background(), rdb, sale)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -93,7 +96,7 @@ func TestExpiryExactlyOnceAcrossCrashAndRedelivery(t *testing.T) {
 
 	stopA := runExpirer(t, rdb, k.Addr, "g1")
 	time.Sleep(700 * time.Millisecond) // A holds orders, none due yet
-	if _, b, _ := stock.LoadSale(ctx, rdb, "ex"); b.Expired != 0 {
+	if _, b, _ := order.LoadSale(ctx, rdb, "ex"); b.Expired != 0 {
 		t.Fatalf("released before the deadline: %+v", b)
 	}
 	stopA() // "crash": nothing was committed for unsettled orders
@@ -102,7 +105,7 @@ func TestExpiryExactlyOnceAcrossCrashAndRedelivery(t *testing.T) {
 	runExpirer(t, rdb, k.Addr, "g2") // a whole second copy of every event
 	waitBooks(t, rdb, "ex", func(b flashsale.Books) bool { return b.Expired == 100 }, 15*time.Second)
 	time.Sleep(300 * time.Millisecond) // let the duplicate copy finish too
-	_, b, _ := stock.LoadSale(ctx, rdb, "ex")
+	_, b, _ := order.LoadSale(ctx, rdb, "ex")
 	if b.Expired != 100 || b.Paid != 20 || b.Remaining != 100 || b.Pending != 0 || !b.Balanced() {
 		t.Fatalf("books = %+v, want exactly 100 released once", b)
 	}
@@ -112,10 +115,10 @@ func TestExpiryExactlyOnceAcrossCrashAndRedelivery(t *testing.T) {
 func TestSweeperReleasesLostOrders(t *testing.T) {
 	rdb := testenv.StartRedis(t, false).Client(t)
 	ctx := context.Background()
-	if err := stock.CreateSale(ctx, rdb, flashsale.Sale{ID: "sw", Stock: 10, PerUserLimit: 1, PayTimeout: time.Second}); err != nil {
+	if err := order.CreateSale(ctx, rdb, flashsale.Sale{ID: "sw", Stock: 10, PerUserLimit: 1, PayTimeout: time.Second}); err != nil {
 		t.Fatal(err)
 	}
-	s := stock.NewSeller(stock.SellerConfig{Node: "n1", Coalescer: stock.CoalescerConfig{MaxBatch: 8, Flushers: 1, QueueSize: 64}},
+	s := order.NewSeller(order.SellerConfig{Node: "n1", Coalescer: stock.CoalescerConfig{MaxBatch: 8, Flushers: 1, QueueSize: 64}},
 		rdb, noKafka{}, nil, nil)
 	// Concurrent buyers, so batches (and their index ranges) hold several
 	// orders; some orders of the ranges get paid, the rest are "lost".
@@ -151,7 +154,7 @@ func TestSweeperReleasesLostOrders(t *testing.T) {
 	if n, _ := sw.Sweep(ctx); n != 0 {
 		t.Fatalf("second sweep released %d more", n)
 	}
-	if _, b, _ := stock.LoadSale(ctx, rdb, "sw"); b.Remaining != int64(want) || b.Expired != int64(want) || b.Paid != int64(len(paid)) {
+	if _, b, _ := order.LoadSale(ctx, rdb, "sw"); b.Remaining != int64(want) || b.Expired != int64(want) || b.Paid != int64(len(paid)) {
 		t.Fatalf("books = %+v", b)
 	}
 	if n, _ := rdb.ZCard(ctx, lua.KeysFor("sw").Deadlines).Result(); n != 0 {
@@ -162,4 +165,4 @@ func TestSweeperReleasesLostOrders(t *testing.T) {
 // noKafka confirms everything without publishing: the event is "lost".
 type noKafka struct{}
 
-func (noKafka) Confirm(context.Context, []stock.Reservation, []error) {}
+func (noKafka) Publish(context.Context, []kafkago.Message, []error) {}

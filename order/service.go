@@ -8,7 +8,6 @@ import (
 
 	"github.com/flashsale/flashsale"
 	"github.com/flashsale/flashsale/lua"
-	"github.com/flashsale/flashsale/stock"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -36,7 +35,7 @@ func (s *Service) Get(ctx context.Context, id string) (flashsale.Order, error) {
 	if errors.Is(err, redis.Nil) {
 		return flashsale.Order{}, errNoOrder
 	} else if err != nil {
-		return flashsale.Order{}, fmt.Errorf("get order %q: %w: %w", id, stock.ErrRedis, err)
+		return flashsale.Order{}, fmt.Errorf("get order %q: %w: %w", id, ErrRedis, err)
 	}
 	r, err := lua.ParseRecord(rec)
 	if err != nil {
@@ -75,7 +74,7 @@ func (s *Service) settle(ctx context.Context, id, action string) (flashsale.Orde
 	defer cancel()
 	_, res, err := lua.Settle(ctx, s.rdb, sale, action, []int64{n})
 	if err != nil {
-		return flashsale.Order{}, fmt.Errorf("%s order %q: %w: %w", action, id, stock.ErrRedis, err)
+		return flashsale.Order{}, fmt.Errorf("%s order %q: %w: %w", action, id, ErrRedis, err)
 	}
 	r := res[0]
 	switch r.Code {

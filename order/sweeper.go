@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/flashsale/flashsale/lua"
-	"github.com/flashsale/flashsale/stock"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 )
@@ -68,7 +67,7 @@ func (s *Sweeper) Run(ctx context.Context) {
 func (s *Sweeper) Sweep(ctx context.Context) (int, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.interval+s.timeout)
 	defer cancel()
-	ids, err := stock.ListSales(ctx, s.rdb)
+	ids, err := ListSales(ctx, s.rdb)
 	if err != nil {
 		return 0, err
 	}

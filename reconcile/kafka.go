@@ -7,13 +7,13 @@ import (
 	"io"
 	"time"
 
-	"github.com/flashsale/flashsale/order"
-	"github.com/segmentio/kafka-go"
+	"github.com/flashsale/flashsale/kafka"
+	kafkago "github.com/segmentio/kafka-go"
 )
 
 // EventLog is what reconcile read from the order topic.
 type EventLog struct {
-	Created   map[string][]order.Event // order id -> its order.created events (more than one is a defect)
+	Created   map[string][]kafka.OrderEvent // order id -> its order.created events (more than one is a defect)
 	Messages  int
 	Undecoded int
 }
@@ -22,11 +22,11 @@ type EventLog struct {
 // first offset to the end as it was when the call began. It uses no consumer
 // group, so it moves no one's offsets.
 func ReadEvents(ctx context.Context, brokers []string, topic string) (*EventLog, error) {
-	log := &EventLog{Created: map[string][]order.Event{}}
-	var conn *kafka.Conn
+	log := &EventLog{Created: map[string][]kafka.OrderEvent{}}
+	var conn *kafkago.Conn
 	var err error
 	for _, b := range brokers {
-		if conn, err = kafka.DialContext(ctx, "tcp", b); err == nil {
+		if conn, err = kafkago.DialContext(ctx, "tcp", b); err == nil {
 			break
 		}
 	}
@@ -47,10 +47,10 @@ func ReadEvents(ctx context.Context, brokers []string, topic string) (*EventLog,
 }
 
 func readPartition(ctx context.Context, brokers []string, topic string, part int, log *EventLog) error {
-	var leader *kafka.Conn
+	var leader *kafkago.Conn
 	var err error
 	for _, b := range brokers {
-		if leader, err = kafka.DialLeader(ctx, "tcp", b, topic, part); err == nil {
+		if leader, err = kafkago.DialLeader(ctx, "tcp", b, topic, part); err == nil {
 			break
 		}
 	}
@@ -65,7 +65,7 @@ func readPartition(ctx context.Context, brokers []string, topic string, part int
 	if last <= first {
 		return nil
 	}
-	r := kafka.NewReader(kafka.ReaderConfig{Brokers: brokers, Topic: topic, Partition: part, MinBytes: 1,
+	r := kafkago.NewReader(kafkago.ReaderConfig{Brokers: brokers, Topic: topic, Partition: part, MinBytes: 1,
 		MaxBytes: 8 << 20, MaxWait: 200 * time.Millisecond})
 	defer r.Close()
 	if err := r.SetOffset(first); err != nil {
@@ -82,9 +82,9 @@ func readPartition(ctx context.Context, brokers []string, topic string, part int
 			return fmt.Errorf("read %s/%d at %d of %d: %w", topic, part, r.Offset(), last, err)
 		}
 		log.Messages++
-		if ev, err := order.ParseEvent(m.Value); err != nil {
+		if ev, err := kafka.ParseOrderEvent(m.Value); err != nil {
 			log.Undecoded++
-		} else if ev.Type == order.TypeCreated {
+		} else if ev.Type == kafka.TypeOrderCreated {
 			log.Created[ev.OrderID] = append(log.Created[ev.OrderID], ev)
 		}
 		if m.Offset >= last-1 {

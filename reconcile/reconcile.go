@@ -16,7 +16,6 @@ import (
 	"github.com/flashsale/flashsale/lua"
 	"github.com/flashsale/flashsale/order"
 	"github.com/flashsale/flashsale/statlog"
-	"github.com/flashsale/flashsale/stock"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -79,7 +78,7 @@ type orderRec struct {
 
 // Run gathers the evidence and checks the books.
 func Run(ctx context.Context, in Input) (*Report, error) {
-	sale, books, err := stock.LoadSale(ctx, in.Redis, in.Sale)
+	sale, books, err := order.LoadSale(ctx, in.Redis, in.Sale)
 	if err != nil {
 		return nil, fmt.Errorf("sale %q: %w", in.Sale, err)
 	}

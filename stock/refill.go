@@ -113,3 +113,15 @@ func FairShare(remaining int64, live int, bufferUnits int64, bufferPercent float
 	buf := max(bufferUnits, int64(float64(fair)*bufferPercent/100+0.999999))
 	return fair + buf
 }
+
+// Membership tells how many nodes share an item's units; membership.Members
+// implements it. LiveNodes is called on the refresh path and must be cheap.
+type Membership interface {
+	LiveNodes() int
+}
+
+// SingleNode is the Membership of a node that serves alone.
+type SingleNode struct{}
+
+// LiveNodes implements Membership.
+func (SingleNode) LiveNodes() int { return 1 }

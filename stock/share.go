@@ -1,7 +1,3 @@
-// Package stock holds a node's side of the deduction: the local in-memory
-// share of each item (guarded by a channel used as a lock), the coalescer that
-// settles concurrent buyers in one Redis script call, and the Seller that
-// ties both to Redis, the global authority.
 package stock
 
 import "sync/atomic"

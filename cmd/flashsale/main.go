@@ -11,6 +11,7 @@ import (
 	"github.com/flashsale/flashsale/bench"
 	"github.com/flashsale/flashsale/chaos"
 	"github.com/flashsale/flashsale/cluster"
+	"github.com/flashsale/flashsale/node"
 )
 
 func main() {
@@ -29,8 +30,8 @@ func newRootCommand() *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.AddCommand(
-		newNodeCommand(),
-		newConfigCommand(),
+		node.Command(),
+		node.ConfigCommand(),
 		newReconcileCommand(),
 		bench.Command(),
 		cluster.Command(),

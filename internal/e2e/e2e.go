@@ -19,9 +19,9 @@ import (
 
 	"github.com/flashsale/flashsale/configs"
 	"github.com/flashsale/flashsale/internal/testenv"
+	"github.com/flashsale/flashsale/kafka"
 	"github.com/flashsale/flashsale/node"
-	"github.com/flashsale/flashsale/order"
-	"github.com/segmentio/kafka-go"
+	kafkago "github.com/segmentio/kafka-go"
 )
 
 // AdminToken is the admin token of every test node.
@@ -195,20 +195,20 @@ func Count(rs []Reply) map[string]int {
 
 // ReadEvents reads order.created events from the topic until it has n or
 // the wait runs out.
-func ReadEvents(t *testing.T, broker string, n int, wait time.Duration) map[string]order.Event {
+func ReadEvents(t *testing.T, broker string, n int, wait time.Duration) map[string]kafka.OrderEvent {
 	t.Helper()
-	r := kafka.NewReader(kafka.ReaderConfig{Brokers: []string{broker}, Topic: "flashsale.orders",
-		GroupID: fmt.Sprintf("test-%d", time.Now().UnixNano()), StartOffset: kafka.FirstOffset, MaxWait: 100 * time.Millisecond})
+	r := kafkago.NewReader(kafkago.ReaderConfig{Brokers: []string{broker}, Topic: "flashsale.orders",
+		GroupID: fmt.Sprintf("test-%d", time.Now().UnixNano()), StartOffset: kafkago.FirstOffset, MaxWait: 100 * time.Millisecond})
 	defer r.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
-	out := map[string]order.Event{}
+	out := map[string]kafka.OrderEvent{}
 	for len(out) < n {
 		m, err := r.ReadMessage(ctx)
 		if err != nil {
 			break
 		}
-		ev, err := order.ParseEvent(m.Value)
+		ev, err := kafka.ParseOrderEvent(m.Value)
 		if err != nil {
 			t.Fatalf("bad event %s: %v", m.Value, err)
 		}

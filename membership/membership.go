@@ -1,8 +1,8 @@
-// Package cluster is how flashsale runs as more than one process: node
-// membership (who is alive, so each node can size its share of a sale), the
-// Kafka-protocol dev broker, and the local cluster launcher that starts
-// redis-server, the broker, N nodes and nginx on this machine.
-package cluster
+// Package membership tells each node who is alive: every node beats into a
+// Redis sorted set and keeps a cached, lock-free view of the live nodes, so
+// it can size its share of a sale (see stock.FairShare). It is production
+// code: the node imports it; the dev launcher in package cluster does too.
+package membership
 
 import (
 	"context"
@@ -21,7 +21,7 @@ import (
 // DefaultMembersKey is the Redis sorted set that holds the live nodes.
 const DefaultMembersKey = "fs:nodes"
 
-// Defaults of MembershipConfig.
+// Defaults of Config.
 const (
 	DefaultBeat = 1 * time.Second
 	DefaultTTL  = 3 * time.Second
@@ -34,8 +34,8 @@ var membershipLua string
 // on NOSCRIPT (after a Redis restart, for instance).
 var membershipScript = redis.NewScript(membershipLua)
 
-// MembershipConfig configures a Membership. Zero fields take the defaults.
-type MembershipConfig struct {
+// Config configures a Members. Zero fields take the defaults.
+type Config struct {
 	// NodeID names this node in the members set; it must be unique in the
 	// cluster and is required.
 	NodeID string
@@ -51,7 +51,7 @@ type MembershipConfig struct {
 	Logger *slog.Logger
 }
 
-// Membership registers one node in Redis with a heartbeat and keeps a cached
+// Members registers one node in Redis with a heartbeat and keeps a cached
 // view of the live nodes.
 //
 // LiveNodes and Nodes are lock-free and safe to call from any goroutine, on
@@ -67,9 +67,9 @@ type MembershipConfig struct {
 // view within TTL + one beat of its last beat (measured 0.4 s with beat
 // 100 ms / TTL 300 ms; at most 4 s with the defaults); a clean stop within
 // one beat.
-type Membership struct {
+type Members struct {
 	rdb redis.UniversalClient
-	cfg MembershipConfig
+	cfg Config
 	log *slog.Logger
 
 	live  atomic.Int64
@@ -80,10 +80,10 @@ type Membership struct {
 	redisDown bool // only touched by Run's goroutine
 }
 
-// NewMembership returns a Membership for cfg.NodeID over rdb. It does not
+// New returns a Members for cfg.NodeID over rdb. It does not
 // talk to Redis until Run. Until the first beat, LiveNodes reports 1 and
 // Nodes reports just this node.
-func NewMembership(rdb redis.UniversalClient, cfg MembershipConfig) (*Membership, error) {
+func New(rdb redis.UniversalClient, cfg Config) (*Members, error) {
 	if cfg.NodeID == "" {
 		return nil, errors.New("membership: node id is required")
 	}
@@ -102,7 +102,7 @@ func NewMembership(rdb redis.UniversalClient, cfg MembershipConfig) (*Membership
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	m := &Membership{rdb: rdb, cfg: cfg, log: cfg.Logger.With("component", "membership", "node", cfg.NodeID)}
+	m := &Members{rdb: rdb, cfg: cfg, log: cfg.Logger.With("component", "membership", "node", cfg.NodeID)}
 	m.live.Store(1)
 	self := []string{cfg.NodeID}
 	m.nodes.Store(&self)
@@ -110,20 +110,20 @@ func NewMembership(rdb redis.UniversalClient, cfg MembershipConfig) (*Membership
 }
 
 // NodeID returns this node's id.
-func (m *Membership) NodeID() string { return m.cfg.NodeID }
+func (m *Members) NodeID() string { return m.cfg.NodeID }
 
 // LiveNodes returns how many nodes are alive, at least 1 (this one). It reads
 // a cached value and never blocks.
-func (m *Membership) LiveNodes() int { return int(m.live.Load()) }
+func (m *Members) LiveNodes() int { return int(m.live.Load()) }
 
 // Nodes returns the ids of the live nodes, sorted. The slice is shared and
 // must not be modified.
-func (m *Membership) Nodes() []string { return *m.nodes.Load() }
+func (m *Members) Nodes() []string { return *m.nodes.Load() }
 
 // OnChange registers fn to be called, from Run's goroutine, each time the
 // number of live nodes changes (including the first beat when it is not 1).
 // fn must return quickly; the stock layer uses it to recompute shares.
-func (m *Membership) OnChange(fn func(live int)) {
+func (m *Members) OnChange(fn func(live int)) {
 	m.mu.Lock()
 	m.onChange = append(m.onChange, fn)
 	m.mu.Unlock()
@@ -133,7 +133,7 @@ func (m *Membership) OnChange(fn func(live int)) {
 // removes this node from the set so the others see it leave at their next
 // beat rather than after the TTL. It returns nil when ctx ends; beat errors
 // are logged, not returned, because Redis coming back must not need a restart.
-func (m *Membership) Run(ctx context.Context) error {
+func (m *Members) Run(ctx context.Context) error {
 	t := time.NewTicker(m.cfg.Beat)
 	defer t.Stop()
 	for {
@@ -149,11 +149,11 @@ func (m *Membership) Run(ctx context.Context) error {
 
 // Refresh prunes stale members and reloads the view without beating for
 // this node. It is for tools and tests; nodes rely on Run.
-func (m *Membership) Refresh(ctx context.Context) error {
+func (m *Members) Refresh(ctx context.Context) error {
 	return m.beat(ctx, "")
 }
 
-func (m *Membership) beat(ctx context.Context, id string) error {
+func (m *Members) beat(ctx context.Context, id string) error {
 	// A beat must finish well within the TTL to mean anything.
 	bctx, cancel := context.WithTimeout(ctx, m.cfg.Beat)
 	defer cancel()
@@ -192,7 +192,7 @@ func (m *Membership) beat(ctx context.Context, id string) error {
 	return nil
 }
 
-func (m *Membership) deregister() {
+func (m *Members) deregister() {
 	ctx, cancel := context.WithTimeout(context.Background(), m.cfg.Beat)
 	defer cancel()
 	if err := m.rdb.ZRem(ctx, m.cfg.Key, m.cfg.NodeID).Err(); err != nil {

@@ -1,4 +1,4 @@
-package stock
+package order
 
 import (
 	"context"

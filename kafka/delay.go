@@ -1,4 +1,4 @@
-package order
+package kafka
 
 import (
 	"container/heap"
@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/segmentio/kafka-go"
+	kafkago "github.com/segmentio/kafka-go"
 )
 
 // DelayConfig configures a DelayConsumer.
@@ -56,7 +56,7 @@ type Outcome struct {
 type DelayHandler[T any] interface {
 	// Decode returns the item an event asks to release. ok false skips an
 	// event of another type; an error counts it as undecodable and skips it.
-	Decode(m kafka.Message) (d Due[T], ok bool, err error)
+	Decode(m kafkago.Message) (d Due[T], ok bool, err error)
 	// Release settles items of one key in one call, filling out[i] for
 	// items[i], or returns an error to retry them all after RetryDelay.
 	Release(ctx context.Context, key string, items []T, out []Outcome) error
@@ -84,7 +84,7 @@ type DelayConsumer[T any] struct {
 	jobs    chan []*held[T]
 	parts   map[int]*partition
 
-	reader *kafka.Reader
+	reader *kafkago.Reader
 
 	released  prometheus.Counter
 	settled   prometheus.Counter
@@ -156,7 +156,7 @@ func NewDelayConsumer[T any](cfg DelayConfig, h DelayHandler[T], log *slog.Logge
 // reader. Items still held are not lost: their offsets were not committed,
 // so another consumer (or this one, restarted) gets them again.
 func (d *DelayConsumer[T]) Run(ctx context.Context) error {
-	d.reader = kafka.NewReader(kafka.ReaderConfig{
+	d.reader = kafkago.NewReader(kafkago.ReaderConfig{
 		Brokers:        d.cfg.Brokers,
 		GroupID:        d.cfg.Group,
 		Topic:          d.cfg.Topic,
@@ -164,14 +164,14 @@ func (d *DelayConsumer[T]) Run(ctx context.Context) error {
 		MaxBytes:       max(8<<20, d.cfg.FetchMinBytes),
 		MaxWait:        d.cfg.FetchMaxWait,
 		CommitInterval: 500 * time.Millisecond,
-		StartOffset:    kafka.FirstOffset,
+		StartOffset:    kafkago.FirstOffset,
 		// Short group timeouts: a killed node's partitions move to the
 		// survivors within seconds, and a leaving consumer is not held up
 		// by a dead member for kafka-go's default 30 s and 60 s.
 		SessionTimeout:    6 * time.Second,
 		RebalanceTimeout:  6 * time.Second,
 		HeartbeatInterval: time.Second,
-		ErrorLogger:       kafka.LoggerFunc(func(f string, a ...any) { d.log.Debug("kafka reader: " + fmt.Sprintf(f, a...)) }),
+		ErrorLogger:       kafkago.LoggerFunc(func(f string, a ...any) { d.log.Debug("kafka reader: " + fmt.Sprintf(f, a...)) }),
 	})
 	var wg sync.WaitGroup
 	runCtx, cancel := context.WithCancel(ctx)
@@ -235,7 +235,7 @@ func (d *DelayConsumer[T]) fetch(ctx context.Context) error {
 // means the group was rebalanced and the partition is being read again: the
 // old marks are dropped (their items are still released; the redelivered
 // events then find them settled).
-func (d *DelayConsumer[T]) track(m kafka.Message) *offsetMark {
+func (d *DelayConsumer[T]) track(m kafkago.Message) *offsetMark {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	p := d.parts[m.Partition]
@@ -268,7 +268,7 @@ func (d *DelayConsumer[T]) done(part int, mark *offsetMark) {
 	if commit >= 0 {
 		// With a CommitInterval this only queues the commit, so it is cheap.
 		if err := d.reader.CommitMessages(context.Background(),
-			kafka.Message{Topic: d.cfg.Topic, Partition: part, Offset: commit}); err != nil {
+			kafkago.Message{Topic: d.cfg.Topic, Partition: part, Offset: commit}); err != nil {
 			d.log.Warn("commit offset", "consumer", d.cfg.Name, "partition", part, "offset", commit, "err", err)
 		}
 	}

@@ -1,4 +1,4 @@
-package envelope
+package kafka
 
 import (
 	"encoding/json"
@@ -8,18 +8,18 @@ import (
 	"github.com/flashsale/flashsale/internal/jsonw"
 )
 
-// Event types on the envelope topic (envelope.topic in the config, separate
+// EnvelopeEvent types on the envelope topic (envelope.topic in the config, separate
 // from the order topic so neither consumer reads the other's traffic).
 // Every event is keyed by envelope id, so one envelope's events keep their
 // order within a partition.
 const (
-	TypeCreated  = "envelope.created"  // drives the refund at expires_at_ms
-	TypeOpened   = "envelope.opened"   // one per open; published before the opener hears the amount
-	TypeRefunded = "envelope.refunded" // once per envelope (at least once, deduplicated by a flag in Redis)
+	TypeEnvelopeCreated  = "envelope.created"  // drives the refund at expires_at_ms
+	TypeEnvelopeOpened   = "envelope.opened"   // one per open; published before the opener hears the amount
+	TypeEnvelopeRefunded = "envelope.refunded" // once per envelope (at least once, deduplicated by a flag in Redis)
 )
 
-// Event is an envelope event.
-type Event struct {
+// EnvelopeEvent is an envelope event.
+type EnvelopeEvent struct {
 	Type        string `json:"type"`
 	EnvelopeID  string `json:"envelope_id"`
 	SenderID    string `json:"sender_id,omitempty"`
@@ -33,9 +33,9 @@ type Event struct {
 	ExpiresAtMs int64  `json:"expires_at_ms,omitempty"`
 }
 
-// AppendEvent appends e as JSON without reflection (the open path sends one
+// AppendEnvelopeEvent appends e as JSON without reflection (the open path sends one
 // per opener).
-func AppendEvent(b []byte, e *Event) []byte {
+func AppendEnvelopeEvent(b []byte, e *EnvelopeEvent) []byte {
 	b = append(b, '{')
 	b = jsonw.StrField(b, "type", e.Type)
 	b = jsonw.StrField(b, "envelope_id", e.EnvelopeID)
@@ -63,17 +63,17 @@ func AppendEvent(b []byte, e *Event) []byte {
 	return append(b, '}')
 }
 
-// ParseEvent decodes an envelope event and checks what consumers rely on.
-func ParseEvent(b []byte) (Event, error) {
-	var e Event
+// ParseEnvelopeEvent decodes an envelope event and checks what consumers rely on.
+func ParseEnvelopeEvent(b []byte) (EnvelopeEvent, error) {
+	var e EnvelopeEvent
 	if err := json.Unmarshal(b, &e); err != nil {
-		return Event{}, fmt.Errorf("envelope event: %w", err)
+		return EnvelopeEvent{}, fmt.Errorf("envelope event: %w", err)
 	}
 	if e.Type == "" || !flashsale.ValidID(e.EnvelopeID) {
-		return Event{}, fmt.Errorf("envelope event: no type or bad envelope id %q", e.EnvelopeID)
+		return EnvelopeEvent{}, fmt.Errorf("envelope event: no type or bad envelope id %q", e.EnvelopeID)
 	}
-	if e.Type == TypeCreated && e.ExpiresAtMs <= 0 {
-		return Event{}, fmt.Errorf("envelope event: created without expires_at_ms")
+	if e.Type == TypeEnvelopeCreated && e.ExpiresAtMs <= 0 {
+		return EnvelopeEvent{}, fmt.Errorf("envelope event: created without expires_at_ms")
 	}
 	return e, nil
 }

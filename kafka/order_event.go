@@ -1,8 +1,9 @@
-// Package order holds what happens to an order after the unit is reserved:
-// the order.created event on Kafka (which is what makes a sale durable), pay
-// and cancel, and the consumers that give unpaid orders' units back to stock
-// at their deadline, exactly once.
-package order
+// Package kafka is flashsale's Kafka adapter: the publisher every product
+// makes its events durable with, the delay consumer that holds events until
+// their deadline (order expiry, envelope refund), and the codecs of every
+// event on the wire. segmentio/kafka-go is imported as kafkago here so this
+// package's own name can say what it adapts.
+package kafka
 
 import (
 	"encoding/json"
@@ -10,15 +11,14 @@ import (
 
 	"github.com/flashsale/flashsale"
 	"github.com/flashsale/flashsale/internal/jsonw"
-	"github.com/flashsale/flashsale/stock"
 )
 
-// TypeCreated is the type of the event published for every sold unit.
-const TypeCreated = "order.created"
+// TypeOrderCreated is the type of the event published for every sold unit.
+const TypeOrderCreated = "order.created"
 
-// Event is an order event on Kafka, keyed by sale id so one sale's events
+// OrderEvent is an order event on Kafka, keyed by sale id so one sale's events
 // keep their order within a partition.
-type Event struct {
+type OrderEvent struct {
 	Type       string `json:"type"`
 	OrderID    string `json:"order_id"`
 	SaleID     string `json:"sale_id"`
@@ -28,10 +28,23 @@ type Event struct {
 	DeadlineMs int64  `json:"deadline_ms"`
 }
 
-// AppendCreated appends the order.created event of r, encoded as JSON.
-func AppendCreated(b []byte, r stock.Reservation) []byte {
+// OrderCreated is what an order.created event tells: a unit of SaleID
+// reserved for UserID as order number Order, by Node, at CreatedMs, to be paid
+// by DeadlineMs (both on Redis's clock). order.Reservation has the same
+// fields, so a reservation converts to it without copying field by field.
+type OrderCreated struct {
+	SaleID     string
+	UserID     string
+	Node       string
+	Order      int64
+	CreatedMs  int64
+	DeadlineMs int64
+}
+
+// AppendOrderCreated appends the order.created event of r, encoded as JSON.
+func AppendOrderCreated(b []byte, r OrderCreated) []byte {
 	b = append(b, '{')
-	b = jsonw.StrField(b, "type", TypeCreated)
+	b = jsonw.StrField(b, "type", TypeOrderCreated)
 	b = jsonw.Field(b, "order_id")
 	b = append(b, '"')
 	b = flashsale.AppendOrderID(b, r.SaleID, r.Order)
@@ -44,34 +57,34 @@ func AppendCreated(b []byte, r stock.Reservation) []byte {
 	return append(b, '}')
 }
 
-// ParseEvent decodes an order event and checks the fields a consumer relies on.
-func ParseEvent(b []byte) (Event, error) {
+// ParseOrderEvent decodes an order event and checks the fields a consumer relies on.
+func ParseOrderEvent(b []byte) (OrderEvent, error) {
 	e, ok := parseCreatedFast(b)
 	if !ok {
-		e = Event{}
+		e = OrderEvent{}
 		if err := json.Unmarshal(b, &e); err != nil {
-			return Event{}, fmt.Errorf("order event: %w", err)
+			return OrderEvent{}, fmt.Errorf("order event: %w", err)
 		}
 	}
 	if e.Type == "" {
-		return Event{}, fmt.Errorf("order event: no type")
+		return OrderEvent{}, fmt.Errorf("order event: no type")
 	}
-	if e.Type == TypeCreated {
+	if e.Type == TypeOrderCreated {
 		sale, _, err := flashsale.ParseOrderID(e.OrderID)
 		if err != nil || sale != e.SaleID || e.DeadlineMs <= 0 {
-			return Event{}, fmt.Errorf("order event: bad order id %q for sale %q or deadline %d", e.OrderID, e.SaleID, e.DeadlineMs)
+			return OrderEvent{}, fmt.Errorf("order event: bad order id %q for sale %q or deadline %d", e.OrderID, e.SaleID, e.DeadlineMs)
 		}
 	}
 	return e, nil
 }
 
-// parseCreatedFast decodes the exact bytes AppendCreated writes (fields in
+// parseCreatedFast decodes the exact bytes AppendOrderCreated writes (fields in
 // that order, strings without escapes) without reflection; anything else —
 // another producer's spacing, escapes, another event type — reports false
 // and goes to encoding/json. Every node consumes every order event, so this
 // is on the selling path's budget.
-func parseCreatedFast(b []byte) (Event, bool) {
-	var e Event
+func parseCreatedFast(b []byte) (OrderEvent, bool) {
+	var e OrderEvent
 	p := parser{b: b}
 	ok := p.lit(`{"type":"`) && p.str(&e.Type) &&
 		p.lit(`,"order_id":"`) && p.str(&e.OrderID) &&
@@ -137,8 +150,8 @@ func (p *parser) num(out *int64) bool {
 }
 
 // parseDue extracts what expiry needs from an order.created event written by
-// AppendCreated — sale, order number, deadline — allocating only the sale
-// id. Anything else reports false and goes through ParseEvent.
+// AppendOrderCreated — sale, order number, deadline — allocating only the sale
+// id. Anything else reports false and goes through ParseOrderEvent.
 func parseDue(b []byte) (sale string, n int64, deadlineMs int64, ok bool) {
 	p := parser{b: b}
 	var order, saleB []byte
@@ -188,4 +201,23 @@ func (p *parser) raw(out *[]byte) bool {
 		}
 	}
 	return false
+}
+
+// ParseOrderDue returns what expiry needs from an order event: its sale,
+// order number and pay deadline. ok false skips an event of another type; an
+// error is an event that cannot be decoded. The exact bytes
+// AppendOrderCreated writes take a path without allocation.
+func ParseOrderDue(b []byte) (sale string, n, deadlineMs int64, ok bool, err error) {
+	if sale, n, deadlineMs, ok := parseDue(b); ok {
+		return sale, n, deadlineMs, true, nil
+	}
+	ev, err := ParseOrderEvent(b)
+	if err != nil {
+		return "", 0, 0, false, err
+	}
+	if ev.Type != TypeOrderCreated {
+		return "", 0, 0, false, nil
+	}
+	_, n, _ = flashsale.ParseOrderID(ev.OrderID)
+	return ev.SaleID, n, ev.DeadlineMs, true, nil
 }

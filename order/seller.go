@@ -1,4 +1,4 @@
-package stock
+package order
 
 import (
 	"context"
@@ -10,9 +10,12 @@ import (
 	"time"
 
 	"github.com/flashsale/flashsale"
+	"github.com/flashsale/flashsale/kafka"
 	"github.com/flashsale/flashsale/lua"
+	"github.com/flashsale/flashsale/stock"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
+	kafkago "github.com/segmentio/kafka-go"
 )
 
 // Reservation is a unit Redis has handed to a user: a pending order.
@@ -25,25 +28,13 @@ type Reservation struct {
 	DeadlineMs int64 // pay deadline, Redis clock
 }
 
-// Confirmer makes reservations durable before the buyer hears "you got it"
-// — in flashsale, by publishing order.created events to Kafka. Confirm sets
-// errs[i] for every reservation it could not make durable; the Seller then
-// undoes those in Redis. It must bound itself in time.
-type Confirmer interface {
-	Confirm(ctx context.Context, rs []Reservation, errs []error)
+// Publisher makes events durable before the buyer hears "you got it";
+// kafka.Publisher implements it. Publish sets errs[i] for every message it
+// could not make durable; the Seller then undoes those orders in Redis. It
+// must bound itself in time.
+type Publisher interface {
+	Publish(ctx context.Context, msgs []kafkago.Message, errs []error)
 }
-
-// Membership tells how many nodes share the stock; cluster.Membership
-// implements it. LiveNodes is called on the refresh path and must be cheap.
-type Membership interface {
-	LiveNodes() int
-}
-
-// SingleNode is the Membership of a node that sells alone.
-type SingleNode struct{}
-
-// LiveNodes implements Membership.
-func (SingleNode) LiveNodes() int { return 1 }
 
 // SellerConfig tunes a Seller. Zero durations and sizes take the defaults
 // documented in configs/default.yaml.
@@ -54,7 +45,7 @@ type SellerConfig struct {
 	RefreshInterval time.Duration // at most one share refresh from Redis per sale per interval
 	RedisTimeout    time.Duration // bound of one script call
 	ConfirmTimeout  time.Duration // bound of one Confirm call
-	Coalescer       CoalescerConfig
+	Coalescer       stock.CoalescerConfig
 	MaxSales        int // sales one node keeps state for; more are refused
 }
 
@@ -62,22 +53,22 @@ type SellerConfig struct {
 type Seller struct {
 	cfg     SellerConfig
 	rdb     redis.UniversalClient
-	confirm Confirmer
-	members Membership
+	confirm Publisher
+	members stock.Membership
 	log     *slog.Logger
 
-	sales *Cache[*saleState]
+	sales *stock.Cache[*saleState]
 
 	refreshes atomic.Int64 // share refreshes that read Redis, for /metrics
 	batches   prometheus.Histogram
-	doubt     *InDoubt
+	doubt     *stock.InDoubt
 }
 
 type saleState struct {
 	s        *Seller
 	id       string
-	share    *Refill
-	co       *Coalescer[buyReq, buyRes]
+	share    *stock.Refill
+	co       *stock.Coalescer[buyReq, buyRes]
 	startsMs int64
 	endsMs   int64
 }
@@ -109,9 +100,9 @@ func Sentinels() []*flashsale.Error {
 
 // NewSeller returns a Seller that deducts from Redis and confirms through c.
 // members may be nil for a single node.
-func NewSeller(cfg SellerConfig, rdb redis.UniversalClient, c Confirmer, members Membership, log *slog.Logger) *Seller {
+func NewSeller(cfg SellerConfig, rdb redis.UniversalClient, c Publisher, members stock.Membership, log *slog.Logger) *Seller {
 	if members == nil {
-		members = SingleNode{}
+		members = stock.SingleNode{}
 	}
 	if log == nil {
 		log = slog.Default()
@@ -122,10 +113,10 @@ func NewSeller(cfg SellerConfig, rdb redis.UniversalClient, c Confirmer, members
 	if cfg.MaxSales <= 0 {
 		cfg.MaxSales = 1024
 	}
-	return &Seller{cfg: cfg, rdb: rdb, confirm: c, members: members, log: log, sales: NewCache[*saleState](cfg.MaxSales),
+	return &Seller{cfg: cfg, rdb: rdb, confirm: c, members: members, log: log, sales: stock.NewCache[*saleState](cfg.MaxSales),
 		batches: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "flashsale_stock_batch_size",
 			Help: "Buyers settled by one buy script call (coalescing at work).", Buckets: prometheus.ExponentialBuckets(1, 2, 10)}),
-		doubt: NewInDoubt("sale", func(ctx context.Context, sale, batch string) (int, error) {
+		doubt: stock.NewInDoubt("sale", func(ctx context.Context, sale, batch string) (int, error) {
 			orders, err := lua.ResolveBatch(ctx, rdb, sale, batch)
 			return len(orders), err
 		}, cfg.RedisTimeout, 4096, log)}
@@ -171,11 +162,11 @@ func (s *Seller) Buy(ctx context.Context, saleID, userID string) (Reservation, e
 	return res.r, res.err
 }
 
-// reload is a sale's ReloadFunc: its fair part of what Redis has left plus
-// the buffer. It is called through the sale's Refill, at most once per
+// reload is a sale's stock.ReloadFunc: its fair part of what Redis has left plus
+// the buffer. It is called through the sale's stock.Refill, at most once per
 // RefreshInterval when the local share is empty, so a sold-out sale costs
 // each node at most 1/RefreshInterval Redis reads a second.
-func (s *Seller) reload(id string) ReloadFunc {
+func (s *Seller) reload(id string) stock.ReloadFunc {
 	return func(ctx context.Context) (int64, bool, error) {
 		ctx, cancel := context.WithTimeout(ctx, s.cfg.RedisTimeout)
 		defer cancel()
@@ -192,7 +183,7 @@ func (s *Seller) reload(id string) ReloadFunc {
 
 // ShareOf returns the local share a node takes of remaining units.
 func (s *Seller) ShareOf(remaining int64) int64 {
-	return FairShare(remaining, s.members.LiveNodes(), s.cfg.BufferUnits, s.cfg.BufferPercent)
+	return stock.FairShare(remaining, s.members.LiveNodes(), s.cfg.BufferUnits, s.cfg.BufferPercent)
 }
 
 // Reshare recomputes every sale's share, e.g. when the set of live nodes
@@ -223,9 +214,9 @@ func (s *Seller) sale(ctx context.Context, id string) (*saleState, error) {
 	starts, _ := strconv.ParseInt(fmt.Sprint(v[1]), 10, 64)
 	ends, _ := strconv.ParseInt(fmt.Sprint(v[2]), 10, 64)
 
-	st := &saleState{s: s, id: id, share: NewRefill(s.ShareOf(remaining), s.cfg.RefreshInterval, s.reload(id)),
+	st := &saleState{s: s, id: id, share: stock.NewRefill(s.ShareOf(remaining), s.cfg.RefreshInterval, s.reload(id)),
 		startsMs: starts, endsMs: ends}
-	st.co = NewCoalescer(s.cfg.Coalescer, st.flush)
+	st.co = stock.NewCoalescer(s.cfg.Coalescer, st.flush)
 	got, inserted, err := s.sales.Put(id, st, func(map[string]*saleState) error {
 		return errTooManySales
 	})
@@ -248,12 +239,12 @@ func (st *saleState) flush(reqs []buyReq, res []buyRes) {
 		users[i] = r.user
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.RedisTimeout)
-	batch := NewBatchID(s.cfg.Node)
+	batch := stock.NewBatchID(s.cfg.Node)
 	reply, err := lua.Buy(ctx, s.rdb, st.id, s.cfg.Node, batch, users, nil)
 	cancel()
 	if err != nil {
 		s.log.Warn("buy script failed", "sale", st.id, "batch", len(reqs), "err", err)
-		if !Definite(err) {
+		if !stock.Definite(err) {
 			// The script may still run, or may have run: settle that later
 			// so the 503 these buyers get stays true.
 			s.doubt.Add(st.id, batch)
@@ -303,7 +294,7 @@ func (st *saleState) flush(reqs []buyReq, res []buyRes) {
 	if len(won) > 0 {
 		errs := make([]error, len(won))
 		cctx, cancel := context.WithTimeout(context.Background(), s.cfg.ConfirmTimeout)
-		s.confirm.Confirm(cctx, won, errs)
+		s.publishCreated(cctx, won, errs)
 		cancel()
 		var undo []int64
 		for j, e := range errs {
@@ -323,6 +314,23 @@ func (st *saleState) flush(reqs []buyReq, res []buyRes) {
 	} else {
 		st.share.Give(unused)
 	}
+}
+
+// publishCreated publishes one order.created event per reservation and
+// reports each one Kafka did not take.
+func (s *Seller) publishCreated(ctx context.Context, rs []Reservation, errs []error) {
+	msgs := make([]kafkago.Message, len(rs))
+	buf := make([]byte, 0, 192*len(rs)) // one buffer for the whole batch
+	var key []byte                      // a batch is one sale: one key for all
+	for i, r := range rs {
+		if key == nil || string(key) != r.SaleID {
+			key = []byte(r.SaleID)
+		}
+		start := len(buf)
+		buf = kafka.AppendOrderCreated(buf, kafka.OrderCreated(r))
+		msgs[i] = kafkago.Message{Key: key, Value: buf[start:len(buf):len(buf)]}
+	}
+	s.confirm.Publish(ctx, msgs, errs)
 }
 
 // abort undoes reservations that could not be confirmed. If Redis fails too,

@@ -1,4 +1,4 @@
-package cluster
+package membership
 
 import (
 	"context"
@@ -15,7 +15,7 @@ import (
 // member is one node's membership running in the test, with its own Redis
 // client so the test can cut it off the way a crash would.
 type member struct {
-	m      *Membership
+	m      *Members
 	rdb    *redis.Client
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -27,7 +27,7 @@ type member struct {
 func startMember(t *testing.T, addr, id string, beat, ttl time.Duration) *member {
 	t.Helper()
 	rdb := redis.NewClient(&redis.Options{Addr: addr})
-	m, err := NewMembership(rdb, MembershipConfig{NodeID: id, Beat: beat, TTL: ttl})
+	m, err := New(rdb, Config{NodeID: id, Beat: beat, TTL: ttl})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -142,13 +142,13 @@ func TestMembershipKeepsViewWhileRedisIsDown(t *testing.T) {
 }
 
 func TestMembershipDefaults(t *testing.T) {
-	if _, err := NewMembership(nil, MembershipConfig{}); err == nil {
+	if _, err := New(nil, Config{}); err == nil {
 		t.Fatal("no node id accepted")
 	}
-	if _, err := NewMembership(nil, MembershipConfig{NodeID: "x", Beat: time.Second, TTL: time.Millisecond}); err == nil {
+	if _, err := New(nil, Config{NodeID: "x", Beat: time.Second, TTL: time.Millisecond}); err == nil {
 		t.Fatal("ttl shorter than beat accepted")
 	}
-	m, err := NewMembership(nil, MembershipConfig{NodeID: "x"})
+	m, err := New(nil, Config{NodeID: "x"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -158,7 +158,7 @@ func TestMembershipDefaults(t *testing.T) {
 }
 
 func BenchmarkLiveNodes(b *testing.B) {
-	m, _ := NewMembership(nil, MembershipConfig{NodeID: "x"})
+	m, _ := New(nil, Config{NodeID: "x"})
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
 			if m.LiveNodes() < 1 {

@@ -1,4 +1,4 @@
-package order
+package kafka
 
 import (
 	"context"
@@ -8,9 +8,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/flashsale/flashsale/stock"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/segmentio/kafka-go"
+	kafkago "github.com/segmentio/kafka-go"
 )
 
 // PublisherConfig configures the Kafka producer.
@@ -21,9 +20,9 @@ type PublisherConfig struct {
 	MaxAttempts  int           // tries of a batch the broker refused outright
 }
 
-// Publisher publishes events with acks from all in-sync replicas. It
-// implements stock.Confirmer: a reservation is durable once its event is
-// acknowledged. It is safe for concurrent use.
+// Publisher publishes events with acks from all in-sync replicas: what an
+// event announces (an order, an open) is durable once it is acknowledged.
+// It is safe for concurrent use.
 //
 // It sends each batch as one produce request at once (kafka-go's Client),
 // rather than through kafka-go's Writer: the coalescer upstream already
@@ -33,7 +32,7 @@ type PublisherConfig struct {
 // refusal the broker is sure of (no leader yet, connection refused) is tried
 // again.
 type Publisher struct {
-	client   *kafka.Client
+	client   *kafkago.Client
 	topic    string
 	attempts int
 	timeout  time.Duration
@@ -55,8 +54,8 @@ func NewPublisher(cfg PublisherConfig) *Publisher {
 		cfg.WriteTimeout = 3 * time.Second
 	}
 	return &Publisher{
-		client: &kafka.Client{Addr: kafka.TCP(cfg.Brokers...), Timeout: cfg.WriteTimeout,
-			Transport: &kafka.Transport{DialTimeout: time.Second, IdleTimeout: time.Minute, MetadataTTL: 10 * time.Second}},
+		client: &kafkago.Client{Addr: kafkago.TCP(cfg.Brokers...), Timeout: cfg.WriteTimeout,
+			Transport: &kafkago.Transport{DialTimeout: time.Second, IdleTimeout: time.Minute, MetadataTTL: 10 * time.Second}},
 		topic:    cfg.Topic,
 		attempts: max(cfg.MaxAttempts, 1),
 		timeout:  cfg.WriteTimeout,
@@ -69,28 +68,11 @@ func NewPublisher(cfg PublisherConfig) *Publisher {
 	}
 }
 
-// Confirm implements stock.Confirmer: it publishes one order.created event
-// per reservation and reports each one Kafka did not take.
-func (p *Publisher) Confirm(ctx context.Context, rs []stock.Reservation, errs []error) {
-	msgs := make([]kafka.Message, len(rs))
-	buf := make([]byte, 0, 192*len(rs)) // one buffer for the whole batch
-	var key []byte                      // a batch is one sale: one key for all
-	for i, r := range rs {
-		if key == nil || string(key) != r.SaleID {
-			key = []byte(r.SaleID)
-		}
-		start := len(buf)
-		buf = AppendCreated(buf, r)
-		msgs[i] = kafka.Message{Key: key, Value: buf[start:len(buf):len(buf)]}
-	}
-	p.Publish(ctx, msgs, errs)
-}
-
 // Publish writes msgs to the publisher's topic, one produce request per
 // partition (messages go to the partition their key hashes to, so one key's
 // events keep their order), and sets errs[i] for every message Kafka did not
 // acknowledge. It bounds itself by ctx and WriteTimeout.
-func (p *Publisher) Publish(ctx context.Context, msgs []kafka.Message, errs []error) {
+func (p *Publisher) Publish(ctx context.Context, msgs []kafkago.Message, errs []error) {
 	start := time.Now()
 	defer func() { p.latency.Observe(time.Since(start).Seconds()) }()
 	ctx, cancel := context.WithTimeout(ctx, p.timeout)
@@ -101,7 +83,7 @@ func (p *Publisher) Publish(ctx context.Context, msgs []kafka.Message, errs []er
 		return
 	}
 	byPart := map[int][]int{}
-	var hash kafka.Hash
+	var hash kafkago.Hash
 	for i := range msgs {
 		part := hash.Balance(msgs[i], parts...)
 		byPart[part] = append(byPart[part], i)
@@ -116,7 +98,7 @@ func (p *Publisher) Publish(ctx context.Context, msgs []kafka.Message, errs []er
 	}
 }
 
-func (p *Publisher) fail(msgs []kafka.Message, errs []error, idx []int, err error) {
+func (p *Publisher) fail(msgs []kafkago.Message, errs []error, idx []int, err error) {
 	err = fmt.Errorf("publish to %s: %w", p.topic, err)
 	if idx == nil {
 		for i := range msgs {
@@ -133,11 +115,11 @@ func (p *Publisher) fail(msgs []kafka.Message, errs []error, idx []int, err erro
 
 // produce sends the messages idx of msgs to one partition and waits for the
 // acks of all in-sync replicas.
-func (p *Publisher) produce(ctx context.Context, part int, msgs []kafka.Message, idx []int) error {
-	records := make([]kafka.Record, len(idx))
+func (p *Publisher) produce(ctx context.Context, part int, msgs []kafkago.Message, idx []int) error {
+	records := make([]kafkago.Record, len(idx))
 	now := time.Now()
 	for j, i := range idx {
-		records[j] = kafka.Record{Time: now, Key: kafka.NewBytes(msgs[i].Key), Value: kafka.NewBytes(msgs[i].Value)}
+		records[j] = kafkago.Record{Time: now, Key: kafkago.NewBytes(msgs[i].Key), Value: kafkago.NewBytes(msgs[i].Value)}
 	}
 	var err error
 	for attempt := 0; attempt < p.attempts; attempt++ {
@@ -148,9 +130,9 @@ func (p *Publisher) produce(ctx context.Context, part int, msgs []kafka.Message,
 				return errors.Join(err, ctx.Err())
 			}
 		}
-		var resp *kafka.ProduceResponse
-		resp, err = p.client.Produce(ctx, &kafka.ProduceRequest{Topic: p.topic, Partition: part,
-			RequiredAcks: kafka.RequireAll, Records: kafka.NewRecordReader(records...)})
+		var resp *kafkago.ProduceResponse
+		resp, err = p.client.Produce(ctx, &kafkago.ProduceRequest{Topic: p.topic, Partition: part,
+			RequiredAcks: kafkago.RequireAll, Records: kafkago.NewRecordReader(records...)})
 		if err == nil && resp.Error == nil && len(resp.RecordErrors) == 0 {
 			return nil
 		}
@@ -171,11 +153,11 @@ func (p *Publisher) produce(ctx context.Context, part int, msgs []kafka.Message,
 // surelyNotWritten reports whether err proves the broker did not write the
 // batch, so sending it again cannot duplicate an event.
 func surelyNotWritten(err error) bool {
-	var kerr kafka.Error
+	var kerr kafkago.Error
 	if errors.As(err, &kerr) {
 		switch kerr {
-		case kafka.NotLeaderForPartition, kafka.LeaderNotAvailable, kafka.UnknownTopicOrPartition,
-			kafka.NotEnoughReplicas, kafka.BrokerNotAvailable:
+		case kafkago.NotLeaderForPartition, kafkago.LeaderNotAvailable, kafkago.UnknownTopicOrPartition,
+			kafkago.NotEnoughReplicas, kafkago.BrokerNotAvailable:
 			return true
 		}
 		return false
@@ -192,7 +174,7 @@ func (p *Publisher) partitionList(ctx context.Context) ([]int, error) {
 	if len(p.partitions) > 0 && time.Since(p.fetched) < 30*time.Second {
 		return p.partitions, nil
 	}
-	md, err := p.client.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{p.topic}})
+	md, err := p.client.Metadata(ctx, &kafkago.MetadataRequest{Topics: []string{p.topic}})
 	if err != nil {
 		return nil, fmt.Errorf("metadata: %w", err)
 	}
@@ -225,7 +207,7 @@ func (p *Publisher) forgetPartitions() {
 // Close releases the publisher's connections. Every Publish has returned
 // by then (publishes are synchronous), so there is nothing to flush.
 func (p *Publisher) Close() error {
-	if t, ok := p.client.Transport.(*kafka.Transport); ok {
+	if t, ok := p.client.Transport.(*kafkago.Transport); ok {
 		t.CloseIdleConnections()
 	}
 	return nil
