@@ -69,12 +69,6 @@ func (l Limits) Validate(r Request) error {
 	return nil
 }
 
-// Publisher publishes events and reports each one Kafka did not take;
-// kafka.Publisher implements it.
-type Publisher interface {
-	Publish(ctx context.Context, msgs []kafkago.Message, errs []error)
-}
-
 // Config tunes a Service. Zero values take the defaults of configs/default.yaml.
 type Config struct {
 	Node            string
@@ -94,14 +88,13 @@ type Config struct {
 type Service struct {
 	cfg     Config
 	rdb     redis.UniversalClient
-	pub     Publisher
+	pub     stock.Publisher
 	members stock.Membership
 	log     *slog.Logger
-	co      *stock.Coalescer[openReq, openRes]
+	frame   *stock.Frame[*envState, openReq, openRes]
 
 	envs *stock.Cache[*envState]
 
-	doubt   *stock.InDoubt // open batches whose reply was lost
 	metrics *metrics
 }
 
@@ -123,6 +116,7 @@ type openReq struct {
 type openRes struct {
 	amount int64
 	seq    int64
+	nowMs  int64 // Redis clock of the open
 	err    error
 }
 
@@ -138,32 +132,26 @@ var (
 )
 
 // NewService returns a Service. members may be nil for a single node.
-func NewService(cfg Config, rdb redis.UniversalClient, pub Publisher, members stock.Membership, log *slog.Logger) *Service {
+func NewService(cfg Config, rdb redis.UniversalClient, pub stock.Publisher, members stock.Membership, log *slog.Logger) *Service {
 	if members == nil {
 		members = stock.SingleNode{}
 	}
 	if log == nil {
 		log = slog.Default()
 	}
-	cfg.RefreshInterval = or(cfg.RefreshInterval, 100*time.Millisecond)
-	cfg.RedisTimeout = or(cfg.RedisTimeout, 500*time.Millisecond)
-	cfg.PublishTimeout = or(cfg.PublishTimeout, 5*time.Second)
+	cfg.RefreshInterval = stock.Or(cfg.RefreshInterval, 100*time.Millisecond)
+	cfg.RedisTimeout = stock.Or(cfg.RedisTimeout, 500*time.Millisecond)
+	cfg.PublishTimeout = stock.Or(cfg.PublishTimeout, 5*time.Second)
 	cfg.MaxEnvelopes = max(cfg.MaxEnvelopes, 16)
 	cfg.RecentEntries = max(cfg.RecentEntries, 1)
 	s := &Service{cfg: cfg, rdb: rdb, pub: pub, members: members, log: log, envs: stock.NewCache[*envState](cfg.MaxEnvelopes), metrics: newMetrics()}
-	s.doubt = stock.NewInDoubt("envelope", func(ctx context.Context, env, batch string) (int, error) {
-		users, err := lua.ResolveEnvBatch(ctx, rdb, env, batch)
-		return len(users), err
-	}, cfg.RedisTimeout, 4096, log)
-	s.co = stock.NewCoalescer(cfg.Coalescer, s.flush)
+	s.frame = stock.NewFrame(stock.FrameConfig{Node: cfg.Node, Subsystem: "envelope", RedisTimeout: cfg.RedisTimeout,
+		PublishTimeout: cfg.PublishTimeout, Coalescer: cfg.Coalescer}, envelopes{s}, pub,
+		func(ctx context.Context, env, batch string) (int, error) {
+			users, err := lua.ResolveEnvBatch(ctx, rdb, env, batch)
+			return len(users), err
+		}, log)
 	return s
-}
-
-func or(d, def time.Duration) time.Duration {
-	if d <= 0 {
-		return def
-	}
-	return d
 }
 
 // Envelope is a created envelope.
@@ -276,7 +264,7 @@ func (s *Service) Open(ctx context.Context, id, user string) (Opened, error) {
 		}
 		return Opened{}, ErrEmpty
 	}
-	res, ok := s.co.Do(openReq{env: st, user: user})
+	res, ok := s.frame.Do(openReq{env: st, user: user})
 	if !ok {
 		st.share.Give(1)
 		return Opened{}, ErrOverloaded
@@ -291,18 +279,17 @@ func (s *Service) envelope(ctx context.Context, id string) (*envState, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.RedisTimeout)
 	defer cancel()
-	v, err := s.rdb.HMGet(ctx, lua.EnvelopeKeysFor(id).Meta, "expires_at_ms", "left", "state").Result()
+	v, found, err := lua.LoadEnvState(ctx, s.rdb, id)
 	if err != nil {
-		return nil, fmt.Errorf("load envelope %q: %w: %w", id, ErrRedis, err)
+		return nil, fmt.Errorf("%w: %w", ErrRedis, err)
 	}
-	if v[0] == nil {
+	if !found {
 		return nil, ErrNotFound
 	}
-	exp, left := toInt(v[0]), toInt(v[1])
-	st := &envState{id: id, expiresMs: exp}
-	st.share = stock.NewRefill(s.shareOf(left), s.cfg.RefreshInterval, s.reload(st))
-	st.empty.Store(left <= 0)
-	st.expired.Store(str(v[2]) != "open")
+	st := &envState{id: id, expiresMs: v.ExpiresMs}
+	st.share = stock.NewRefill(s.shareOf(v.Left), s.cfg.RefreshInterval, s.reload(st))
+	st.empty.Store(v.Left <= 0)
+	st.expired.Store(!v.Open)
 
 	got, _, err := s.envs.Put(id, st, s.evict)
 	return got, err
@@ -339,200 +326,143 @@ func (s *Service) reload(st *envState) stock.ReloadFunc {
 		ctx, cancel := context.WithTimeout(ctx, s.cfg.RedisTimeout)
 		defer cancel()
 		s.metrics.refreshes.Inc()
-		v, err := s.rdb.HGet(ctx, lua.EnvelopeKeysFor(st.id).Meta, "left").Int64()
-		if errors.Is(err, redis.Nil) {
-			return 0, true, nil
-		} else if err != nil {
-			return 0, false, fmt.Errorf("read shares left of envelope %q: %w", st.id, err)
+		v, found, err := lua.EnvLeft(ctx, s.rdb, st.id)
+		if err != nil || !found {
+			return 0, !found && err == nil, err
 		}
 		st.empty.Store(v <= 0)
 		return s.shareOf(v), false, nil
 	}
 }
 
-// flush settles one batch of openers, possibly of several envelopes: one
-// open script per envelope, one Publish of every opened event, one undo
-// script per envelope for events Kafka refused, one pipelined round of
-// wallet credits, and one adjustment of each local allowance.
-func (s *Service) flush(reqs []openReq, res []openRes) {
-	type group struct {
-		st  *envState
-		idx []int
-	}
-	var groups []*group
-	byID := map[*envState]*group{}
+// envelopes is the envelope product of the batch frame: one open script
+// per envelope of a batch, envelope.opened for every open, an undo of every
+// open Kafka did not take, then one pipelined round of wallet credits.
+type envelopes struct{ s *Service }
+
+func (envelopes) Item(r openReq) *envState   { return r.env }
+func (envelopes) ItemID(st *envState) string { return st.id }
+
+// Call opens one envelope for a batch of openers with one script call and
+// gives the local allowance back what the batch did not use.
+func (e envelopes) Call(ctx context.Context, st *envState, batch string, reqs []openReq, res []openRes) ([]int, error) {
+	users := make([]string, len(reqs))
 	for i, r := range reqs {
-		g := byID[r.env]
-		if g == nil {
-			g = &group{st: r.env}
-			byID[r.env] = g
-			groups = append(groups, g)
-		}
-		g.idx = append(g.idx, i)
+		users[i] = r.user
 	}
-
-	type win struct {
-		i      int
-		st     *envState
-		amount int64
-		seq    int64
-		nowMs  int64
-	}
-	var wins []win
-	for _, g := range groups {
-		st := g.st
-		users := make([]string, len(g.idx))
-		for j, i := range g.idx {
-			users[j] = reqs[i].user
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.RedisTimeout)
-		batch := stock.NewBatchID(s.cfg.Node)
-		reply, err := lua.EnvOpen(ctx, s.rdb, st.id, s.cfg.Node, batch, users)
-		cancel()
-		if err != nil {
-			s.log.Warn("open script failed", "envelope", st.id, "batch", len(users), "err", err)
-			if !stock.Definite(err) {
-				// The opens may still happen, or have happened: undo them
-				// once Redis answers, so these openers' 503 stays true.
-				s.doubt.Add(st.id, batch)
-			}
-			st.share.Give(int64(len(users)))
-			fillErr(res, g.idx, ErrRedis)
-			continue
-		}
-		switch reply.Code {
-		case lua.OpenVoid: // cannot happen: only a lost reply is written off
-			st.share.Give(int64(len(users)))
-			fillErr(res, g.idx, ErrRedis)
-			continue
-		case lua.OpenNone:
-			st.share.MarkGone()
-			fillErr(res, g.idx, ErrNotFound)
-			continue
-		case lua.OpenExpired:
-			st.expired.Store(true)
-			st.share.Set(0)
-			fillErr(res, g.idx, ErrExpired)
-			continue
-		}
-		var unused int64
-		empty := false
-		seq := reply.SeqBefore
-		for j, v := range reply.Results {
-			i := g.idx[j]
-			switch {
-			case v > 0:
-				seq++
-				wins = append(wins, win{i: i, st: st, amount: v, seq: seq, nowMs: reply.NowMs})
-			case v == lua.OpenEmpty:
-				empty = true
-				res[i].err = ErrEmpty
-			default:
-				unused++
-				res[i].err = ErrAlready
-			}
-		}
-		if empty {
-			st.empty.Store(true)
-			st.share.Set(0)
-		} else {
-			st.share.Give(unused)
-		}
-	}
-	if len(wins) == 0 {
-		return
-	}
-
-	// Durable before anyone hears the amount: one Publish for the batch.
-	msgs := make([]kafkago.Message, len(wins))
-	for k, w := range wins {
-		ev := kafka.EnvelopeEvent{Type: kafka.TypeEnvelopeOpened, EnvelopeID: w.st.id, UserID: reqs[w.i].user, Node: s.cfg.Node,
-			AmountCents: w.amount, Seq: w.seq, AtMs: w.nowMs}
-		msgs[k] = kafkago.Message{Key: []byte(w.st.id), Value: kafka.AppendEnvelopeEvent(make([]byte, 0, 192), &ev)}
-	}
-	errs := make([]error, len(wins))
-	pctx, cancel := context.WithTimeout(context.Background(), s.cfg.PublishTimeout)
-	s.pub.Publish(pctx, msgs, errs)
-	cancel()
-	failed := map[*envState][]int{} // envelope -> indexes into wins
-	for k, e := range errs {
-		if e != nil {
-			failed[wins[k].st] = append(failed[wins[k].st], k)
-		}
-	}
-	kept := make([]bool, len(wins))
-	for k := range kept {
-		kept[k] = errs[k] == nil
-	}
-	for st, ks := range failed {
-		users := make([]string, len(ks))
-		for j, k := range ks {
-			users[j] = reqs[wins[k].i].user
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.RedisTimeout)
-		codes, err := lua.EnvUndo(ctx, s.rdb, st.id, users)
-		cancel()
-		for j, k := range ks {
-			w := wins[k]
-			switch {
-			case err != nil:
-				// The open stays recorded; its credit is applied at refund time.
-				s.log.Error("undo of unannounced opens failed; the refund will credit them", "envelope", st.id, "err", err)
-				res[w.i].err = fmt.Errorf("%w: %w", ErrNotDurable, errs[k])
-			case codes[j] == lua.UndoDone:
-				st.share.Give(1)
-				res[w.i].err = fmt.Errorf("%w: %w", ErrNotDurable, errs[k])
-			default:
-				// Refunded meanwhile: the open stands, without its event.
-				s.log.Error("opened event lost for an open that stands", "envelope", st.id, "user", users[j], "err", errs[k])
-				kept[k] = true
-			}
-		}
-	}
-
-	credits := make([]wallet.Credit, 0, len(wins))
-	for k, w := range wins {
-		if !kept[k] {
-			continue
-		}
-		res[w.i].amount, res[w.i].seq = w.amount, w.seq
-		credits = append(credits, wallet.Credit{User: reqs[w.i].user,
-			Entry: lua.Entry{ID: wallet.OpenID(w.st.id), Amount: w.amount}})
-	}
-	s.metrics.opened.Add(float64(len(credits)))
-	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.RedisTimeout)
-	_, err := wallet.ApplyAll(ctx, s.rdb, s.cfg.RecentEntries, credits)
-	cancel()
+	reply, err := lua.EnvOpen(ctx, e.s.rdb, st.id, e.s.cfg.Node, batch, users)
 	if err != nil {
-		// The opens are recorded and announced: the openers have their
-		// shares, and the refund at expiry re-applies every credit.
-		s.metrics.creditsDeferred.Inc()
-		s.log.Warn("wallet credit deferred to the refund", "opens", len(credits), "err", err)
+		return nil, err
+	}
+	switch reply.Code {
+	case lua.OpenVoid: // cannot happen: only a lost reply is written off
+		st.share.Give(int64(len(reqs)))
+		fillErr(res, ErrRedis)
+		return nil, nil
+	case lua.OpenNone:
+		st.share.MarkGone()
+		fillErr(res, ErrNotFound)
+		return nil, nil
+	case lua.OpenExpired:
+		st.expired.Store(true)
+		st.share.Set(0)
+		fillErr(res, ErrExpired)
+		return nil, nil
+	}
+	var unused int64
+	empty := false
+	seq := reply.SeqBefore
+	won := make([]int, 0, len(reqs))
+	for i, v := range reply.Results {
+		switch {
+		case v > 0:
+			seq++
+			res[i] = openRes{amount: v, seq: seq, nowMs: reply.NowMs}
+			won = append(won, i)
+		case v == lua.OpenEmpty:
+			empty = true
+			res[i].err = ErrEmpty
+		default:
+			unused++
+			res[i].err = ErrAlready
+		}
+	}
+	if empty {
+		st.empty.Store(true)
+		st.share.Set(0)
+	} else {
+		st.share.Give(unused)
+	}
+	return won, nil
+}
+
+func (envelopes) Unavailable(st *envState, reqs []openReq, res []openRes, _ error) {
+	st.share.Give(int64(len(reqs)))
+	fillErr(res, ErrRedis)
+}
+
+func (e envelopes) AppendEvent(b []byte, st *envState, req openReq, res *openRes) []byte {
+	ev := kafka.EnvelopeEvent{Type: kafka.TypeEnvelopeOpened, EnvelopeID: st.id, UserID: req.user, Node: e.s.cfg.Node,
+		AmountCents: res.amount, Seq: res.seq, AtMs: res.nowMs}
+	return kafka.AppendEnvelopeEvent(b, &ev)
+}
+
+// Undo puts back the shares of opens Kafka did not take; an open of an
+// envelope refunded meanwhile stands (its rest is already the sender's),
+// without its event.
+func (e envelopes) Undo(ctx context.Context, st *envState, reqs []openReq, res []openRes, wins []int, errs []error) {
+	users := make([]string, len(wins))
+	for j, i := range wins {
+		users[j] = reqs[i].user
+	}
+	codes, err := lua.EnvUndo(ctx, e.s.rdb, st.id, users)
+	for j, i := range wins {
+		switch {
+		case err != nil:
+			// The open stays recorded; its credit is applied at refund time.
+			e.s.log.Error("undo of unannounced opens failed; the refund will credit them", "envelope", st.id, "err", err)
+			res[i] = openRes{err: fmt.Errorf("%w: %w", ErrNotDurable, errs[j])}
+		case codes[j] == lua.UndoDone:
+			st.share.Give(1)
+			res[i] = openRes{err: fmt.Errorf("%w: %w", ErrNotDurable, errs[j])}
+		default:
+			e.s.log.Error("opened event lost for an open that stands", "envelope", st.id, "user", users[j], "err", errs[j])
+		}
 	}
 }
 
-func fillErr(res []openRes, idx []int, err error) {
-	for _, i := range idx {
+// Settled credits every standing open to its opener's wallet in one
+// pipelined round. The opens are recorded and announced already: if the
+// credit fails, the refund at expiry re-applies every credit.
+func (e envelopes) Settled(reqs []openReq, res []openRes) {
+	var credits []wallet.Credit
+	for i, r := range res {
+		if r.err == nil && r.amount > 0 {
+			credits = append(credits, wallet.Credit{User: reqs[i].user,
+				Entry: lua.Entry{ID: wallet.OpenID(reqs[i].env.id), Amount: r.amount}})
+		}
+	}
+	if len(credits) == 0 {
+		return
+	}
+	e.s.metrics.opened.Add(float64(len(credits)))
+	ctx, cancel := context.WithTimeout(context.Background(), e.s.cfg.RedisTimeout)
+	_, err := wallet.ApplyAll(ctx, e.s.rdb, e.s.cfg.RecentEntries, credits)
+	cancel()
+	if err != nil {
+		e.s.metrics.creditsDeferred.Inc()
+		e.s.log.Warn("wallet credit deferred to the refund", "opens", len(credits), "err", err)
+	}
+}
+
+func fillErr(res []openRes, err error) {
+	for i := range res {
 		res[i].err = err
 	}
 }
 
-func toInt(v any) int64 {
-	switch x := v.(type) {
-	case string:
-		n, _ := strconv.ParseInt(x, 10, 64)
-		return n
-	case int64:
-		return x
-	}
-	return 0
-}
-
 // Close settles queued openers and stops the flushers.
-func (s *Service) Close() {
-	s.co.Close()
-	s.doubt.Close()
-}
+func (s *Service) Close() { s.frame.Close() }
 
 // OpenRecord is one open as the envelope records it.
 type OpenRecord struct {
@@ -591,5 +521,5 @@ func (s *Service) Collect(ch chan<- prometheus.Metric) {
 
 func (s *Service) collectors() []prometheus.Collector {
 	m := s.metrics
-	return []prometheus.Collector{s.doubt, m.created, m.opened, m.refunded, m.refreshes, m.creditsDeferred}
+	return []prometheus.Collector{s.frame, m.created, m.opened, m.refunded, m.refreshes, m.creditsDeferred}
 }

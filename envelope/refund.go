@@ -4,14 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"strconv"
 	"time"
 
 	"github.com/flashsale/flashsale/kafka"
 	"github.com/flashsale/flashsale/lua"
+	"github.com/flashsale/flashsale/stock"
 	"github.com/flashsale/flashsale/wallet"
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 	kafkago "github.com/segmentio/kafka-go"
 )
@@ -69,7 +68,7 @@ func (s *Service) Settle(ctx context.Context, id, mode string) (Settled, error) 
 		return out, fmt.Errorf("read refund of envelope %q: %w", id, err)
 	}
 	if m[2] == nil {
-		if err := s.publishRefund(ctx, id, str(m[0]), v, toInt(m[1])); err != nil {
+		if err := s.publishRefund(ctx, id, str(m[0]), v, lua.ToInt(m[1])); err != nil {
 			return out, err
 		}
 	}
@@ -174,9 +173,9 @@ func implied(ctx context.Context, rdb redis.UniversalClient, id string) ([]walle
 		return nil, nil
 	}
 	sender := str(m[0])
-	credits := []wallet.Credit{{User: sender, Entry: lua.Entry{ID: wallet.SendID(id), Amount: -toInt(m[1])}}}
+	credits := []wallet.Credit{{User: sender, Entry: lua.Entry{ID: wallet.SendID(id), Amount: -lua.ToInt(m[1])}}}
 	if str(m[2]) == "refunded" {
-		if r := toInt(m[3]); r > 0 {
+		if r := lua.ToInt(m[3]); r > 0 {
 			credits = append(credits, wallet.Credit{User: sender, Entry: lua.Entry{ID: wallet.RefundID(id), Amount: r}})
 		}
 	}
@@ -242,71 +241,32 @@ func (h refundHandler) Release(ctx context.Context, id string, items []string, o
 	return nil
 }
 
-// Sweeper is the backstop for lost envelope.created events: it settles
-// envelopes still in DueKey more than grace past their deadline. Running it
-// on every node is safe: Settle is idempotent.
-type Sweeper struct {
-	s        *Service
-	interval time.Duration
-	grace    time.Duration
-	batch    int64
-	swept    prometheus.Counter
-}
-
-// NewSweeper returns a Sweeper; Run starts it.
-func (s *Service) NewSweeper(interval, grace time.Duration, batch int) *Sweeper {
-	return &Sweeper{s: s, interval: interval, grace: grace, batch: int64(max(batch, 1)),
-		swept: prometheus.NewCounter(prometheus.CounterOpts{Name: "flashsale_envelope_swept_total",
-			Help: "Envelopes refunded by the sweeper (their created event was lost or late)."})}
-}
-
-// Run sweeps every interval until ctx ends.
-func (w *Sweeper) Run(ctx context.Context, log *slog.Logger) {
-	t := time.NewTicker(w.interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-t.C:
-			if n, err := w.Sweep(ctx); err != nil {
-				log.Warn("envelope sweep", "err", err)
-			} else if n > 0 {
-				log.Info("sweeper refunded overdue envelopes", "envelopes", n)
+// NewSweeper returns the backstop for lost envelope.created events, on the
+// engine's sweeper shape: it refunds envelopes still in DueKey more than
+// grace past their deadline, batch at a time. Running it on every node is
+// safe: Settle is idempotent. Run starts it.
+func (s *Service) NewSweeper(interval, grace time.Duration, batch int) *stock.Sweeper {
+	sweep := func(ctx context.Context, cutoffMs int64) (int, error) {
+		ids, err := s.rdb.ZRangeArgs(ctx, redis.ZRangeArgs{Key: DueKey, Start: "-inf",
+			Stop: strconv.FormatInt(cutoffMs, 10), ByScore: true, Count: int64(max(batch, 1))}).Result()
+		if err != nil {
+			return 0, fmt.Errorf("overdue envelopes: %w", err)
+		}
+		n := 0
+		var errs []error
+		for _, id := range ids {
+			r, err := s.Settle(ctx, id, lua.RefundExpire)
+			switch {
+			case err != nil:
+				errs = append(errs, err)
+			case r.Code == lua.RefundDone:
+				n++
+			case r.Code == lua.RefundNone:
+				s.rdb.ZRem(ctx, DueKey, id)
 			}
-		case <-ctx.Done():
-			return
 		}
+		return n, errors.Join(errs...)
 	}
+	return stock.NewSweeper(stock.SweeperConfig{Subsystem: "envelope", Noun: "envelopes", Interval: interval,
+		Grace: grace, Timeout: 4 * s.cfg.RedisTimeout}, sweep, s.log)
 }
-
-// Sweep settles overdue envelopes and returns how many it refunded.
-func (w *Sweeper) Sweep(ctx context.Context) (int, error) {
-	ctx, cancel := context.WithTimeout(ctx, w.interval+4*w.s.cfg.RedisTimeout)
-	defer cancel()
-	cutoff := strconv.FormatInt(time.Now().Add(-w.grace).UnixMilli(), 10)
-	ids, err := w.s.rdb.ZRangeArgs(ctx, redis.ZRangeArgs{Key: DueKey, Start: "-inf", Stop: cutoff,
-		ByScore: true, Count: w.batch}).Result()
-	if err != nil {
-		return 0, fmt.Errorf("overdue envelopes: %w", err)
-	}
-	n := 0
-	var errs []error
-	for _, id := range ids {
-		r, err := w.s.Settle(ctx, id, lua.RefundExpire)
-		switch {
-		case err != nil:
-			errs = append(errs, err)
-		case r.Code == lua.RefundDone:
-			n++
-			w.swept.Inc()
-		case r.Code == lua.RefundNone:
-			w.s.rdb.ZRem(ctx, DueKey, id)
-		}
-	}
-	return n, errors.Join(errs...)
-}
-
-// Describe implements prometheus.Collector.
-func (w *Sweeper) Describe(ch chan<- *prometheus.Desc) { w.swept.Describe(ch) }
-
-// Collect implements prometheus.Collector.
-func (w *Sweeper) Collect(ch chan<- prometheus.Metric) { w.swept.Collect(ch) }

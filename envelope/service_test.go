@@ -24,7 +24,7 @@ const topic = "flashsale.envelopes"
 
 var limits = envelope.Limits{MaxCount: 1000, MaxTotalCents: 1_000_000, DefaultExpiry: time.Hour, MinExpiry: time.Second, MaxExpiry: time.Hour}
 
-func newService(t *testing.T, rdb *redis.Client, pub envelope.Publisher) *envelope.Service {
+func newService(t *testing.T, rdb *redis.Client, pub stock.Publisher) *envelope.Service {
 	s := envelope.NewService(envelope.Config{Node: "n1", Limits: limits, BufferUnits: 2, RefreshInterval: 10 * time.Millisecond,
 		RedisTimeout: time.Second, PublishTimeout: 3 * time.Second,
 		Coalescer: stock.CoalescerConfig{MaxBatch: 32, Flushers: 2, QueueSize: 1024}, MaxEnvelopes: 100, RecentEntries: 10}, rdb, pub, nil, nil)

@@ -4,7 +4,6 @@ import (
 	"context"
 	_ "embed"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -123,23 +122,10 @@ func EnvOpen(ctx context.Context, rdb redis.Scripter, id, node, batch string, us
 // it never ran, or its opens undone (their openers were told 503). It
 // returns the users whose open was undone. Safe to repeat.
 func ResolveEnvBatch(ctx context.Context, rdb redis.UniversalClient, id, batch string) ([]string, error) {
-	key := EnvBatchKey(id, batch)
-	placed, err := rdb.SetNX(ctx, key, "void", BatchTTL).Result()
-	if err != nil {
-		return nil, fmt.Errorf("resolve open batch %s of envelope %q: %w", batch, id, err)
+	users, err := claimBatch(ctx, rdb, EnvBatchKey(id, batch))
+	if err != nil || len(users) == 0 {
+		return nil, err
 	}
-	if placed {
-		return nil, nil
-	}
-	rec, err := rdb.Get(ctx, key).Result()
-	if err != nil {
-		return nil, fmt.Errorf("resolve open batch %s of envelope %q: %w", batch, id, err)
-	}
-	list, ran := strings.CutPrefix(rec, "ran:")
-	if !ran || list == "" {
-		return nil, nil
-	}
-	users := strings.Split(list, ",")
 	codes, err := EnvUndo(ctx, rdb, id, users)
 	if err != nil {
 		return nil, err
@@ -202,4 +188,32 @@ func EnvRefund(ctx context.Context, rdb redis.Scripter, id, mode string) (nowMs,
 		return 0, 0, 0, fmt.Errorf("refund envelope %q: reply %v", id, v)
 	}
 	return v[0], v[1], v[2], nil
+}
+
+// EnvState is what a node needs of an envelope to open it: its refund
+// deadline (Redis clock), the shares left and whether it is still open.
+type EnvState struct {
+	ExpiresMs int64
+	Left      int64
+	Open      bool
+}
+
+// LoadEnvState reads an envelope's state; found is false when there is no
+// such envelope.
+func LoadEnvState(ctx context.Context, rdb redis.Cmdable, id string) (st EnvState, found bool, err error) {
+	v, err := rdb.HMGet(ctx, EnvelopeKeysFor(id).Meta, "expires_at_ms", "left", "state").Result()
+	if err != nil {
+		return EnvState{}, false, fmt.Errorf("load envelope %q: %w", id, err)
+	}
+	if v[0] == nil {
+		return EnvState{}, false, nil
+	}
+	state, _ := v[2].(string)
+	return EnvState{ExpiresMs: ToInt(v[0]), Left: ToInt(v[1]), Open: state == "open"}, true, nil
+}
+
+// EnvLeft reads how many shares of an envelope are unopened; found is false
+// when there is no such envelope.
+func EnvLeft(ctx context.Context, rdb redis.Cmdable, id string) (n int64, found bool, err error) {
+	return hgetInt(ctx, rdb, EnvelopeKeysFor(id).Meta, "left")
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -225,7 +226,7 @@ func TestShakeTake(t *testing.T) {
 	for i := 0; i < 10; i++ {
 		shakers = append(shakers, lua.Shaker{User: fmt.Sprint("u", i), Draw: int64(i * 104729)})
 	}
-	r, err := lua.ShakeTake(ctx, rdb, "s", "n1", shakers)
+	r, err := lua.ShakeTake(ctx, rdb, "s", "n1", nextBatch(), shakers)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -255,7 +256,7 @@ func TestShakeTake(t *testing.T) {
 	// Drain to the end: the split is exact to the cent.
 	time.Sleep(2100 * time.Millisecond)
 	for {
-		r, err = lua.ShakeTake(ctx, rdb, "s", "n1", []lua.Shaker{{User: "late1", Draw: 5}, {User: "late2", Draw: 99}})
+		r, err = lua.ShakeTake(ctx, rdb, "s", "n1", nextBatch(), []lua.Shaker{{User: "late1", Draw: 5}, {User: "late2", Draw: 99}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -274,10 +275,10 @@ func TestShakeTake(t *testing.T) {
 	}
 	// Not started; unknown.
 	lua.ShakeCreate(ctx, rdb, "later", lua.ShakeSettings{Total: 5, RatePerSec: 1, StartsMs: now + 3_600_000, Mode: "range", Min: 1, Max: 9})
-	if r, _ := lua.ShakeTake(ctx, rdb, "later", "n1", []lua.Shaker{{User: "a"}}); r.Code != lua.TakeNotStarted {
+	if r, _ := lua.ShakeTake(ctx, rdb, "later", "n1", nextBatch(), []lua.Shaker{{User: "a"}}); r.Code != lua.TakeNotStarted {
 		t.Fatalf("not started: %+v", r)
 	}
-	if r, _ := lua.ShakeTake(ctx, rdb, "nope", "n1", []lua.Shaker{{User: "a"}}); r.Code != lua.TakeNone {
+	if r, _ := lua.ShakeTake(ctx, rdb, "nope", "n1", nextBatch(), []lua.Shaker{{User: "a"}}); r.Code != lua.TakeNone {
 		t.Fatalf("unknown: %+v", r)
 	}
 }
@@ -291,7 +292,7 @@ func TestShakeRangeAmounts(t *testing.T) {
 	for i := 0; i < 100; i++ {
 		sh = append(sh, lua.Shaker{User: fmt.Sprint("u", i), Draw: int64(i)})
 	}
-	r, _ := lua.ShakeTake(ctx, rdb, "r", "n1", sh)
+	r, _ := lua.ShakeTake(ctx, rdb, "r", "n1", nextBatch(), sh)
 	seen := map[int64]bool{}
 	for _, v := range r.Results {
 		if v < 5 || v > 8 {
@@ -329,3 +330,9 @@ func TestResolveEnvBatch(t *testing.T) {
 		t.Fatalf("a written-off open batch ran: %+v %v", r, err)
 	}
 }
+
+var batches atomic.Int64
+
+// nextBatch returns a batch id no other call of the test used: a take batch
+// runs once per id.
+func nextBatch() string { return fmt.Sprint("b", batches.Add(1)) }

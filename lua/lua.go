@@ -13,6 +13,7 @@ package lua
 import (
 	"context"
 	_ "embed"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -80,7 +81,7 @@ func (k SaleKeys) settle() []string { return []string{k.Meta, k.Users, k.Orders}
 // requests of a sale do not all pay for EVAL. Optional: Run reloads on demand.
 func Load(ctx context.Context, rdb redis.Scripter) error {
 	for _, s := range []*redis.Script{createSale, buy, settle, envCreate, envOpen, envUndo, envRefund,
-		walletApply, shakeCreate, shakeTake} {
+		walletApply, shakeCreate, shakeTake, shakeUndo} {
 		if err := s.Load(ctx, rdb).Err(); err != nil {
 			return fmt.Errorf("load lua script: %w", err)
 		}
@@ -175,34 +176,44 @@ func Buy(ctx context.Context, rdb redis.Scripter, id, node, batch string, users 
 // ran, it aborts the orders it created (nobody was told of them) and reports
 // them. Safe to repeat.
 func ResolveBatch(ctx context.Context, rdb redis.UniversalClient, sale, batch string) ([]int64, error) {
-	key := BatchKey(sale, batch)
+	list, err := claimBatch(ctx, rdb, BatchKey(sale, batch))
+	if err != nil || len(list) == 0 {
+		return nil, err
+	}
+	orders := make([]int64, len(list))
+	for i, f := range list {
+		if orders[i], err = strconv.ParseInt(f, 10, 64); err != nil {
+			return nil, fmt.Errorf("batch %s of sale %q: bad record %q", batch, sale, f)
+		}
+	}
+	if _, _, err := Settle(ctx, rdb, sale, Abort, orders); err != nil {
+		return nil, err
+	}
+	return orders, nil
+}
+
+// claimBatch is the first step of resolving every kind of batch (buy, open,
+// take) whose reply was lost: it writes the batch record off with SET NX, so
+// a batch that never ran never will (its script sees the record and does
+// nothing), and otherwise returns what the batch's record says it made —
+// nothing for a batch written off before, or that made nothing.
+func claimBatch(ctx context.Context, rdb redis.UniversalClient, key string) ([]string, error) {
 	placed, err := rdb.SetNX(ctx, key, "void", BatchTTL).Result()
 	if err != nil {
-		return nil, fmt.Errorf("resolve batch %s of sale %q: %w", batch, sale, err)
+		return nil, fmt.Errorf("resolve batch %s: %w", key, err)
 	}
 	if placed {
 		return nil, nil
 	}
 	rec, err := rdb.Get(ctx, key).Result()
 	if err != nil {
-		return nil, fmt.Errorf("resolve batch %s of sale %q: %w", batch, sale, err)
+		return nil, fmt.Errorf("resolve batch %s: %w", key, err)
 	}
 	list, ran := strings.CutPrefix(rec, "ran:")
 	if !ran || list == "" {
 		return nil, nil
 	}
-	var orders []int64
-	for _, f := range strings.Split(list, ",") {
-		n, err := strconv.ParseInt(f, 10, 64)
-		if err != nil {
-			return nil, fmt.Errorf("batch %s of sale %q: bad record %q", batch, sale, rec)
-		}
-		orders = append(orders, n)
-	}
-	if _, _, err := Settle(ctx, rdb, sale, Abort, orders); err != nil {
-		return nil, err
-	}
-	return orders, nil
+	return strings.Split(list, ","), nil
 }
 
 // Settle actions.
@@ -288,4 +299,55 @@ func Settle(ctx context.Context, rdb redis.Scripter, id, action string, orders [
 		}
 	}
 	return nowMs, res, nil
+}
+
+// SaleState is what a node needs of a sale to sell it: what Redis has left
+// and the selling window (0: none), on Redis's clock.
+type SaleState struct {
+	Remaining, StartsMs, EndsMs int64
+}
+
+// LoadSaleState reads a sale's state; found is false when there is no such
+// sale.
+func LoadSaleState(ctx context.Context, rdb redis.Cmdable, id string) (st SaleState, found bool, err error) {
+	v, err := rdb.HMGet(ctx, KeysFor(id).Meta, "remaining", "starts_at_ms", "ends_at_ms").Result()
+	if err != nil {
+		return SaleState{}, false, fmt.Errorf("load sale %q: %w", id, err)
+	}
+	if v[0] == nil {
+		return SaleState{}, false, nil
+	}
+	return SaleState{Remaining: ToInt(v[0]), StartsMs: ToInt(v[1]), EndsMs: ToInt(v[2])}, true, nil
+}
+
+// SaleRemaining reads how many units of a sale Redis has left; found is
+// false when there is no such sale.
+func SaleRemaining(ctx context.Context, rdb redis.Cmdable, id string) (n int64, found bool, err error) {
+	return hgetInt(ctx, rdb, KeysFor(id).Meta, "remaining")
+}
+
+// hgetInt reads one integer field of a hash; found is false when it is
+// missing.
+func hgetInt(ctx context.Context, rdb redis.Cmdable, key, field string) (int64, bool, error) {
+	n, err := rdb.HGet(ctx, key, field).Int64()
+	if errors.Is(err, redis.Nil) {
+		return 0, false, nil
+	} else if err != nil {
+		return 0, false, fmt.Errorf("read %s of %s: %w", field, key, err)
+	}
+	return n, true, nil
+}
+
+// ToInt reads an integer from a Redis reply value (a bulk string, or an
+// integer); anything else, nil included, is 0. The one parser of HMGET
+// replies.
+func ToInt(v any) int64 {
+	switch x := v.(type) {
+	case string:
+		n, _ := strconv.ParseInt(x, 10, 64)
+		return n
+	case int64:
+		return x
+	}
+	return 0
 }

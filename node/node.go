@@ -44,7 +44,7 @@ type Node struct {
 	Seller    *order.Seller
 	Orders    *order.Service
 	Expirer   *order.Expirer
-	Sweeper   *order.Sweeper
+	Sweeper   *stock.Sweeper
 	StatLog   *statlog.Writer
 
 	// Red envelopes and shake campaigns (issue 6): their own publisher (the
@@ -52,7 +52,7 @@ type Node struct {
 	EnvelopePublisher *kafka.Publisher
 	Envelopes         *envelope.Service
 	Refunder          *kafka.DelayConsumer[string]
-	EnvelopeSweeper   *envelope.Sweeper
+	EnvelopeSweeper   *stock.Sweeper
 	Shakes            *shake.Service
 	API               *api.Server
 	Registry          *prometheus.Registry
@@ -252,7 +252,7 @@ func (n *Node) Run(ctx context.Context) error {
 			n.Log.Error("envelope refund consumer stopped", "err", err)
 		}
 	}()
-	go func() { defer wg.Done(); n.EnvelopeSweeper.Run(bg, n.Log) }()
+	go func() { defer wg.Done(); n.EnvelopeSweeper.Run(bg) }()
 	go func() { defer wg.Done(); n.Shakes.Run(bg) }()
 
 	if addr := n.Config.Debug.PprofAddr; addr != "" {

@@ -2,20 +2,18 @@ package order
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
-	"strconv"
 	"sync/atomic"
 	"time"
 
 	"github.com/flashsale/flashsale"
+	"github.com/flashsale/flashsale/internal/metric"
 	"github.com/flashsale/flashsale/kafka"
 	"github.com/flashsale/flashsale/lua"
 	"github.com/flashsale/flashsale/stock"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
-	kafkago "github.com/segmentio/kafka-go"
 )
 
 // Reservation is a unit Redis has handed to a user: a pending order.
@@ -28,14 +26,6 @@ type Reservation struct {
 	DeadlineMs int64 // pay deadline, Redis clock
 }
 
-// Publisher makes events durable before the buyer hears "you got it";
-// kafka.Publisher implements it. Publish sets errs[i] for every message it
-// could not make durable; the Seller then undoes those orders in Redis. It
-// must bound itself in time.
-type Publisher interface {
-	Publish(ctx context.Context, msgs []kafkago.Message, errs []error)
-}
-
 // SellerConfig tunes a Seller. Zero durations and sizes take the defaults
 // documented in configs/default.yaml.
 type SellerConfig struct {
@@ -44,7 +34,7 @@ type SellerConfig struct {
 	BufferPercent   float64       // extra units as a percentage of the fair share; the larger buffer wins
 	RefreshInterval time.Duration // at most one share refresh from Redis per sale per interval
 	RedisTimeout    time.Duration // bound of one script call
-	ConfirmTimeout  time.Duration // bound of one Confirm call
+	ConfirmTimeout  time.Duration // bound of one Publish of a batch's order.created events
 	Coalescer       stock.CoalescerConfig
 	MaxSales        int // sales one node keeps state for; more are refused
 }
@@ -53,27 +43,26 @@ type SellerConfig struct {
 type Seller struct {
 	cfg     SellerConfig
 	rdb     redis.UniversalClient
-	confirm Publisher
 	members stock.Membership
 	log     *slog.Logger
 
 	sales *stock.Cache[*saleState]
+	frame *stock.Frame[*saleState, buyReq, buyRes]
 
 	refreshes atomic.Int64 // share refreshes that read Redis, for /metrics
-	batches   prometheus.Histogram
-	doubt     *stock.InDoubt
 }
 
 type saleState struct {
-	s        *Seller
 	id       string
 	share    *stock.Refill
-	co       *stock.Coalescer[buyReq, buyRes]
 	startsMs int64
 	endsMs   int64
 }
 
-type buyReq struct{ user string }
+type buyReq struct {
+	sale *saleState
+	user string
+}
 
 type buyRes struct {
 	r   Reservation
@@ -98,35 +87,30 @@ func Sentinels() []*flashsale.Error {
 	return []*flashsale.Error{ErrSoldOut, ErrLimit, ErrNotStarted, ErrEnded, ErrNoSale, ErrOverloaded, ErrRedis}
 }
 
-// NewSeller returns a Seller that deducts from Redis and confirms through c.
+// NewSeller returns a Seller that deducts from Redis and makes each order
+// durable through pub (order.created on Kafka) before its buyer hears of it.
 // members may be nil for a single node.
-func NewSeller(cfg SellerConfig, rdb redis.UniversalClient, c Publisher, members stock.Membership, log *slog.Logger) *Seller {
+func NewSeller(cfg SellerConfig, rdb redis.UniversalClient, pub stock.Publisher, members stock.Membership, log *slog.Logger) *Seller {
 	if members == nil {
 		members = stock.SingleNode{}
 	}
 	if log == nil {
 		log = slog.Default()
 	}
-	cfg.RefreshInterval = cmp0(cfg.RefreshInterval, 100*time.Millisecond)
-	cfg.RedisTimeout = cmp0(cfg.RedisTimeout, 500*time.Millisecond)
-	cfg.ConfirmTimeout = cmp0(cfg.ConfirmTimeout, 5*time.Second)
+	cfg.RefreshInterval = stock.Or(cfg.RefreshInterval, 100*time.Millisecond)
+	cfg.RedisTimeout = stock.Or(cfg.RedisTimeout, 500*time.Millisecond)
+	cfg.ConfirmTimeout = stock.Or(cfg.ConfirmTimeout, 5*time.Second)
 	if cfg.MaxSales <= 0 {
 		cfg.MaxSales = 1024
 	}
-	return &Seller{cfg: cfg, rdb: rdb, confirm: c, members: members, log: log, sales: stock.NewCache[*saleState](cfg.MaxSales),
-		batches: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "flashsale_stock_batch_size",
-			Help: "Buyers settled by one buy script call (coalescing at work).", Buckets: prometheus.ExponentialBuckets(1, 2, 10)}),
-		doubt: stock.NewInDoubt("sale", func(ctx context.Context, sale, batch string) (int, error) {
+	s := &Seller{cfg: cfg, rdb: rdb, members: members, log: log, sales: stock.NewCache[*saleState](cfg.MaxSales)}
+	s.frame = stock.NewFrame(stock.FrameConfig{Node: cfg.Node, Subsystem: "order", RedisTimeout: cfg.RedisTimeout,
+		PublishTimeout: cfg.ConfirmTimeout, Coalescer: cfg.Coalescer}, tickets{s}, pub,
+		func(ctx context.Context, sale, batch string) (int, error) {
 			orders, err := lua.ResolveBatch(ctx, rdb, sale, batch)
 			return len(orders), err
-		}, cfg.RedisTimeout, 4096, log)}
-}
-
-func cmp0(d, def time.Duration) time.Duration {
-	if d <= 0 {
-		return def
-	}
-	return d
+		}, log)
+	return s
 }
 
 // Buy sells one unit of sale saleID to userID. On success the order is in
@@ -154,7 +138,7 @@ func (s *Seller) Buy(ctx context.Context, saleID, userID string) (Reservation, e
 		}
 		return Reservation{}, ErrSoldOut
 	}
-	res, ok := st.co.Do(buyReq{user: userID})
+	res, ok := s.frame.Do(buyReq{sale: st, user: userID})
 	if !ok {
 		st.share.Give(1)
 		return Reservation{}, ErrOverloaded
@@ -171,11 +155,9 @@ func (s *Seller) reload(id string) stock.ReloadFunc {
 		ctx, cancel := context.WithTimeout(ctx, s.cfg.RedisTimeout)
 		defer cancel()
 		s.refreshes.Add(1)
-		v, err := s.rdb.HGet(ctx, lua.KeysFor(id).Meta, "remaining").Int64()
-		if errors.Is(err, redis.Nil) {
-			return 0, true, nil
-		} else if err != nil {
-			return 0, false, fmt.Errorf("read remaining of sale %q: %w", id, err)
+		v, found, err := lua.SaleRemaining(ctx, s.rdb, id)
+		if err != nil || !found {
+			return 0, !found && err == nil, err
 		}
 		return s.ShareOf(v), false, nil
 	}
@@ -203,86 +185,70 @@ func (s *Seller) sale(ctx context.Context, id string) (*saleState, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.RedisTimeout)
 	defer cancel()
-	v, err := s.rdb.HMGet(ctx, lua.KeysFor(id).Meta, "remaining", "starts_at_ms", "ends_at_ms").Result()
+	v, found, err := lua.LoadSaleState(ctx, s.rdb, id)
 	if err != nil {
-		return nil, fmt.Errorf("load sale %q: %w: %w", id, ErrRedis, err)
+		return nil, fmt.Errorf("%w: %w", ErrRedis, err)
 	}
-	if v[0] == nil {
+	if !found {
 		return nil, ErrNoSale
 	}
-	remaining, _ := strconv.ParseInt(fmt.Sprint(v[0]), 10, 64)
-	starts, _ := strconv.ParseInt(fmt.Sprint(v[1]), 10, 64)
-	ends, _ := strconv.ParseInt(fmt.Sprint(v[2]), 10, 64)
-
-	st := &saleState{s: s, id: id, share: stock.NewRefill(s.ShareOf(remaining), s.cfg.RefreshInterval, s.reload(id)),
-		startsMs: starts, endsMs: ends}
-	st.co = stock.NewCoalescer(s.cfg.Coalescer, st.flush)
-	got, inserted, err := s.sales.Put(id, st, func(map[string]*saleState) error {
+	st := &saleState{id: id, share: stock.NewRefill(s.ShareOf(v.Remaining), s.cfg.RefreshInterval, s.reload(id)),
+		startsMs: v.StartsMs, endsMs: v.EndsMs}
+	got, _, err := s.sales.Put(id, st, func(map[string]*saleState) error {
 		return errTooManySales
 	})
-	if !inserted {
-		st.co.Close() // another buyer's state won, or there was no room
-	}
 	return got, err
 }
 
 var errTooManySales = flashsale.Errorf(flashsale.EOVERLOADED, "this node serves too many sales")
 
-// flush settles one batch of buyers: one buy script call, one Confirm for
-// the winners, one abort call for any winner that could not be confirmed,
-// and one adjustment of the local share.
-func (st *saleState) flush(reqs []buyReq, res []buyRes) {
-	s := st.s
-	s.batches.Observe(float64(len(reqs)))
+// tickets is the ticket product of the batch frame: one buy.lua call per
+// batch of one sale's buyers, order.created for every order, an abort of
+// every order Kafka did not take.
+type tickets struct{ s *Seller }
+
+func (tickets) Item(r buyReq) *saleState    { return r.sale }
+func (tickets) ItemID(st *saleState) string { return st.id }
+
+// Call settles one batch of buyers with one buy script call and gives the
+// local share back what the batch did not use.
+func (t tickets) Call(ctx context.Context, st *saleState, batch string, reqs []buyReq, res []buyRes) ([]int, error) {
+	s := t.s
 	users := make([]string, len(reqs))
 	for i, r := range reqs {
 		users[i] = r.user
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.RedisTimeout)
-	batch := stock.NewBatchID(s.cfg.Node)
 	reply, err := lua.Buy(ctx, s.rdb, st.id, s.cfg.Node, batch, users, nil)
-	cancel()
 	if err != nil {
-		s.log.Warn("buy script failed", "sale", st.id, "batch", len(reqs), "err", err)
-		if !stock.Definite(err) {
-			// The script may still run, or may have run: settle that later
-			// so the 503 these buyers get stays true.
-			s.doubt.Add(st.id, batch)
-		}
-		st.share.Give(int64(len(reqs)))
-		fill(res, ErrRedis)
-		return
+		return nil, err
 	}
 	switch reply.SaleCode {
 	case lua.BuyVoid: // cannot happen: only a lost reply is written off
 		st.share.Give(int64(len(reqs)))
 		fill(res, ErrRedis)
-		return
+		return nil, nil
 	case lua.BuyNoSale:
 		st.share.MarkGone()
 		fill(res, ErrNoSale)
-		return
+		return nil, nil
 	case lua.BuyNotStarted:
 		st.share.Give(int64(len(reqs)))
 		fill(res, ErrNotStarted)
-		return
+		return nil, nil
 	case lua.BuyEnded:
 		st.share.Set(0)
 		fill(res, ErrEnded)
-		return
+		return nil, nil
 	}
-
 	var unused int64
 	soldOut := false
-	won := make([]Reservation, 0, len(reqs))
-	idx := make([]int, 0, len(reqs))
+	won := make([]int, 0, len(reqs))
 	for i, n := range reply.Results {
 		switch {
 		case n > 0:
 			res[i].r = Reservation{SaleID: st.id, UserID: users[i], Node: s.cfg.Node, Order: n,
 				CreatedMs: reply.NowMs, DeadlineMs: reply.DeadlineMs}
-			won = append(won, res[i].r)
-			idx = append(idx, i)
+			won = append(won, i)
 		case n == lua.BuySoldOut:
 			soldOut = true
 			res[i].err = ErrSoldOut
@@ -291,59 +257,42 @@ func (st *saleState) flush(reqs []buyReq, res []buyRes) {
 			res[i].err = ErrLimit
 		}
 	}
-	if len(won) > 0 {
-		errs := make([]error, len(won))
-		cctx, cancel := context.WithTimeout(context.Background(), s.cfg.ConfirmTimeout)
-		s.publishCreated(cctx, won, errs)
-		cancel()
-		var undo []int64
-		for j, e := range errs {
-			if e != nil {
-				undo = append(undo, won[j].Order)
-				res[idx[j]].err = fmt.Errorf("%w: %w", ErrNotDurable, e)
-			}
-		}
-		if len(undo) > 0 {
-			unused += int64(len(undo))
-			st.abort(undo)
-		}
-	}
 	if soldOut {
 		// Redis is out even though this node still had an allowance.
 		st.share.Set(0)
 	} else {
 		st.share.Give(unused)
 	}
+	return won, nil
 }
 
-// publishCreated publishes one order.created event per reservation and
-// reports each one Kafka did not take.
-func (s *Seller) publishCreated(ctx context.Context, rs []Reservation, errs []error) {
-	msgs := make([]kafkago.Message, len(rs))
-	buf := make([]byte, 0, 192*len(rs)) // one buffer for the whole batch
-	var key []byte                      // a batch is one sale: one key for all
-	for i, r := range rs {
-		if key == nil || string(key) != r.SaleID {
-			key = []byte(r.SaleID)
-		}
-		start := len(buf)
-		buf = kafka.AppendOrderCreated(buf, kafka.OrderCreated(r))
-		msgs[i] = kafkago.Message{Key: key, Value: buf[start:len(buf):len(buf)]}
-	}
-	s.confirm.Publish(ctx, msgs, errs)
+func (tickets) Unavailable(st *saleState, reqs []buyReq, res []buyRes, _ error) {
+	st.share.Give(int64(len(reqs)))
+	fill(res, ErrRedis)
 }
 
-// abort undoes reservations that could not be confirmed. If Redis fails too,
-// the orders stay pending with their deadline and the expiry sweeper returns
+func (tickets) AppendEvent(b []byte, _ *saleState, _ buyReq, res *buyRes) []byte {
+	return kafka.AppendOrderCreated(b, kafka.OrderCreated(res.r))
+}
+
+// Undo aborts the orders Kafka did not take. Their buyers hear 503 with the
+// order number, so the outcome log can name the undone order. If Redis fails
+// too, the orders stay pending with their deadline and the sweeper returns
 // them, so nothing is stranded.
-func (st *saleState) abort(orders []int64) {
-	ctx, cancel := context.WithTimeout(context.Background(), st.s.cfg.RedisTimeout)
-	defer cancel()
-	if _, _, err := lua.Settle(ctx, st.s.rdb, st.id, lua.Abort, orders); err != nil {
-		st.s.log.Error("abort of unconfirmed orders failed; the sweeper will release them after their deadline",
+func (t tickets) Undo(ctx context.Context, st *saleState, _ []buyReq, res []buyRes, wins []int, errs []error) {
+	orders := make([]int64, len(wins))
+	for j, i := range wins {
+		orders[j] = res[i].r.Order
+		res[i].err = fmt.Errorf("%w: %w", ErrNotDurable, errs[j])
+	}
+	st.share.Give(int64(len(orders)))
+	if _, _, err := lua.Settle(ctx, t.s.rdb, st.id, lua.Abort, orders); err != nil {
+		t.s.log.Error("abort of unconfirmed orders failed; the sweeper will release them after their deadline",
 			"sale", st.id, "orders", len(orders), "err", err)
 	}
 }
+
+func (tickets) Settled([]buyReq, []buyRes) {}
 
 func fill(res []buyRes, err error) {
 	for i := range res {
@@ -352,32 +301,24 @@ func fill(res []buyRes, err error) {
 }
 
 // Forget drops the node's state of a sale (e.g. after it was deleted).
-func (s *Seller) Forget(id string) {
-	if st, ok := s.sales.Delete(id); ok {
-		st.co.Close()
-	}
-}
+func (s *Seller) Forget(id string) { s.sales.Delete(id) }
 
-// Close settles queued buyers and stops every sale's flushers. Call it after
-// the HTTP server has stopped taking requests.
+// Close settles queued buyers and stops the flushers. Call it after the
+// HTTP server has stopped taking requests.
 func (s *Seller) Close() {
-	for _, st := range s.sales.Drain() {
-		st.co.Close()
-	}
-	s.doubt.Close()
+	s.frame.Close()
+	s.sales.Drain()
 }
 
-var shareDesc = prometheus.NewDesc("flashsale_stock_local_share_units",
-	"Units this node may still try to sell before asking Redis again.", []string{"sale"}, nil)
-var refreshDesc = prometheus.NewDesc("flashsale_stock_share_refreshes_total",
-	"Share refreshes that read Redis.", nil, nil)
+var shareDesc = metric.Desc("order", "local_share_units",
+	"Units this node may still try to sell before asking Redis again.", []string{"sale"})
+var refreshDesc = metric.Desc("order", "share_refreshes_total", "Share refreshes that read Redis.", nil)
 
 // Describe implements prometheus.Collector.
 func (s *Seller) Describe(ch chan<- *prometheus.Desc) {
 	ch <- shareDesc
 	ch <- refreshDesc
-	s.batches.Describe(ch)
-	s.doubt.Describe(ch)
+	s.frame.Describe(ch)
 }
 
 // Collect implements prometheus.Collector; it reads the shares at scrape
@@ -387,6 +328,5 @@ func (s *Seller) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(shareDesc, prometheus.GaugeValue, float64(st.share.Left()), id)
 	})
 	ch <- prometheus.MustNewConstMetric(refreshDesc, prometheus.CounterValue, float64(s.refreshes.Load()))
-	s.batches.Collect(ch)
-	s.doubt.Collect(ch)
+	s.frame.Collect(ch)
 }

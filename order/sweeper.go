@@ -8,71 +8,48 @@ import (
 	"time"
 
 	"github.com/flashsale/flashsale/lua"
-	"github.com/prometheus/client_golang/prometheus"
+	"github.com/flashsale/flashsale/stock"
 	"github.com/redis/go-redis/v9"
 )
 
-// Sweeper is the backstop for lost order events: periodically it releases
-// pending orders whose deadline passed more than Grace ago, found through
-// each sale's Redis index of deadlines. With Kafka healthy the Expirer has
-// released them long before; the Sweeper only matters when an event never
-// reached Kafka (e.g. its abort failed because Redis was down too) or the
-// broker lost it. Running it on every node is safe: release is idempotent.
-type Sweeper struct {
-	rdb      redis.UniversalClient
-	interval time.Duration
-	grace    time.Duration
-	batch    int
-	timeout  time.Duration
-	log      *slog.Logger
-	released prometheus.Counter
-}
-
-// NewSweeper returns a Sweeper; Run starts it.
-func NewSweeper(rdb redis.UniversalClient, interval, grace time.Duration, batch int, timeout time.Duration, log *slog.Logger) *Sweeper {
+// NewSweeper returns the backstop for lost order events, on the engine's
+// sweeper shape: every interval it releases pending orders whose deadline
+// passed more than grace ago, found through each sale's Redis index of
+// deadlines. With Kafka healthy the Expirer has released them long before;
+// the sweeper only matters when an event never reached Kafka (e.g. its abort
+// failed because Redis was down too) or the broker lost it. Running it on
+// every node is safe: release is idempotent. Run starts it.
+func NewSweeper(rdb redis.UniversalClient, interval, grace time.Duration, batch int, timeout time.Duration, log *slog.Logger) *stock.Sweeper {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Sweeper{rdb: rdb, interval: interval, grace: grace, batch: max(batch, 1), timeout: timeout, log: log,
-		released: prometheus.NewCounter(prometheus.CounterOpts{Name: "flashsale_sweeper_released_total",
-			Help: "Unpaid orders released by the sweeper (their expiry event was lost or late)."})}
+	s := &sweeper{rdb: rdb, batch: max(batch, 1), log: log}
+	return stock.NewSweeper(stock.SweeperConfig{Subsystem: "order", Noun: "orders", Interval: interval, Grace: grace,
+		Timeout: timeout}, s.sweep, log)
 }
 
-// Run sweeps every interval until ctx ends.
-func (s *Sweeper) Run(ctx context.Context) {
-	t := time.NewTicker(s.interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-t.C:
-			if n, err := s.Sweep(ctx); err != nil {
-				s.log.Warn("sweep", "err", err)
-			} else if n > 0 {
-				s.log.Info("sweeper released overdue orders", "orders", n)
-			}
-		case <-ctx.Done():
-			return
-		}
-	}
+// sweeper is what sweeping means for orders.
+type sweeper struct {
+	rdb   redis.UniversalClient
+	batch int
+	log   *slog.Logger
 }
 
-// Sweep releases every pending order overdue by more than the grace period
-// and returns how many it released.
+// sweep releases every pending order due before cutoffMs and returns how
+// many it released.
 //
 // The index holds one "first-last" range per buy batch (see buy.lua), so a
 // page of s.batch entries may stand for many orders: they are settled
 // s.batch at a time, and a range leaves the index only once none of its
 // orders is still pending (removal after release: a crash in between leaves
 // the range to the next sweep, and releasing again is a no-op).
-func (s *Sweeper) Sweep(ctx context.Context) (int, error) {
-	ctx, cancel := context.WithTimeout(ctx, s.interval+s.timeout)
-	defer cancel()
+func (s *sweeper) sweep(ctx context.Context, cutoffMs int64) (int, error) {
 	ids, err := ListSales(ctx, s.rdb)
 	if err != nil {
 		return 0, err
 	}
 	total := 0
-	cutoff := strconv.FormatInt(time.Now().Add(-s.grace).UnixMilli(), 10)
+	cutoff := strconv.FormatInt(cutoffMs, 10)
 	for _, id := range ids {
 		n, err := s.sweepSale(ctx, id, cutoff)
 		total += n
@@ -83,7 +60,7 @@ func (s *Sweeper) Sweep(ctx context.Context) (int, error) {
 	return total, nil
 }
 
-func (s *Sweeper) sweepSale(ctx context.Context, id, cutoff string) (int, error) {
+func (s *sweeper) sweepSale(ctx context.Context, id, cutoff string) (int, error) {
 	key := lua.KeysFor(id).Deadlines
 	total := 0
 	for {
@@ -125,7 +102,7 @@ func (s *Sweeper) sweepSale(ctx context.Context, id, cutoff string) (int, error)
 
 // expireRange expires the orders first..last that are still pending; due is
 // false when Redis says some are not due yet.
-func (s *Sweeper) expireRange(ctx context.Context, id string, first, last int64) (released int, due bool, err error) {
+func (s *sweeper) expireRange(ctx context.Context, id string, first, last int64) (released int, due bool, err error) {
 	orders := make([]int64, 0, min(last-first+1, int64(s.batch)))
 	for lo := first; lo <= last; lo += int64(s.batch) {
 		orders = orders[:0]
@@ -140,7 +117,6 @@ func (s *Sweeper) expireRange(ctx context.Context, id string, first, last int64)
 			switch r.Code {
 			case lua.SettleDone:
 				released++
-				s.released.Inc()
 			case lua.SettleNotDue:
 				return released, false, nil
 			}
@@ -149,7 +125,7 @@ func (s *Sweeper) expireRange(ctx context.Context, id string, first, last int64)
 	return released, true, nil
 }
 
-func (s *Sweeper) forget(ctx context.Context, key string, members []any) error {
+func (s *sweeper) forget(ctx context.Context, key string, members []any) error {
 	if len(members) == 0 {
 		return nil
 	}
@@ -158,9 +134,3 @@ func (s *Sweeper) forget(ctx context.Context, key string, members []any) error {
 	}
 	return nil
 }
-
-// Describe implements prometheus.Collector.
-func (s *Sweeper) Describe(ch chan<- *prometheus.Desc) { s.released.Describe(ch) }
-
-// Collect implements prometheus.Collector.
-func (s *Sweeper) Collect(ch chan<- prometheus.Metric) { s.released.Collect(ch) }

@@ -32,6 +32,7 @@ type Book struct {
 	Now         time.Time `json:"now"` // Redis's clock when read
 	Released    int64     `json:"released"`
 	Taken       int64     `json:"taken"`
+	Undone      int64     `json:"undone"` // wins undone because their batch's reply was lost
 	PaidCents   int64     `json:"paid_cents"`
 	BudgetCents int64     `json:"budget_cents,omitempty"`
 	Wins        int64     `json:"wins"`
@@ -114,7 +115,7 @@ func Books(ctx context.Context, rdb redis.UniversalClient, id string) (Book, err
 	n := func(f string) int64 { v, _ := strconv.ParseInt(m[f], 10, 64); return v }
 	now := timeCmd.Val()
 	b := Book{ID: id, Mode: m["mode"], Total: n("total"), RatePerSec: n("rate"), StartsAt: time.UnixMilli(n("starts_at_ms")).UTC(),
-		Now: now.UTC(), Taken: n("taken"), PaidCents: n("paid_cents")}
+		Now: now.UTC(), Taken: n("taken"), Undone: n("undone"), PaidCents: n("paid_cents")}
 	if b.Mode == ModeSplit {
 		b.BudgetCents = n("budget")
 	}
@@ -127,9 +128,19 @@ func Books(ctx context.Context, rdb redis.UniversalClient, id string) (Book, err
 	}
 	perUser := map[string]int64{}
 	lo, hi := n("min"), n("max")
+	// Win numbers count every win ever made, so they are 1..taken+undone
+	// with a hole for each undone win (a campaign from before seq existed
+	// has neither).
+	seq := b.Taken + b.Undone
+	if _, ok := m["seq"]; ok {
+		seq = n("seq")
+	}
+	if seq != b.Taken+b.Undone {
+		bad("win numbers reached %d, but taken %d + undone %d", seq, b.Taken, b.Undone)
+	}
 	for i, w := range wins {
-		if w.N != int64(i+1) {
-			bad("win numbers are not 1..%d (found %d at %d)", len(wins), w.N, i+1)
+		if w.N < 1 || w.N > seq || i > 0 && w.N <= wins[i-1].N {
+			bad("win numbers are not distinct numbers in 1..%d (found %d at %d)", seq, w.N, i+1)
 			break
 		}
 	}

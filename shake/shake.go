@@ -27,11 +27,11 @@ import (
 	"log/slog"
 	"math"
 	"math/rand/v2"
-	"strconv"
 	"sync/atomic"
 	"time"
 
 	"github.com/flashsale/flashsale"
+	"github.com/flashsale/flashsale/internal/metric"
 	"github.com/flashsale/flashsale/lua"
 	"github.com/flashsale/flashsale/stock"
 	"github.com/flashsale/flashsale/wallet"
@@ -126,7 +126,7 @@ type Service struct {
 	rdb     redis.UniversalClient
 	members stock.Membership
 	log     *slog.Logger
-	co      *stock.Coalescer[takeReq, takeRes]
+	frame   *stock.Frame[*campaign, takeReq, takeRes]
 	seed    maphash.Seed
 
 	camps *stock.Cache[*campaign]
@@ -184,27 +184,26 @@ func NewService(cfg Config, rdb redis.UniversalClient, members stock.Membership,
 		log = slog.Default()
 	}
 	cfg.Buckets = max(cfg.Buckets, 1)
-	if cfg.Tick <= 0 {
-		cfg.Tick = 10 * time.Millisecond
-	}
-	if cfg.Burst <= 0 {
-		cfg.Burst = time.Second
-	}
-	if cfg.RedisTimeout <= 0 {
-		cfg.RedisTimeout = 500 * time.Millisecond
-	}
+	cfg.Tick = stock.Or(cfg.Tick, 10*time.Millisecond)
+	cfg.Burst = stock.Or(cfg.Burst, time.Second)
+	cfg.RedisTimeout = stock.Or(cfg.RedisTimeout, 500*time.Millisecond)
 	cfg.MaxCampaigns = max(cfg.MaxCampaigns, 1)
 	cfg.RecentEntries = max(cfg.RecentEntries, 1)
-	c := func(name, help string) prometheus.Counter {
-		return prometheus.NewCounter(prometheus.CounterOpts{Name: "flashsale_shake_" + name, Help: help})
-	}
+	c := func(name, help string) prometheus.Counter { return metric.Counter("shake", name, help, nil) }
 	s := &Service{cfg: cfg, rdb: rdb, members: members, log: log, seed: maphash.MakeSeed(), camps: stock.NewCache[*campaign](cfg.MaxCampaigns),
 		candidates: c("candidates_total", "Shakes that drew a local token and went to Redis."),
 		wins:       c("wins_total", "Shakes Redis confirmed as wins."),
 		lostLocal:  c("lost_local_total", "Shakes answered \"nothing\" from memory (empty bucket)."),
 		deferred:   c("credits_deferred_total", "Batches whose wallet credits failed and wait for the ledger repair."),
 	}
-	s.co = stock.NewCoalescer(cfg.Coalescer, s.flush)
+	// Shakes publish no events: a win is durable once Redis has it, and a
+	// lost reply is resolved like the other products' (the win undone).
+	s.frame = stock.NewFrame(stock.FrameConfig{Node: cfg.Node, Subsystem: "shake", RedisTimeout: cfg.RedisTimeout,
+		Coalescer: cfg.Coalescer}, shakes{s}, nil,
+		func(ctx context.Context, id, batch string) (int, error) {
+			wins, err := lua.ResolveShakeBatch(ctx, rdb, id, batch)
+			return len(wins), err
+		}, log)
 	return s
 }
 
@@ -260,7 +259,7 @@ func (s *Service) Shake(ctx context.Context, id, user string) (Win, error) {
 		return Win{}, nil
 	}
 	s.candidates.Inc()
-	res, ok := s.co.Do(takeReq{c: c, bucket: b, user: user, draw: rand.Int64N(1 << 31)})
+	res, ok := s.frame.Do(takeReq{c: c, bucket: b, user: user, draw: rand.Int64N(1 << 31)})
 	if !ok {
 		c.buckets[b].Give(1)
 		return Win{}, ErrOverloaded
@@ -275,15 +274,15 @@ func (s *Service) campaign(ctx context.Context, id string) (*campaign, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.RedisTimeout)
 	defer cancel()
-	v, err := s.rdb.HMGet(ctx, lua.ShakeKeysFor(id).Meta, "total", "rate", "starts_at_ms", "taken").Result()
+	v, found, err := lua.LoadShakeState(ctx, s.rdb, id)
 	if err != nil {
-		return nil, fmt.Errorf("load shake %q: %w: %w", id, ErrRedis, err)
+		return nil, fmt.Errorf("%w: %w", ErrRedis, err)
 	}
-	if v[0] == nil {
+	if !found {
 		return nil, ErrNotFound
 	}
-	c := &campaign{id: id, total: toInt(v[0]), rate: toInt(v[1]), startsMs: toInt(v[2])}
-	c.done.Store(toInt(v[3]) >= c.total)
+	c := &campaign{id: id, total: v.Total, rate: v.RatePerSec, startsMs: v.StartsMs}
+	c.done.Store(v.Taken >= c.total)
 	c.buckets = make([]*stock.Share, s.cfg.Buckets)
 	for i := range c.buckets {
 		c.buckets[i] = stock.NewShare(0)
@@ -367,105 +366,122 @@ func (s *Service) release(now time.Time) {
 	}
 }
 
-// flush confirms one batch of candidates: one take script per campaign,
-// one pipelined round of wallet credits for the winners.
-func (s *Service) flush(reqs []takeReq, res []takeRes) {
-	groups := map[*campaign][]int{}
-	var order []*campaign
+// shakes is the shake product of the batch frame: one take script per
+// campaign of a batch; no events; then one pipelined round of wallet
+// credits for the winners.
+type shakes struct{ s *Service }
+
+func (shakes) Item(r takeReq) *campaign  { return r.c }
+func (shakes) ItemID(c *campaign) string { return c.id }
+
+// Call confirms one campaign's candidates with one take script call; a
+// token a candidate could not use goes back to its bucket.
+func (h shakes) Call(ctx context.Context, c *campaign, batch string, reqs []takeReq, res []takeRes) ([]int, error) {
+	shakers := make([]lua.Shaker, len(reqs))
 	for i, r := range reqs {
-		if _, ok := groups[r.c]; !ok {
-			order = append(order, r.c)
-		}
-		groups[r.c] = append(groups[r.c], i)
+		shakers[i] = lua.Shaker{User: r.user, Draw: r.draw}
 	}
-	var credits []wallet.Credit
-	for _, c := range order {
-		idx := groups[c]
-		shakers := make([]lua.Shaker, len(idx))
-		for j, i := range idx {
-			shakers[j] = lua.Shaker{User: reqs[i].user, Draw: reqs[i].draw}
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.RedisTimeout)
-		reply, err := lua.ShakeTake(ctx, s.rdb, c.id, s.cfg.Node, shakers)
-		cancel()
-		if err != nil {
-			s.log.Warn("shake script failed", "campaign", c.id, "batch", len(idx), "err", err)
-			for _, i := range idx {
-				c.buckets[reqs[i].bucket].Give(1)
-				res[i].err = ErrRedis
-			}
-			continue
-		}
-		switch reply.Code {
-		case lua.TakeNone:
-			c.done.Store(true)
-			for _, i := range idx {
-				res[i].err = ErrNotFound
-			}
-			continue
-		case lua.TakeNotStarted:
-			for _, i := range idx {
-				res[i].err = ErrNotStarted
-			}
-			continue
-		}
-		n := reply.TakenBefore
-		for j, v := range reply.Results {
-			i := idx[j]
-			switch {
-			case v > 0:
-				n++
-				wid := winID(c.id, n)
-				res[i].win = Win{Won: true, AmountCents: v, EnvelopeID: wid}
-				credits = append(credits, wallet.Credit{User: reqs[i].user, Entry: lua.Entry{ID: wallet.WinID(wid), Amount: v}})
-			case v == lua.TakeExhausted:
-				c.done.Store(true)
-			case v == lua.TakeCap:
-				// The token was not used: another shaker of the bucket may have it.
-				c.buckets[reqs[i].bucket].Give(1)
-			}
-			// TakeNotReleased: this node ran ahead of Redis's clock; the token is spent.
-		}
-		if c.done.Load() && c.settled.CompareAndSwap(false, true) {
-			go func() {
-				if _, err := SettleLedger(context.Background(), s.rdb, c.id, s.cfg.RecentEntries); err != nil {
-					s.log.Warn("shake ledger repair", "campaign", c.id, "err", err)
-				}
-			}()
-		}
-	}
-	s.wins.Add(float64(len(credits)))
-	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.RedisTimeout)
-	_, err := wallet.ApplyAll(ctx, s.rdb, s.cfg.RecentEntries, credits)
-	cancel()
+	reply, err := lua.ShakeTake(ctx, h.s.rdb, c.id, h.s.cfg.Node, batch, shakers)
 	if err != nil {
-		// The wins are recorded in the campaign: SettleLedger re-applies them.
-		s.deferred.Inc()
-		s.log.Warn("shake wallet credit deferred to the ledger repair", "wins", len(credits), "err", err)
+		return nil, err
+	}
+	switch reply.Code {
+	case lua.TakeVoid: // cannot happen: only a lost reply is written off
+		h.Unavailable(c, reqs, res, nil)
+		return nil, nil
+	case lua.TakeNone:
+		c.done.Store(true)
+		fillErr(res, ErrNotFound)
+		return nil, nil
+	case lua.TakeNotStarted:
+		fillErr(res, ErrNotStarted)
+		return nil, nil
+	}
+	n := reply.TakenBefore
+	for i, v := range reply.Results {
+		switch {
+		case v > 0:
+			n++
+			res[i].win = Win{Won: true, AmountCents: v, EnvelopeID: winID(c.id, n)}
+		case v == lua.TakeExhausted:
+			c.done.Store(true)
+		case v == lua.TakeCap:
+			// The token was not used: another shaker of the bucket may have it.
+			c.buckets[reqs[i].bucket].Give(1)
+		}
+		// TakeNotReleased: this node ran ahead of Redis's clock; the token is spent.
+	}
+	if c.done.Load() && c.settled.CompareAndSwap(false, true) {
+		go func() {
+			if _, err := SettleLedger(context.Background(), h.s.rdb, c.id, h.s.cfg.RecentEntries); err != nil {
+				h.s.log.Warn("shake ledger repair", "campaign", c.id, "err", err)
+			}
+		}()
+	}
+	return nil, nil
+}
+
+func (shakes) Unavailable(c *campaign, reqs []takeReq, res []takeRes, _ error) {
+	for i, r := range reqs {
+		c.buckets[r.bucket].Give(1)
+		res[i].err = ErrRedis
 	}
 }
 
-// Close settles queued candidates and stops the flushers.
-func (s *Service) Close() { s.co.Close() }
+func (shakes) AppendEvent(b []byte, _ *campaign, _ takeReq, _ *takeRes) []byte { return b }
+
+func (shakes) Undo(context.Context, *campaign, []takeReq, []takeRes, []int, []error) {}
+
+// Settled credits every win of the batch in one pipelined round. The wins
+// are recorded in their campaigns: if the credit fails, SettleLedger
+// re-applies them.
+func (h shakes) Settled(reqs []takeReq, res []takeRes) {
+	var credits []wallet.Credit
+	for i, r := range res {
+		if r.win.Won {
+			credits = append(credits, wallet.Credit{User: reqs[i].user,
+				Entry: lua.Entry{ID: wallet.WinID(r.win.EnvelopeID), Amount: r.win.AmountCents}})
+		}
+	}
+	if len(credits) == 0 {
+		return
+	}
+	h.s.wins.Add(float64(len(credits)))
+	ctx, cancel := context.WithTimeout(context.Background(), h.s.cfg.RedisTimeout)
+	_, err := wallet.ApplyAll(ctx, h.s.rdb, h.s.cfg.RecentEntries, credits)
+	cancel()
+	if err != nil {
+		h.s.deferred.Inc()
+		h.s.log.Warn("shake wallet credit deferred to the ledger repair", "wins", len(credits), "err", err)
+	}
+}
+
+func fillErr(res []takeRes, err error) {
+	for i := range res {
+		res[i].err = err
+	}
+}
+
+// Close settles queued candidates, stops the flushers and resolves what is
+// in doubt.
+func (s *Service) Close() { s.frame.Close() }
 
 // Describe implements prometheus.Collector.
 func (s *Service) Describe(ch chan<- *prometheus.Desc) {
-	for _, c := range []prometheus.Counter{s.candidates, s.wins, s.lostLocal, s.deferred} {
+	for _, c := range s.collectors() {
 		c.Describe(ch)
 	}
 }
 
 // Collect implements prometheus.Collector.
 func (s *Service) Collect(ch chan<- prometheus.Metric) {
-	for _, c := range []prometheus.Counter{s.candidates, s.wins, s.lostLocal, s.deferred} {
+	for _, c := range s.collectors() {
 		c.Collect(ch)
 	}
 }
 
-func toInt(v any) int64 {
-	x, _ := v.(string)
-	n, _ := strconv.ParseInt(x, 10, 64)
-	return n
+func (s *Service) collectors() []prometheus.Collector {
+	return []prometheus.Collector{s.frame, s.candidates, s.wins, s.lostLocal, s.deferred}
 }
 
 var errBadWin = errors.New("malformed win record")

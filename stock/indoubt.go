@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/flashsale/flashsale/internal/metric"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 )
@@ -42,21 +43,20 @@ type ResolveFunc func(ctx context.Context, item, batch string) (undone int, err 
 
 type doubtBatch struct{ sale, batch string }
 
-// NewInDoubt starts a resolver for batches of one kind ("sale", "envelope":
-// the kind label of its metrics), holding at most size batches.
-func NewInDoubt(kind string, resolve ResolveFunc, timeout time.Duration, size int, log *slog.Logger) *InDoubt {
-	l := prometheus.Labels{"kind": kind}
+// NewInDoubt starts a resolver for batches of one product, holding at most
+// size batches; its metrics are flashsale_<subsystem>_indoubt_*.
+func NewInDoubt(subsystem string, resolve ResolveFunc, timeout time.Duration, size int, log *slog.Logger) *InDoubt {
 	d := &InDoubt{resolve: resolve, timeout: timeout, log: log, queue: make(chan doubtBatch, size),
 		stop: make(chan struct{}), done: make(chan struct{}),
-		resolved: prometheus.NewCounter(prometheus.CounterOpts{Name: "flashsale_stock_indoubt_resolved_total",
-			Help: "Batches whose reply was lost, resolved (written off or undone).", ConstLabels: l}),
-		undone: prometheus.NewCounter(prometheus.CounterOpts{Name: "flashsale_stock_indoubt_undone_total",
-			Help: "Orders or opens undone because their batch's reply was lost.", ConstLabels: l}),
-		dropped: prometheus.NewCounter(prometheus.CounterOpts{Name: "flashsale_stock_indoubt_dropped_total",
-			Help: "In-doubt batches that did not fit the queue (left to the sweepers).", ConstLabels: l}),
+		resolved: metric.Counter(subsystem, "indoubt_resolved_total",
+			"Batches whose reply was lost, resolved (written off or undone).", nil),
+		undone: metric.Counter(subsystem, "indoubt_undone_total",
+			"Results (orders, opens, wins) undone because their batch's reply was lost.", nil),
+		dropped: metric.Counter(subsystem, "indoubt_dropped_total",
+			"In-doubt batches that did not fit the queue (left to the sweepers).", nil),
 	}
-	d.waiting = prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "flashsale_stock_indoubt_batches",
-		Help: "Batches waiting to be resolved.", ConstLabels: l}, func() float64 { return float64(len(d.queue)) })
+	d.waiting = metric.GaugeFunc(subsystem, "indoubt_batches", "Batches waiting to be resolved.", nil,
+		func() float64 { return float64(len(d.queue)) })
 	go d.run()
 	return d
 }
