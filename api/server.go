@@ -12,6 +12,7 @@ import (
 
 	"github.com/flashsale/flashsale"
 	"github.com/flashsale/flashsale/envelope"
+	"github.com/flashsale/flashsale/internal/metric"
 	"github.com/flashsale/flashsale/order"
 	"github.com/flashsale/flashsale/shake"
 	"github.com/flashsale/flashsale/statlog"
@@ -28,7 +29,6 @@ type Config struct {
 	MaxBodyBytes      int64
 	MaxInflight       int
 	DefaultPayTimeout time.Duration
-	RedisTimeout      time.Duration
 	Envelope          envelope.Limits // send-envelope validation
 	Shake             shake.Limits    // campaign validation
 	WalletRecent      int             // entries GET /v1/users/{id}/wallet shows
@@ -104,9 +104,6 @@ func New(cfg Config, d Deps) *Server {
 
 // Handler returns the http.Handler serving every route.
 func (s *Server) Handler() http.Handler { return s.engine }
-
-// Engine exposes the gin engine so other rooms (envelopes, shakes) can add routes.
-func (s *Server) Engine() *gin.Engine { return s.engine }
 
 func (s *Server) recover(c *gin.Context) {
 	defer func() {
@@ -218,12 +215,11 @@ type routeMetrics struct {
 
 func newHTTPMetrics() *httpMetrics {
 	return &httpMetrics{
-		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "flashsale_http_requests_total",
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: metric.Name("http", "requests_total"),
 			Help: "HTTP requests by route and result (ok or an error code)."}, []string{"route", "result"}),
-		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "flashsale_http_request_duration_seconds",
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: metric.Name("http", "request_duration_seconds"),
 			Help: "HTTP request latency by route.", Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16)}, []string{"route"}),
-		shed: prometheus.NewCounter(prometheus.CounterOpts{Name: "flashsale_http_shed_total",
-			Help: "Requests answered 503 because max_inflight requests were already in flight."}),
+		shed: metric.Counter("http", "shed_total", "Requests answered 503 because max_inflight requests were already in flight.", nil),
 	}
 }
 

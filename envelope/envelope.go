@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/flashsale/flashsale"
+	"github.com/flashsale/flashsale/internal/metric"
 	"github.com/flashsale/flashsale/kafka"
 	"github.com/flashsale/flashsale/lua"
 	"github.com/flashsale/flashsale/stock"
@@ -494,7 +495,7 @@ type metrics struct {
 
 func newMetrics() *metrics {
 	c := func(name, help string) prometheus.Counter {
-		return prometheus.NewCounter(prometheus.CounterOpts{Name: "flashsale_envelope_" + name, Help: help})
+		return metric.Counter("envelope", name, help, nil)
 	}
 	return &metrics{
 		created:         c("created_total", "Envelopes sent (stored, debited and announced)."),

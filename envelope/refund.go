@@ -207,7 +207,7 @@ type RefundConfig struct {
 func (s *Service) NewRefunder(cfg RefundConfig) *kafka.DelayConsumer[string] {
 	return kafka.NewDelayConsumer[string](kafka.DelayConfig{
 		Brokers: cfg.Brokers, Topic: cfg.Topic, Group: cfg.Group, Workers: cfg.Workers, QueueSize: cfg.QueueSize,
-		MaxHeld: cfg.MaxHeld, BatchMax: 64, RetryDelay: cfg.RetryDelay, Name: "refund", Noun: "envelopes",
+		MaxHeld: cfg.MaxHeld, BatchMax: 64, RetryDelay: cfg.RetryDelay, Subsystem: "refund", Noun: "envelopes",
 	}, refundHandler{s}, s.log)
 }
 

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/flashsale/flashsale/internal/metric"
 	"github.com/prometheus/client_golang/prometheus"
 	kafkago "github.com/segmentio/kafka-go"
 )
@@ -31,9 +32,11 @@ type DelayConfig struct {
 	FetchMinBytes int
 	FetchMaxWait  time.Duration
 
-	// Name is the metric subsystem ("expiry" → flashsale_expiry_released_total)
-	// and Noun what is held ("orders" → flashsale_expiry_held_orders).
-	Name, Noun string
+	// Subsystem names the metrics (flashsale_<subsystem>_released_total,
+	// _settled_total, _bad_events_total, _held_items) and the consumer label
+	// of flashsale_kafka_consumer_lag_messages: "expiry", "refund". Noun is
+	// what is held ("orders"), for the metrics' help.
+	Subsystem, Noun string
 }
 
 // Due is what one event asks for: Item, of the group Key (a sale, an
@@ -138,17 +141,16 @@ func NewDelayConsumer[T any](cfg DelayConfig, h DelayHandler[T], log *slog.Logge
 		slots: make(chan struct{}, cfg.MaxHeld),
 		jobs:  make(chan []*held[T], cfg.QueueSize),
 		parts: map[int]*partition{},
-		released: prometheus.NewCounter(prometheus.CounterOpts{Name: "flashsale_" + cfg.Name + "_released_total",
-			Help: "Held " + cfg.Noun + " whose deadline changed something when this node released them."}),
-		settled: prometheus.NewCounter(prometheus.CounterOpts{Name: "flashsale_" + cfg.Name + "_settled_total",
-			Help: "Held " + cfg.Noun + " that needed nothing at their deadline (already settled)."}),
-		lag: prometheus.NewGauge(prometheus.GaugeOpts{Name: "flashsale_kafka_consumer_lag_messages",
-			Help: "Messages behind the end of the partition, as kafka-go last saw it.", ConstLabels: prometheus.Labels{"consumer": cfg.Name}}),
-		badEvents: prometheus.NewCounter(prometheus.CounterOpts{Name: "flashsale_" + cfg.Name + "_bad_events_total",
-			Help: "Events that could not be decoded and were skipped."}),
+		released: metric.Counter(cfg.Subsystem, "released_total",
+			"Held "+cfg.Noun+" whose deadline changed something when this node released them.", nil),
+		settled: metric.Counter(cfg.Subsystem, "settled_total",
+			"Held "+cfg.Noun+" that needed nothing at their deadline (already settled).", nil),
+		lag: metric.Gauge("kafka", "consumer_lag_messages", "Messages behind the end of the partition, as kafka-go last saw it.",
+			prometheus.Labels{"consumer": cfg.Subsystem}),
+		badEvents: metric.Counter(cfg.Subsystem, "bad_events_total", "Events that could not be decoded and were skipped.", nil),
 	}
-	d.heldGauge = prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "flashsale_" + cfg.Name + "_held_" + cfg.Noun,
-		Help: "Items held until their deadline."}, func() float64 { return float64(len(d.slots)) })
+	d.heldGauge = metric.GaugeFunc(cfg.Subsystem, "held_items", "Held "+cfg.Noun+" waiting for their deadline.", nil,
+		func() float64 { return float64(len(d.slots)) })
 	return d
 }
 
@@ -206,7 +208,7 @@ func (d *DelayConsumer[T]) fetch(ctx context.Context) error {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			d.log.Warn("fetch event", "consumer", d.cfg.Name, "err", err)
+			d.log.Warn("fetch event", "consumer", d.cfg.Subsystem, "err", err)
 			select {
 			case <-time.After(d.cfg.RetryDelay):
 				continue
@@ -219,7 +221,7 @@ func (d *DelayConsumer[T]) fetch(ctx context.Context) error {
 		if err != nil || !ok {
 			if err != nil {
 				d.badEvents.Inc()
-				d.log.Warn("skipping undecodable event", "consumer", d.cfg.Name, "partition", m.Partition, "offset", m.Offset, "err", err)
+				d.log.Warn("skipping undecodable event", "consumer", d.cfg.Subsystem, "partition", m.Partition, "offset", m.Offset, "err", err)
 			}
 			d.done(m.Partition, mark)
 			<-d.slots
@@ -269,7 +271,7 @@ func (d *DelayConsumer[T]) done(part int, mark *offsetMark) {
 		// With a CommitInterval this only queues the commit, so it is cheap.
 		if err := d.reader.CommitMessages(context.Background(),
 			kafkago.Message{Topic: d.cfg.Topic, Partition: part, Offset: commit}); err != nil {
-			d.log.Warn("commit offset", "consumer", d.cfg.Name, "partition", part, "offset", commit, "err", err)
+			d.log.Warn("commit offset", "consumer", d.cfg.Subsystem, "partition", part, "offset", commit, "err", err)
 		}
 	}
 }
@@ -353,7 +355,7 @@ func (d *DelayConsumer[T]) release(ctx context.Context, job []*held[T]) {
 	}
 	out := make([]Outcome, len(job))
 	if err := d.handler.Release(ctx, job[0].key, items, out); err != nil {
-		d.log.Warn("release due items", "consumer", d.cfg.Name, "key", job[0].key, "items", len(job), "err", err)
+		d.log.Warn("release due items", "consumer", d.cfg.Subsystem, "key", job[0].key, "items", len(job), "err", err)
 		for _, h := range job {
 			h.dueLocal = time.Now().Add(d.cfg.RetryDelay)
 			d.push(h)

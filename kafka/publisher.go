@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/flashsale/flashsale/internal/metric"
 	"github.com/prometheus/client_golang/prometheus"
 	kafkago "github.com/segmentio/kafka-go"
 )
@@ -56,15 +57,14 @@ func NewPublisher(cfg PublisherConfig) *Publisher {
 	return &Publisher{
 		client: &kafkago.Client{Addr: kafkago.TCP(cfg.Brokers...), Timeout: cfg.WriteTimeout,
 			Transport: &kafkago.Transport{DialTimeout: time.Second, IdleTimeout: time.Minute, MetadataTTL: 10 * time.Second}},
-		topic:    cfg.Topic,
-		attempts: max(cfg.MaxAttempts, 1),
-		timeout:  cfg.WriteTimeout,
-		published: prometheus.NewCounter(prometheus.CounterOpts{Name: "flashsale_kafka_published_total",
-			Help: "Events acknowledged by Kafka.", ConstLabels: topic}),
-		failed: prometheus.NewCounter(prometheus.CounterOpts{Name: "flashsale_kafka_publish_errors_total",
-			Help: "Events Kafka did not acknowledge (what they confirmed was undone).", ConstLabels: topic}),
-		latency: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "flashsale_kafka_publish_seconds",
-			Help: "Time to publish one batch of events.", ConstLabels: topic, Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}),
+		topic:     cfg.Topic,
+		attempts:  max(cfg.MaxAttempts, 1),
+		timeout:   cfg.WriteTimeout,
+		published: metric.Counter("kafka", "published_total", "Events acknowledged by Kafka.", topic),
+		failed: metric.Counter("kafka", "publish_errors_total",
+			"Events Kafka did not acknowledge (what they confirmed was undone).", topic),
+		latency: metric.Histogram("kafka", "publish_seconds", "Time to publish one batch of events.", topic,
+			prometheus.ExponentialBuckets(0.0005, 2, 14)),
 	}
 }
 

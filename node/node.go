@@ -20,6 +20,7 @@ import (
 	"github.com/flashsale/flashsale/api"
 	"github.com/flashsale/flashsale/configs"
 	"github.com/flashsale/flashsale/envelope"
+	"github.com/flashsale/flashsale/internal/metric"
 	"github.com/flashsale/flashsale/kafka"
 	"github.com/flashsale/flashsale/lua"
 	"github.com/flashsale/flashsale/membership"
@@ -176,7 +177,7 @@ func Open(cfg *configs.Config, log *slog.Logger) (*Node, error) {
 
 	n.API = api.New(api.Config{
 		NodeID: cfg.Node.ID, AdminToken: cfg.Admin.Token, MaxBodyBytes: cfg.HTTP.MaxBodyBytes,
-		MaxInflight: cfg.HTTP.MaxInflight, DefaultPayTimeout: cfg.PayTimeout, RedisTimeout: redisTimeout,
+		MaxInflight: cfg.HTTP.MaxInflight, DefaultPayTimeout: cfg.PayTimeout,
 		Envelope: envLimits, Shake: shakeLimits, WalletRecent: cfg.Wallet.RecentEntries,
 	}, api.Deps{Redis: n.Redis, Seller: n.Seller, Orders: n.Orders, StatLog: n.StatLog, Registry: n.Registry, Log: log,
 		Envelopes: n.Envelopes, Shakes: n.Shakes,
@@ -339,8 +340,8 @@ func pingKafka(ctx context.Context, brokers []string) error {
 type statLogCollector struct{ w *statlog.Writer }
 
 var (
-	statDropped = prometheus.NewDesc("flashsale_statlog_dropped_total", "stat.log lines dropped because the buffer was full.", nil, nil)
-	statErrors  = prometheus.NewDesc("flashsale_statlog_write_errors_total", "stat.log flushes that failed.", nil, nil)
+	statDropped = metric.Desc("statlog", "dropped_total", "stat.log lines dropped because the buffer was full.", nil)
+	statErrors  = metric.Desc("statlog", "write_errors_total", "stat.log flushes that failed.", nil)
 )
 
 func (c statLogCollector) Describe(ch chan<- *prometheus.Desc) { ch <- statDropped; ch <- statErrors }

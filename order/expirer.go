@@ -42,7 +42,7 @@ func NewExpirer(cfg ExpirerConfig, rdb redis.UniversalClient, log *slog.Logger) 
 	}
 	return &Expirer{kafka.NewDelayConsumer[int64](kafka.DelayConfig{
 		Brokers: cfg.Brokers, Topic: cfg.Topic, Group: cfg.Group, Workers: cfg.Workers, QueueSize: cfg.QueueSize,
-		MaxHeld: cfg.MaxHeld, BatchMax: cfg.BatchMax, RetryDelay: cfg.RetryDelay, Name: "expiry", Noun: "orders",
+		MaxHeld: cfg.MaxHeld, BatchMax: cfg.BatchMax, RetryDelay: cfg.RetryDelay, Subsystem: "expiry", Noun: "orders",
 	}, expiryHandler{rdb: rdb, timeout: cfg.RedisTimeout}, log)}
 }
 

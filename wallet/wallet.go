@@ -56,8 +56,8 @@ func Get(ctx context.Context, rdb redis.UniversalClient, user string, n int) (Wa
 	}
 	w := Wallet{UserID: user, Recent: []Entry{}}
 	if v := meta.Val(); len(v) == 2 {
-		w.Balance = toInt(v[0])
-		w.Entries = toInt(v[1])
+		w.Balance = lua.ToInt(v[0])
+		w.Entries = lua.ToInt(v[1])
 	}
 	if len(ids.Val()) == 0 {
 		return w, nil
@@ -86,12 +86,6 @@ func ParseEntry(s string) (amount, appliedMs int64, ok bool) {
 	amount, err1 := strconv.ParseInt(a, 10, 64)
 	appliedMs, err2 := strconv.ParseInt(b, 10, 64)
 	return amount, appliedMs, err1 == nil && err2 == nil
-}
-
-func toInt(v any) int64 {
-	s, _ := v.(string)
-	n, _ := strconv.ParseInt(s, 10, 64)
-	return n
 }
 
 // Credit is one entry for one user's wallet.
