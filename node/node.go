@@ -64,6 +64,9 @@ type Node struct {
 
 	listener net.Listener
 	server   *http.Server
+
+	closeOnce sync.Once // Close's work; Run does the same steps in its own order
+	closeErr  error
 }
 
 // redisLogger routes go-redis's internal log lines (dial retries while Redis
@@ -88,8 +91,10 @@ func NewLogger(cfg *configs.Config) *slog.Logger {
 
 // Open connects the dependencies and binds the listen address. A Redis or
 // Kafka that is down does not stop the node from starting: /readyz says so
-// and buys answer 503 until they come back.
-func Open(cfg *configs.Config, log *slog.Logger) (*Node, error) {
+// and buys answer 503 until they come back. If Open fails part-way, it
+// closes whatever it had started. A Node that is opened but never Run must
+// be closed with Close.
+func Open(cfg *configs.Config, log *slog.Logger) (_ *Node, err error) {
 	if log == nil {
 		log = NewLogger(cfg)
 	}
@@ -97,6 +102,13 @@ func Open(cfg *configs.Config, log *slog.Logger) (*Node, error) {
 		debug.SetGCPercent(cfg.Runtime.GCPercent)
 	}
 	n := &Node{Config: cfg, Log: log, Registry: prometheus.NewRegistry()}
+	defer func() {
+		if err != nil {
+			if cerr := n.Close(); cerr != nil {
+				log.Warn("closing a node that failed to open", "err", cerr)
+			}
+		}
+	}()
 	redis.SetLogger(redisLogger{log})
 	n.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
@@ -107,11 +119,9 @@ func Open(cfg *configs.Config, log *slog.Logger) (*Node, error) {
 	}
 	cancel()
 
-	var err error
 	n.Membership, err = membership.New(n.Redis, membership.Config{NodeID: cfg.Node.ID,
 		Beat: cfg.Cluster.Heartbeat, TTL: cfg.Cluster.TTL})
 	if err != nil {
-		n.Redis.Close()
 		return nil, err
 	}
 	n.Publisher = kafka.NewPublisher(kafka.PublisherConfig{
@@ -119,12 +129,14 @@ func Open(cfg *configs.Config, log *slog.Logger) (*Node, error) {
 		WriteTimeout: cfg.Kafka.WriteTimeout, MaxAttempts: cfg.Kafka.MaxAttempts,
 	})
 	redisTimeout := cfg.Redis.ReadTimeout + cfg.Redis.WriteTimeout
+	// One coalescer shape for every product: each gets its own queue and
+	// flushers of this size.
+	coalescer := stock.CoalescerConfig{MaxBatch: cfg.Stock.BatchMax, Flushers: cfg.Stock.Flushers,
+		QueueSize: cfg.Stock.QueueSize, Linger: cfg.Stock.Linger}
 	n.Seller = order.NewSeller(order.SellerConfig{
 		Node: cfg.Node.ID, BufferUnits: cfg.Stock.BufferUnits, BufferPercent: cfg.Stock.BufferPercent,
 		RefreshInterval: cfg.Stock.RefreshInterval, RedisTimeout: redisTimeout, ConfirmTimeout: cfg.Kafka.WriteTimeout,
-		MaxSales: cfg.Stock.MaxSales,
-		Coalescer: stock.CoalescerConfig{MaxBatch: cfg.Stock.BatchMax, Flushers: cfg.Stock.Flushers,
-			QueueSize: cfg.Stock.QueueSize, Linger: cfg.Stock.Linger},
+		MaxSales: cfg.Stock.MaxSales, Coalescer: coalescer,
 	}, n.Redis, n.Publisher, n.Membership, log)
 	n.Membership.OnChange(func(live int) {
 		// A node joined or died: recompute shares so the survivors can sell
@@ -142,8 +154,6 @@ func Open(cfg *configs.Config, log *slog.Logger) (*Node, error) {
 	}, n.Redis, log)
 	n.Sweeper = order.NewSweeper(n.Redis, cfg.Expiry.SweepInterval, cfg.Expiry.Grace, cfg.Expiry.BatchMax, redisTimeout, log)
 
-	coalescer := stock.CoalescerConfig{MaxBatch: cfg.Stock.BatchMax, Flushers: cfg.Stock.Flushers,
-		QueueSize: cfg.Stock.QueueSize, Linger: cfg.Stock.Linger}
 	envLimits := envelope.Limits{MaxCount: cfg.Envelope.MaxCount, MaxTotalCents: cfg.Envelope.MaxTotalCents,
 		DefaultExpiry: cfg.Envelope.DefaultExpiry, MinExpiry: cfg.Envelope.MinExpiry, MaxExpiry: cfg.Envelope.MaxExpiry}
 	shakeLimits := shake.Limits{MaxEnvelopes: cfg.Shake.MaxEnvelopes, MaxRatePerSec: cfg.Shake.MaxRatePerSec,
@@ -169,7 +179,6 @@ func Open(cfg *configs.Config, log *slog.Logger) (*Node, error) {
 	}, n.Redis, n.Membership, log)
 
 	if n.StatLog, err = statlog.Open(cfg.StatLog.Path, cfg.StatLog.BufferBytes, cfg.StatLog.FlushInterval); err != nil {
-		n.Redis.Close()
 		return nil, err
 	}
 	n.Registry.MustRegister(n.Seller, n.Publisher, n.Expirer, n.Sweeper, statLogCollector{n.StatLog},
@@ -194,11 +203,70 @@ func Open(cfg *configs.Config, log *slog.Logger) (*Node, error) {
 		MaxHeaderBytes:    16 << 10,
 	}
 	if n.listener, err = net.Listen("tcp", cfg.HTTP.Addr); err != nil {
-		n.StatLog.Close()
-		n.Redis.Close()
 		return nil, fmt.Errorf("listen on %s: %w", cfg.HTTP.Addr, err)
 	}
 	return n, nil
+}
+
+// Close releases everything Open started, for a node that is not running
+// (Open's failure path, or a node opened and never Run): the listener, the
+// flushers and resolvers of every product, both Kafka publishers, stat.log
+// and Redis. Consumers are started only by Run, which closes the node
+// itself when it returns; Close after Run does nothing more. Safe to call
+// more than once.
+func (n *Node) Close() error {
+	n.closeOnce.Do(func() {
+		var errs []error
+		if n.listener != nil {
+			if err := n.listener.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+				errs = append(errs, fmt.Errorf("close listener: %w", err))
+			}
+		}
+		errs = append(errs, n.closeProducers(), n.closeClients())
+		n.closeErr = errors.Join(errs...)
+	})
+	return n.closeErr
+}
+
+// closeProducers settles every queued buy, open and shake, flushes the order
+// publisher and makes stat.log durable: after it, every outcome is decided
+// and written.
+func (n *Node) closeProducers() error {
+	var errs []error
+	if n.Seller != nil {
+		n.Seller.Close()
+	}
+	if n.Envelopes != nil {
+		n.Envelopes.Close()
+	}
+	if n.Shakes != nil {
+		n.Shakes.Close()
+	}
+	if n.Publisher != nil {
+		errs = append(errs, n.Publisher.Close())
+	}
+	if n.StatLog != nil {
+		errs = append(errs, n.StatLog.Close())
+		if d := n.StatLog.Dropped(); d > 0 {
+			n.Log.Warn("stat.log lines dropped because its buffer was full", "lines", d)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// closeClients closes what the consumers and sweepers still use: the
+// envelope publisher (refunds publish) and Redis.
+func (n *Node) closeClients() error {
+	var errs []error
+	if n.EnvelopePublisher != nil {
+		errs = append(errs, n.EnvelopePublisher.Close())
+	}
+	if n.Redis != nil {
+		if err := n.Redis.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close redis: %w", err))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // NewRedisClient returns the node's Redis client for cfg.
@@ -283,22 +351,11 @@ func (n *Node) Run(ctx context.Context) error {
 	if serr := n.server.Shutdown(sctx); serr != nil && !errors.Is(serr, http.ErrServerClosed) {
 		err = errors.Join(err, fmt.Errorf("drain http: %w", serr))
 	}
-	n.Seller.Close()
-	n.Envelopes.Close()
-	n.Shakes.Close()
-	if perr := n.Publisher.Close(); perr != nil {
-		err = errors.Join(err, perr)
-	}
 	// Every buy, open and shake outcome is now decided: make stat.log
 	// durable before anything that could be slow (a consumer group leaving
 	// may wait on a rebalance) so a SIGKILL that follows a slow stop loses
 	// no line.
-	if serr := n.StatLog.Close(); serr != nil {
-		err = errors.Join(err, serr)
-	}
-	if d := n.StatLog.Dropped(); d > 0 {
-		n.Log.Warn("stat.log lines dropped because its buffer was full", "lines", d)
-	}
+	err = errors.Join(err, n.closeProducers())
 	stopBG()
 	bgDone := make(chan struct{})
 	go func() { wg.Wait(); close(bgDone) }()
@@ -310,12 +367,8 @@ func (n *Node) Run(ctx context.Context) error {
 		n.Log.Warn("consumers did not stop within shutdown_timeout; leaving them")
 	}
 	// The refunder and the envelope sweeper publish too: close after them.
-	if perr := n.EnvelopePublisher.Close(); perr != nil {
-		err = errors.Join(err, perr)
-	}
-	if rerr := n.Redis.Close(); rerr != nil {
-		err = errors.Join(err, fmt.Errorf("close redis: %w", rerr))
-	}
+	err = errors.Join(err, n.closeClients())
+	n.closeOnce.Do(func() {}) // closed: a later Close does nothing more
 	n.Log.Info("node stopped")
 	return err
 }

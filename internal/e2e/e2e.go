@@ -80,6 +80,10 @@ func (e *Env) StartNode(t *testing.T, id string, mutate func(*configs.Config)) *
 			if err := <-done; err != nil {
 				t.Errorf("node %s stopped with error: %v", id, err)
 			}
+			// Run closed the node; Close must then be a harmless no-op.
+			if err := n.Close(); err != nil {
+				t.Errorf("close node %s after Run: %v", id, err)
+			}
 		})
 	}
 	t.Cleanup(tn.Stop)
