@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/flashsale/flashsale"
+	"github.com/flashsale/flashsale/client"
 	"github.com/flashsale/flashsale/internal/jsonw"
 	"github.com/flashsale/flashsale/order"
 	"github.com/flashsale/flashsale/statlog"
@@ -42,23 +43,9 @@ func (s *Server) createSale(c *gin.Context) {
 
 func (s *Server) getSale(c *gin.Context) { s.respondSale(c, http.StatusOK, c.Param("id")) }
 
-// SaleView is the JSON of a sale with its books.
-type SaleView struct {
-	ID           string     `json:"id"`
-	Name         string     `json:"name"`
-	Stock        int64      `json:"stock"`
-	PriceCents   int64      `json:"price_cents"`
-	PerUserLimit int64      `json:"per_user_limit"`
-	PayTimeout   string     `json:"pay_timeout"`
-	StartsAt     *time.Time `json:"starts_at,omitempty"`
-	EndsAt       *time.Time `json:"ends_at,omitempty"`
-	Remaining    int64      `json:"remaining"`
-	Pending      int64      `json:"pending"`
-	Paid         int64      `json:"paid"`
-	Expired      int64      `json:"expired"`
-	Cancelled    int64      `json:"cancelled"`
-	Aborted      int64      `json:"aborted"`
-}
+// SaleView is the JSON of a sale with its books: the SDK's type, so the
+// server and its clients cannot drift.
+type SaleView = client.Sale
 
 func (s *Server) respondSale(c *gin.Context, status int, id string) {
 	if !flashsale.ValidID(id) {
@@ -138,16 +125,8 @@ func (s *Server) buy(c *gin.Context) {
 	writeJSON(c, http.StatusCreated, b)
 }
 
-// OrderView is the JSON of an order.
-type OrderView struct {
-	OrderID   string    `json:"order_id"`
-	SaleID    string    `json:"sale_id"`
-	UserID    string    `json:"user_id"`
-	Node      string    `json:"node"`
-	Status    string    `json:"status"`
-	CreatedAt time.Time `json:"created_at"`
-	ExpiresAt time.Time `json:"expires_at"`
-}
+// OrderView is the JSON of an order: the SDK's type.
+type OrderView = client.Order
 
 func view(o flashsale.Order) OrderView {
 	return OrderView{OrderID: o.ID, SaleID: o.SaleID, UserID: o.UserID, Node: o.Node, Status: string(o.Status),

@@ -1,174 +1,69 @@
 package bench
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
 	"math/rand/v2"
-	"net/http"
-	"net/url"
 	"sync"
 	"time"
+
+	"github.com/flashsale/flashsale/client"
 )
 
 // This file talks to the API off the hot path — creating the sale before a
-// run and reading the books after it — so it uses net/http and encoding/json
-// for clarity rather than the raw client.
+// run and reading the books after it — so it uses the SDK (package client)
+// rather than the raw client.
 
-// SaleSpec is the body of POST /v1/sales.
-type SaleSpec struct {
-	ID           string `json:"id"`
-	Name         string `json:"name"`
-	Stock        int64  `json:"stock"`
-	PriceCents   int64  `json:"price_cents"`
-	PerUserLimit int64  `json:"per_user_limit"`
-	PayTimeout   string `json:"pay_timeout,omitempty"`
-	StartsAt     string `json:"starts_at,omitempty"`
-	EndsAt       string `json:"ends_at,omitempty"`
-}
+// SaleSpec is the body of POST /v1/sales: the SDK's type.
+type SaleSpec = client.CreateSale
 
-// SaleView is the part of GET /v1/sales/{id} the books need.
-type SaleView struct {
-	ID           string `json:"id"`
-	Stock        int64  `json:"stock"`
-	PerUserLimit int64  `json:"per_user_limit"`
-	Remaining    int64  `json:"remaining"`
-	Pending      int64  `json:"pending"`
-	Paid         int64  `json:"paid"`
-	Expired      int64  `json:"expired"`
-	Cancelled    int64  `json:"cancelled"`
-	Aborted      int64  `json:"aborted"`
-}
+// SaleView is GET /v1/sales/{id}: the SDK's type.
+type SaleView = client.Sale
 
-// Created is the number of orders the sale ever created that stood: in any
-// status but aborted. An aborted order was undone before its buyer heard of
-// it (the buy was answered with an error), so no client counts it as a win.
-func (v SaleView) Created() int64 {
-	return v.Pending + v.Paid + v.Expired + v.Cancelled
-}
-
-// Released is the number of orders whose unit went back to stock (expired
-// or cancelled), so it could be sold again.
-func (v SaleView) Released() int64 { return v.Expired + v.Cancelled }
-
-// PoolView is the part of GET /v1/envelopes/{id} or GET /v1/shakes/{id} the
-// books need. The red-envelope API is not final; the alternative names are
-// accepted so either spelling the server settles on works.
-type PoolView struct {
-	TotalCents  int64 `json:"total_cents"`
-	Count       int64 `json:"count"`
-	Opened      int64 `json:"opened"`
-	OpenedCount int64 `json:"opened_count"`
-	OpenedCents int64 `json:"opened_cents"`
-	Taken       int64 `json:"taken"`
-	TakenCents  int64 `json:"taken_cents"`
-	PaidCents   int64 `json:"paid_cents"` // a shake campaign's paid-out cents
-}
-
-func (v PoolView) issued() (n, cents int64) {
-	return max(v.Opened, v.OpenedCount, v.Taken), max(v.OpenedCents, v.TakenCents, v.PaidCents)
-}
-
-type apiError struct {
-	Status int
-	Code   string
-	Msg    string
-}
-
-func (e *apiError) Error() string {
-	return fmt.Sprintf("HTTP %d %s: %s", e.Status, e.Code, e.Msg)
-}
-
-// API is a small client for the setup and books calls. It is safe for
+// API is the setup and books calls, on the SDK's client. It is safe for
 // concurrent use.
 type API struct {
-	Base  string // one node's base URL
-	Token string // admin bearer token, for creating sales
-	HTTP  *http.Client
+	c *client.Client
 }
 
-// NewAPI returns an API for base with a 10 s per-call timeout.
-func NewAPI(base, token string) *API {
-	return &API{Base: base, Token: token, HTTP: &http.Client{Timeout: 10 * time.Second}}
-}
-
-func (a *API) do(ctx context.Context, method, path string, in, out any) error {
-	var body io.Reader
-	if in != nil {
-		b, err := json.Marshal(in)
-		if err != nil {
-			return err
-		}
-		body = bytes.NewReader(b)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, a.Base+path, body)
-	if err != nil {
-		return err
-	}
-	if in != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	if a.Token != "" {
-		req.Header.Set("Authorization", "Bearer "+a.Token)
-	}
-	resp, err := a.HTTP.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, maxBody))
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode/100 != 2 {
-		var e struct {
-			Error struct{ Code, Message string } `json:"error"`
-		}
-		_ = json.Unmarshal(b, &e)
-		return &apiError{Status: resp.StatusCode, Code: e.Error.Code, Msg: e.Error.Message}
-	}
-	if out != nil {
-		if err := json.Unmarshal(b, out); err != nil {
-			return fmt.Errorf("%s %s: %w", method, path, err)
-		}
-	}
-	return nil
-}
+// NewAPI returns an API for base (one node's URL) with a 10 s per-call
+// timeout; token is the admin bearer token, for creating sales.
+func NewAPI(base, token string) *API { return &API{c: client.New(base, token)} }
 
 // CreateSale creates the sale; an existing id is an error (409 conflict),
 // because a run against a half-sold sale would not mean what it says.
 func (a *API) CreateSale(ctx context.Context, s SaleSpec) error {
-	if err := a.do(ctx, http.MethodPost, "/v1/sales", s, nil); err != nil {
+	if _, err := a.c.CreateSale(ctx, s); err != nil {
 		return fmt.Errorf("create sale %s: %w", s.ID, err)
 	}
 	return nil
 }
 
 // Sale reads a sale's view.
-func (a *API) Sale(ctx context.Context, id string) (SaleView, error) {
-	var v SaleView
-	err := a.do(ctx, http.MethodGet, "/v1/sales/"+url.PathEscape(id), nil, &v)
-	return v, err
+func (a *API) Sale(ctx context.Context, id string) (SaleView, error) { return a.c.Sale(ctx, id) }
+
+// pool is what the books need of an envelope or a shake campaign.
+type pool struct {
+	TotalCents, Count   int64 // an envelope's; 0 for a campaign
+	Issued, IssuedCents int64 // opened shares / wins, and their cents
 }
 
-// Pool reads an envelope (kind "envelopes") or shake campaign ("shakes").
-func (a *API) Pool(ctx context.Context, kind, id string) (PoolView, error) {
-	var v PoolView
-	err := a.do(ctx, http.MethodGet, "/v1/"+kind+"/"+url.PathEscape(id), nil, &v)
-	return v, err
+// Pool reads the envelope (ScenarioOpen) or shake campaign (ScenarioShake)
+// of the run.
+func (a *API) pool(ctx context.Context, cfg *Config) (pool, error) {
+	if cfg.Scenario == ScenarioShake {
+		v, err := a.c.Campaign(ctx, cfg.Campaign)
+		return pool{Issued: v.Taken, IssuedCents: v.PaidCents}, err
+	}
+	v, err := a.c.Envelope(ctx, cfg.Envelope)
+	return pool{TotalCents: v.TotalCents, Count: v.Count, Issued: v.Opened, IssuedCents: v.OpenedCents}, err
 }
 
 // Order reads one order; an order the server does not know is returned with
 // Found == false and no error.
 func (a *API) Order(ctx context.Context, id string) (BookOrder, error) {
-	var v struct {
-		UserID string `json:"user_id"`
-		Status string `json:"status"`
-	}
-	err := a.do(ctx, http.MethodGet, "/v1/orders/"+url.PathEscape(id), nil, &v)
-	if e, ok := err.(*apiError); ok && e.Status == http.StatusNotFound {
+	v, err := a.c.Order(ctx, id)
+	if client.IsNotFound(err) {
 		return BookOrder{}, nil
 	}
 	if err != nil {
@@ -179,11 +74,8 @@ func (a *API) Order(ctx context.Context, id string) (BookOrder, error) {
 
 // Envelope reads one envelope as a BookOrder (its sender as User), for send.
 func (a *API) Envelope(ctx context.Context, id string) (BookOrder, error) {
-	var v struct {
-		SenderID string `json:"sender_id"`
-	}
-	err := a.do(ctx, http.MethodGet, "/v1/envelopes/"+url.PathEscape(id), nil, &v)
-	if e, ok := err.(*apiError); ok && e.Status == http.StatusNotFound {
+	v, err := a.c.Envelope(ctx, id)
+	if client.IsNotFound(err) {
 		return BookOrder{}, nil
 	}
 	if err != nil {
@@ -209,25 +101,10 @@ func (a *API) ReadBaseline(ctx context.Context, cfg *Config) (Baseline, error) {
 		v, err := a.Sale(ctx, cfg.Sale)
 		return Baseline{Created: v.Created(), Released: v.Released()}, err
 	case ScenarioOpen, ScenarioShake:
-		v, err := a.Pool(ctx, poolKind(cfg), poolID(cfg))
-		n, c := v.issued()
-		return Baseline{IssuedN: n, IssuedCent: c}, err
+		v, err := a.pool(ctx, cfg)
+		return Baseline{IssuedN: v.Issued, IssuedCent: v.IssuedCents}, err
 	}
 	return Baseline{}, nil
-}
-
-func poolKind(cfg *Config) string {
-	if cfg.Scenario == ScenarioShake {
-		return "shakes"
-	}
-	return "envelopes"
-}
-
-func poolID(cfg *Config) string {
-	if cfg.Scenario == ScenarioShake {
-		return cfg.Campaign
-	}
-	return cfg.Envelope
 }
 
 // ReadBooks reads the server's books for the run after it ended: the sale or
@@ -247,13 +124,12 @@ func (a *API) ReadBooks(ctx context.Context, cfg *Config, t Tally, base Baseline
 		b.Released = v.Released() - base.Released
 		b.Settled = settled
 	case ScenarioOpen, ScenarioShake:
-		v, err := a.Pool(ctx, poolKind(cfg), poolID(cfg))
+		v, err := a.pool(ctx, cfg)
 		if err != nil {
 			return b, err
 		}
-		n, c := v.issued()
 		b.TotalCents, b.Count = v.TotalCents, v.Count
-		b.IssuedCount, b.IssuedCents = n-base.IssuedN, c-base.IssuedCent
+		b.IssuedCount, b.IssuedCents = v.Issued-base.IssuedN, v.IssuedCents-base.IssuedCent
 		return b, nil
 	default:
 		if cfg.Scenario != ScenarioSend {

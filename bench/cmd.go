@@ -120,10 +120,11 @@ func Main(ctx context.Context, o Options, out io.Writer) error {
 	if o.Scenario == "" {
 		o.Scenario = ScenarioBuy
 	}
-	api := NewAPI(strings.TrimRight(o.Targets[0], "/"), o.AdminToken)
-	if !strings.Contains(api.Base, "://") {
-		api.Base = "http://" + api.Base
+	target := strings.TrimRight(o.Targets[0], "/")
+	if !strings.Contains(target, "://") {
+		target = "http://" + target
 	}
+	api := NewAPI(target, o.AdminToken)
 	if o.CreateSale {
 		if o.Scenario != ScenarioBuy {
 			return errors.New("--create-sale is for --scenario buy")

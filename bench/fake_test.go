@@ -275,7 +275,7 @@ func (f *fakeNode) shake(w http.ResponseWriter, r *http.Request) {
 func (f *fakeNode) getShake(w http.ResponseWriter, r *http.Request) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	writeJSON(w, 200, map[string]int64{"total_cents": 140, "count": 20, "taken": f.taken, "taken_cents": 7 * f.taken})
+	writeJSON(w, 200, map[string]int64{"total_envelopes": 20, "taken": f.taken, "paid_cents": 7 * f.taken})
 }
 
 // silence is a Progress writer for tests that do not read progress.

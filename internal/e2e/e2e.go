@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/flashsale/flashsale/client"
 	"github.com/flashsale/flashsale/configs"
 	"github.com/flashsale/flashsale/internal/testenv"
 	"github.com/flashsale/flashsale/kafka"
@@ -90,7 +91,7 @@ func (e *Env) StartNode(t *testing.T, id string, mutate func(*configs.Config)) *
 	return tn
 }
 
-var client = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 512}}
+var httpClient = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 512}}
 
 // Reply is a decoded HTTP response.
 type Reply struct {
@@ -118,7 +119,7 @@ func Do(t testing.TB, method, url, body string, hdr ...string) Reply {
 	for i := 0; i+1 < len(hdr); i += 2 {
 		req.Header.Set(hdr[i], hdr[i+1])
 	}
-	resp, err := client.Do(req)
+	resp, err := httpClient.Do(req)
 	if err != nil {
 		t.Errorf("%s %s: %v", method, url, err)
 		return Reply{}
@@ -138,21 +139,19 @@ func CreateSale(t *testing.T, url, body string) {
 	}
 }
 
-// Books are a sale's counters as GET /v1/sales/{id} shows them.
-type Books struct {
-	Stock, Remaining, Pending, Paid, Expired, Cancelled, Aborted int64
-}
+// Books are a sale's settings and counters as GET /v1/sales/{id} shows
+// them: the SDK's type.
+type Books = client.Sale
 
-// GetBooks reads a sale's books over HTTP.
+// GetBooks reads a sale's books over HTTP, through the SDK (strictly: a
+// field the SDK does not know fails the test).
 func GetBooks(t *testing.T, url, sale string) Books {
 	t.Helper()
-	r := Do(t, "GET", url+"/v1/sales/"+sale, "")
-	if r.Status != 200 {
-		t.Fatalf("get sale: %d %s", r.Status, r.Raw)
+	c := &client.Client{Base: url, HTTP: httpClient, Strict: true}
+	b, err := c.Sale(context.Background(), sale)
+	if err != nil {
+		t.Fatalf("get sale: %v", err)
 	}
-	var b Books
-	raw, _ := json.Marshal(r.Body)
-	_ = json.Unmarshal(raw, &b)
 	return b
 }
 
