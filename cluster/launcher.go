@@ -80,7 +80,7 @@ type Config struct {
 	// Log receives progress lines; discarded when nil.
 	Log io.Writer
 	// Dashboard starts `flashsale dashboard` on the nodes' metrics and Redis
-	// too, on DashboardPort (a free port when 0).
+	// too (when there are nodes), on DashboardPort (a free port when 0).
 	Dashboard     bool
 	DashboardPort int
 	// Fresh deletes the data and logs of an earlier cluster in Dir (Redis's
@@ -282,7 +282,8 @@ func prepare(cfg Config) (*Cluster, error) {
 		c.st.Nodes = append(c.st.Nodes, n)
 	}
 
-	if cfg.Dashboard {
+	// A dashboard needs nodes to read; with none there is nothing to chart.
+	if cfg.Dashboard && cfg.Nodes > 0 {
 		dp, err := port(cfg.DashboardPort)
 		if err != nil {
 			return nil, err
