@@ -98,3 +98,13 @@ func (m *saleMetrics) obs(sale string) *saleObs {
 	m.n.Add(1)
 	return o
 }
+
+// nodeInfo is the constant 1 labelled with the node's id, so a scraper
+// (the dashboard, Prometheus) learns which node a metrics URL belongs to
+// whatever listener serves it.
+func nodeInfo(id string) prometheus.Gauge {
+	g := prometheus.NewGauge(prometheus.GaugeOpts{Name: "flashsale_node_info",
+		Help: "Always 1; the node label is this node's id.", ConstLabels: prometheus.Labels{"node": id}})
+	g.Set(1)
+	return g
+}

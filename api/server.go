@@ -81,7 +81,7 @@ func New(cfg Config, d Deps) *Server {
 		inflight: make(chan struct{}, max(cfg.MaxInflight, 1)), metrics: newHTTPMetrics(), nodeHdr: []string{cfg.NodeID}}
 	s.buyObs = s.metrics.route("buy")
 	s.perSale = newSaleMetrics()
-	d.Registry.MustRegister(s.metrics, s.perSale)
+	d.Registry.MustRegister(s.metrics, s.perSale, nodeInfo(cfg.NodeID))
 	e := s.engine
 	e.HandleMethodNotAllowed = true
 	e.NoRoute(func(c *gin.Context) { s.errorf(c, flashsale.ENOTFOUND, "no such route") })

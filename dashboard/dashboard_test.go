@@ -110,6 +110,8 @@ flashsale_stock_local_share_units{sale="s1"} 12
 # TYPE flashsale_kafka_consumer_lag_messages gauge
 flashsale_kafka_consumer_lag_messages{consumer="expiry"} 4
 flashsale_kafka_consumer_lag_messages{consumer="refund"} 1
+# TYPE flashsale_node_info gauge
+flashsale_node_info{node="node1"} 1
 `
 
 func TestParseMetrics(t *testing.T) {
@@ -117,7 +119,7 @@ func TestParseMetrics(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s.buys["s1"]["ok"] != 7 || s.buys["s1"]["sold_out"] != 3 || s.share["s1"] != 12 || s.lag != 5 {
+	if s.buys["s1"]["ok"] != 7 || s.buys["s1"]["sold_out"] != 3 || s.share["s1"] != 12 || s.lag != 5 || s.node != "node1" {
 		t.Fatalf("parsed %+v", s)
 	}
 	if h := s.hist["s1"]; h == nil || len(h.le) != 2 || h.total != 10 {
@@ -178,7 +180,6 @@ func TestTickEventsAndStream(t *testing.T) {
 
 	ok := 7.0
 	node := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("X-Flashsale-Node", "node1")
 		_, _ = w.Write([]byte(strings.Replace(sampleMetrics, "} 7\n", "} "+jsonNum(ok)+"\n", 1)))
 	}))
 	t.Cleanup(node.Close)

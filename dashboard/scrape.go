@@ -25,6 +25,7 @@ const (
 	metricPublished = "flashsale_kafka_published_total"
 	metricPubErrors = "flashsale_kafka_publish_errors_total"
 	metricLag       = "flashsale_kafka_consumer_lag_messages"
+	metricNodeInfo  = "flashsale_node_info"
 )
 
 // maxMetricsBytes caps one scrape: a node's whole exposition is tens of KiB.
@@ -32,7 +33,7 @@ const maxMetricsBytes = 8 << 20
 
 // scrape is what one read of a node's metrics endpoint yielded.
 type scrape struct {
-	node      string                        // X-Flashsale-Node of the answer, if any
+	node      string                        // the node's id: flashsale_node_info, else X-Flashsale-Node
 	buys      map[string]map[string]float64 // sale -> result -> count
 	hist      map[string]*hist              // sale -> buy latency buckets
 	share     map[string]float64            // sale -> local share units
@@ -84,7 +85,9 @@ func fetchMetrics(ctx context.Context, c *http.Client, url string) (*scrape, err
 	if err != nil {
 		return nil, fmt.Errorf("scrape %s: %w", url, err)
 	}
-	s.node = resp.Header.Get("X-Flashsale-Node")
+	if s.node == "" {
+		s.node = resp.Header.Get("X-Flashsale-Node")
+	}
 	return s, nil
 }
 
@@ -116,6 +119,9 @@ func parseMetrics(r io.Reader) (*scrape, error) {
 		if sale := label(m, "sale"); sale != "" {
 			s.share[sale] = m.GetGauge().GetValue()
 		}
+	}
+	for _, m := range fams[metricNodeInfo].GetMetric() {
+		s.node = label(m, "node")
 	}
 	s.shed = sum(fams[metricShed])
 	s.published = sum(fams[metricPublished])
