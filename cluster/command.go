@@ -119,7 +119,7 @@ func oneProcCommand(dir *string, use, short string, act func(*Cluster, string) e
 	return &cobra.Command{
 		Use:   use + " NAME",
 		Short: short,
-		Long:  short + ".\n\nNAME is node1..nodeN (or just the number), redis, broker or nginx.",
+		Long:  short + ".\n\nNAME is node1..nodeN (or just the number), redis, broker, nginx or dashboard.",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := Open(*dir)
