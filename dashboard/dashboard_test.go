@@ -285,3 +285,46 @@ func hasEvent(s Sample, text string) bool {
 	}
 	return false
 }
+
+// Pages beyond max_subscribers get a 503 at once, and the place frees up
+// when a page goes away.
+func TestEventStreamCap(t *testing.T) {
+	rs := testenv.StartRedis(t, false)
+	rdb := redis.NewClient(&redis.Options{Addr: rs.Addr})
+	t.Cleanup(func() { rdb.Close() })
+	d, err := New(Config{Redis: rdb, Nodes: []string{"http://127.0.0.1:1"}, MaxSubscribers: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(d.Handler())
+	t.Cleanup(srv.Close)
+	first, err := http.Get(srv.URL + "/events")
+	if err != nil || first.StatusCode != 200 || first.Header.Get("Content-Type") != "text/event-stream" {
+		t.Fatalf("first page: %v %v", err, first)
+	}
+	second, err := http.Get(srv.URL + "/events")
+	if err != nil {
+		t.Fatal(err)
+	}
+	second.Body.Close()
+	if second.StatusCode != http.StatusServiceUnavailable || second.Header.Get("Retry-After") == "" {
+		t.Fatalf("second page: %s, want 503 with Retry-After", second.Status)
+	}
+	first.Body.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		d.hub.publish([]byte(": ping\n\n")) // a write to the gone page ends its handler
+		if n, _ := d.hub.stats(); n == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the closed page kept its place")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	third, err := http.Get(srv.URL + "/events")
+	if err != nil || third.StatusCode != 200 {
+		t.Fatalf("after the first page left: %v %v", err, third)
+	}
+	third.Body.Close()
+}
