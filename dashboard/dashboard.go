@@ -82,7 +82,7 @@ func (c *Config) defaults() error {
 	def(&c.Interval, time.Second)
 	def(&c.ScrapeTimeout, 800*time.Millisecond)
 	def(&c.RedisTimeout, 500*time.Millisecond)
-	defi(&c.History, 600)
+	defi(&c.History, 900)
 	defi(&c.MaxSubscribers, 16)
 	defi(&c.SubscriberBuffer, 4)
 	defi(&c.MaxSales, 16)
