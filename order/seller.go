@@ -310,9 +310,9 @@ func (s *Seller) Close() {
 	s.sales.Drain()
 }
 
-var shareDesc = metric.Desc("order", "local_share_units",
+var shareDesc = metric.Desc("stock", "local_share_units",
 	"Units this node may still try to sell before asking Redis again.", []string{"sale"})
-var refreshDesc = metric.Desc("order", "share_refreshes_total", "Share refreshes that read Redis.", nil)
+var refreshDesc = metric.Desc("stock", "share_refreshes_total", "Share refreshes that read Redis.", nil)
 
 // Describe implements prometheus.Collector.
 func (s *Seller) Describe(ch chan<- *prometheus.Desc) {
