@@ -355,19 +355,10 @@ func (e envelopes) Call(ctx context.Context, st *envState, batch string, reqs []
 	if err != nil {
 		return nil, err
 	}
-	switch reply.Code {
-	case lua.OpenVoid: // cannot happen: only a lost reply is written off
-		st.share.Give(int64(len(reqs)))
-		fillErr(res, ErrRedis)
-		return nil, nil
-	case lua.OpenNone:
-		st.share.MarkGone()
-		fillErr(res, ErrNotFound)
-		return nil, nil
-	case lua.OpenExpired:
-		st.expired.Store(true)
-		st.share.Set(0)
-		fillErr(res, ErrExpired)
+	if v, refusal := envVerdict(reply.Code); refusal != nil {
+		st.expired.Store(st.expired.Load() || reply.Code == lua.OpenExpired)
+		st.share.Refuse(v, len(reqs))
+		fillErr(res, refusal)
 		return nil, nil
 	}
 	var unused int64
@@ -390,11 +381,23 @@ func (e envelopes) Call(ctx context.Context, st *envState, batch string, reqs []
 	}
 	if empty {
 		st.empty.Store(true)
-		st.share.Set(0)
-	} else {
-		st.share.Give(unused)
 	}
+	st.share.Settle(empty, unused)
 	return won, nil
+}
+
+// envVerdict maps the open script's envelope-level code; a nil error:
+// the envelope is open and every opener has a result.
+func envVerdict(code int64) (stock.Verdict, error) {
+	switch code {
+	case lua.OpenVoid: // cannot happen: only a lost reply is written off
+		return stock.GiveBack, ErrRedis
+	case lua.OpenNone:
+		return stock.NoItem, ErrNotFound
+	case lua.OpenExpired:
+		return stock.Closed, ErrExpired
+	}
+	return 0, nil
 }
 
 func (envelopes) Unavailable(st *envState, reqs []openReq, res []openRes, _ error) {
@@ -443,14 +446,8 @@ func (e envelopes) Settled(reqs []openReq, res []openRes) {
 				Entry: lua.Entry{ID: wallet.OpenID(reqs[i].env.id), Amount: r.amount}})
 		}
 	}
-	if len(credits) == 0 {
-		return
-	}
 	e.s.metrics.opened.Add(float64(len(credits)))
-	ctx, cancel := context.WithTimeout(context.Background(), e.s.cfg.RedisTimeout)
-	_, err := wallet.ApplyAll(ctx, e.s.rdb, e.s.cfg.RecentEntries, credits)
-	cancel()
-	if err != nil {
+	if err := wallet.CreditBatch(e.s.rdb, e.s.cfg.RecentEntries, e.s.cfg.RedisTimeout, credits); err != nil {
 		e.s.metrics.creditsDeferred.Inc()
 		e.s.log.Warn("wallet credit deferred to the refund", "opens", len(credits), "err", err)
 	}
@@ -507,20 +504,12 @@ func newMetrics() *metrics {
 }
 
 // Describe implements prometheus.Collector.
-func (s *Service) Describe(ch chan<- *prometheus.Desc) {
-	for _, c := range s.collectors() {
-		c.Describe(ch)
-	}
-}
+func (s *Service) Describe(ch chan<- *prometheus.Desc) { s.collectors().Describe(ch) }
 
 // Collect implements prometheus.Collector.
-func (s *Service) Collect(ch chan<- prometheus.Metric) {
-	for _, c := range s.collectors() {
-		c.Collect(ch)
-	}
-}
+func (s *Service) Collect(ch chan<- prometheus.Metric) { s.collectors().Collect(ch) }
 
-func (s *Service) collectors() []prometheus.Collector {
+func (s *Service) collectors() metric.Set {
 	m := s.metrics
-	return []prometheus.Collector{s.frame, m.created, m.opened, m.refunded, m.refreshes, m.creditsDeferred}
+	return metric.Set{s.frame, m.created, m.opened, m.refunded, m.refreshes, m.creditsDeferred}
 }

@@ -222,22 +222,9 @@ func (t tickets) Call(ctx context.Context, st *saleState, batch string, reqs []b
 	if err != nil {
 		return nil, err
 	}
-	switch reply.SaleCode {
-	case lua.BuyVoid: // cannot happen: only a lost reply is written off
-		st.share.Give(int64(len(reqs)))
-		fill(res, ErrRedis)
-		return nil, nil
-	case lua.BuyNoSale:
-		st.share.MarkGone()
-		fill(res, ErrNoSale)
-		return nil, nil
-	case lua.BuyNotStarted:
-		st.share.Give(int64(len(reqs)))
-		fill(res, ErrNotStarted)
-		return nil, nil
-	case lua.BuyEnded:
-		st.share.Set(0)
-		fill(res, ErrEnded)
+	if v, refusal := saleVerdict(reply.SaleCode); refusal != nil {
+		st.share.Refuse(v, len(reqs))
+		fill(res, refusal)
 		return nil, nil
 	}
 	var unused int64
@@ -257,13 +244,25 @@ func (t tickets) Call(ctx context.Context, st *saleState, batch string, reqs []b
 			res[i].err = ErrLimit
 		}
 	}
-	if soldOut {
-		// Redis is out even though this node still had an allowance.
-		st.share.Set(0)
-	} else {
-		st.share.Give(unused)
-	}
+	// Sold out: Redis is out even though this node still had an allowance.
+	st.share.Settle(soldOut, unused)
 	return won, nil
+}
+
+// saleVerdict maps the buy script's sale-level code; a nil error: the
+// sale is open and every buyer has a result.
+func saleVerdict(code int64) (stock.Verdict, error) {
+	switch code {
+	case lua.BuyVoid: // cannot happen: only a lost reply is written off
+		return stock.GiveBack, ErrRedis
+	case lua.BuyNoSale:
+		return stock.NoItem, ErrNoSale
+	case lua.BuyNotStarted:
+		return stock.GiveBack, ErrNotStarted
+	case lua.BuyEnded:
+		return stock.Closed, ErrEnded
+	}
+	return 0, nil
 }
 
 func (tickets) Unavailable(st *saleState, reqs []buyReq, res []buyRes, _ error) {

@@ -443,14 +443,8 @@ func (h shakes) Settled(reqs []takeReq, res []takeRes) {
 				Entry: lua.Entry{ID: wallet.WinID(r.win.EnvelopeID), Amount: r.win.AmountCents}})
 		}
 	}
-	if len(credits) == 0 {
-		return
-	}
 	h.s.wins.Add(float64(len(credits)))
-	ctx, cancel := context.WithTimeout(context.Background(), h.s.cfg.RedisTimeout)
-	_, err := wallet.ApplyAll(ctx, h.s.rdb, h.s.cfg.RecentEntries, credits)
-	cancel()
-	if err != nil {
+	if err := wallet.CreditBatch(h.s.rdb, h.s.cfg.RecentEntries, h.s.cfg.RedisTimeout, credits); err != nil {
 		h.s.deferred.Inc()
 		h.s.log.Warn("shake wallet credit deferred to the ledger repair", "wins", len(credits), "err", err)
 	}
@@ -467,21 +461,13 @@ func fillErr(res []takeRes, err error) {
 func (s *Service) Close() { s.frame.Close() }
 
 // Describe implements prometheus.Collector.
-func (s *Service) Describe(ch chan<- *prometheus.Desc) {
-	for _, c := range s.collectors() {
-		c.Describe(ch)
-	}
-}
+func (s *Service) Describe(ch chan<- *prometheus.Desc) { s.collectors().Describe(ch) }
 
 // Collect implements prometheus.Collector.
-func (s *Service) Collect(ch chan<- prometheus.Metric) {
-	for _, c := range s.collectors() {
-		c.Collect(ch)
-	}
-}
+func (s *Service) Collect(ch chan<- prometheus.Metric) { s.collectors().Collect(ch) }
 
-func (s *Service) collectors() []prometheus.Collector {
-	return []prometheus.Collector{s.frame, s.candidates, s.wins, s.lostLocal, s.deferred}
+func (s *Service) collectors() metric.Set {
+	return metric.Set{s.frame, s.candidates, s.wins, s.lostLocal, s.deferred}
 }
 
 var errBadWin = errors.New("malformed win record")

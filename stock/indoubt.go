@@ -138,19 +138,11 @@ func (d *InDoubt) Close() {
 }
 
 // Describe implements prometheus.Collector.
-func (d *InDoubt) Describe(ch chan<- *prometheus.Desc) {
-	for _, c := range d.collectors() {
-		c.Describe(ch)
-	}
-}
+func (d *InDoubt) Describe(ch chan<- *prometheus.Desc) { d.collectors().Describe(ch) }
 
 // Collect implements prometheus.Collector.
-func (d *InDoubt) Collect(ch chan<- prometheus.Metric) {
-	for _, c := range d.collectors() {
-		c.Collect(ch)
-	}
-}
+func (d *InDoubt) Collect(ch chan<- prometheus.Metric) { d.collectors().Collect(ch) }
 
-func (d *InDoubt) collectors() []prometheus.Collector {
-	return []prometheus.Collector{d.resolved, d.undone, d.dropped, d.waiting}
+func (d *InDoubt) collectors() metric.Set {
+	return metric.Set{d.resolved, d.undone, d.dropped, d.waiting}
 }

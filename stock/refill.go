@@ -99,6 +99,40 @@ func (r *Refill) MarkGone() {
 // Gone reports whether MarkGone was called.
 func (r *Refill) Gone() bool { return r.gone.Load() }
 
+// Verdict is what an item-level answer of a product's script (no result per
+// request) means for the local allowance of the n units the batch had taken.
+type Verdict int
+
+// Verdicts of an item-level answer.
+const (
+	GiveBack Verdict = iota // not decided (not started, written off): the units go back
+	NoItem                  // the authority does not know the item: it is gone
+	Closed                  // ended, expired: nothing more to hand out
+)
+
+// Refuse applies an item-level verdict to the allowance of a batch of n.
+func (r *Refill) Refuse(v Verdict, n int) {
+	switch v {
+	case GiveBack:
+		r.Give(int64(n))
+	case NoItem:
+		r.MarkGone()
+	case Closed:
+		r.Set(0)
+	}
+}
+
+// Settle adjusts the allowance after a batch's per-request results: when
+// the authority said it ran out, the allowance is 0 whatever this node
+// still held; otherwise the units the batch did not use go back.
+func (r *Refill) Settle(exhausted bool, unused int64) {
+	if exhausted {
+		r.Set(0)
+		return
+	}
+	r.Give(unused)
+}
+
 // FairShare is the local allowance a node takes of remaining units when live
 // nodes share them: ceil(remaining / live) plus a buffer of
 // max(bufferUnits, fair × bufferPercent / 100), so that the survivors of a

@@ -137,3 +137,18 @@ func ApplyAll(ctx context.Context, rdb redis.UniversalClient, recent int, credit
 	}
 	return applied, firstErr
 }
+
+// CreditBatch applies one flush's credits (an envelope batch's opens, a
+// shake batch's wins) within timeout, off any request's context: the
+// outcomes are decided and announced already, so a failure is only
+// deferred to the product's ledger repair, which applies the same entries
+// again. No credits: nothing is sent.
+func CreditBatch(rdb redis.UniversalClient, recent int, timeout time.Duration, credits []Credit) error {
+	if len(credits) == 0 {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	_, err := ApplyAll(ctx, rdb, recent, credits)
+	return err
+}

@@ -41,3 +41,21 @@ func Histogram(subsystem, name, help string, labels prometheus.Labels, buckets [
 func Desc(subsystem, name, help string, variableLabels []string) *prometheus.Desc {
 	return prometheus.NewDesc(Name(subsystem, name), help, variableLabels, nil)
 }
+
+// Set is a list of collectors that is itself one, so a service with several
+// metrics registers as one collector without its own Describe/Collect loops.
+type Set []prometheus.Collector
+
+// Describe implements prometheus.Collector.
+func (s Set) Describe(ch chan<- *prometheus.Desc) {
+	for _, c := range s {
+		c.Describe(ch)
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (s Set) Collect(ch chan<- prometheus.Metric) {
+	for _, c := range s {
+		c.Collect(ch)
+	}
+}
