@@ -343,3 +343,47 @@ func (rc *RedisCluster) liveAddrs() []string {
 	}
 	return out
 }
+
+// ReplicaOf returns the live node that replicates master now.
+func (rc *RedisCluster) ReplicaOf(master *Redis) *Redis {
+	rc.t.Helper()
+	for _, r := range rc.Nodes {
+		if r == master || !r.Alive() {
+			continue
+		}
+		c := redis.NewClient(&redis.Options{Addr: r.Addr, MaxRetries: -1})
+		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+		info, err := c.Info(ctx, "replication").Result()
+		cancel()
+		c.Close()
+		if err == nil && strings.Contains(info, "role:slave") && strings.Contains(info, "master_port:"+strconv.Itoa(master.Port)+"\r") {
+			return r
+		}
+	}
+	rc.t.Fatalf("no replica of %s", master.Addr)
+	return nil
+}
+
+// WaitPromoted waits until r says it is a master.
+func (rc *RedisCluster) WaitPromoted(r *Redis, within time.Duration) {
+	rc.t.Helper()
+	deadline := time.Now().Add(within)
+	for role(r.Addr) != "master" {
+		if time.Now().After(deadline) {
+			rc.t.Fatalf("%s not promoted within %v", r.Addr, within)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// CutReplicas closes r's connections to its replicas (CLIENT KILL TYPE
+// replica). With the replicas paused they cannot reconnect, so whatever r
+// writes from now on lives only on r: the window in which asynchronous
+// replication loses acknowledged writes if r dies.
+func (r *Redis) CutReplicas() error {
+	c := redis.NewClient(&redis.Options{Addr: r.Addr, MaxRetries: -1})
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	return c.Do(ctx, "CLIENT", "KILL", "TYPE", "replica").Err()
+}
