@@ -326,6 +326,11 @@ func TestSentinelFailoverWithoutWaitLosesOrders(t *testing.T) {
 	if rep.OK {
 		t.Errorf("reconcile passed although %d acknowledged orders are gone", lost)
 	}
+	for _, c := range rep.Checks {
+		if !c.OK {
+			t.Logf("reconcile shows it: FAIL %s: %s", c.Name, c.Detail)
+		}
+	}
 	t.Logf("min_replicas_acked 0: %d acknowledged orders lost in one failover", lost)
 }
 
