@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/flashsale/flashsale/cluster"
+	"github.com/flashsale/flashsale/lua"
 	"github.com/redis/go-redis/v9"
 	"github.com/spf13/cobra"
 )
@@ -775,8 +776,7 @@ func startWaitNode(ctx context.Context, cfg SuiteConfig, st cluster.State) (url 
 		// the replica only after its first REPLCONF ACK (up to 1 s later).
 		// Ready means a write is acknowledged.
 		info, _ := mc.Info(ctx, "replication").Result()
-		mc.Set(ctx, "fs:bench:replica-probe", time.Now().UnixNano(), time.Minute)
-		if n, _ := mc.Wait(ctx, 1, 100*time.Millisecond).Result(); n >= 1 {
+		if lua.ProbeReplicas(ctx, mc, 1, 100*time.Millisecond) == nil {
 			break
 		}
 		if time.Now().After(deadline) {

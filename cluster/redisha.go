@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/flashsale/flashsale/lua"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -126,6 +127,12 @@ func (c *Cluster) startRedisHA(ctx context.Context) error {
 		if err := waitOnline(ctx, c.st.Redis.Addr, 2, c.ready); err != nil {
 			return err
 		}
+		mc := redis.NewClient(&redis.Options{Addr: c.st.Redis.Addr, MaxRetries: -1})
+		err := waitAcked(ctx, mc, 2, c.ready)
+		mc.Close()
+		if err != nil {
+			return err
+		}
 		for _, s := range c.st.Sentinels {
 			conf := s.Argv[1]
 			if _, err := os.Stat(conf); err == nil {
@@ -171,9 +178,32 @@ func (c *Cluster) startRedisHA(ctx context.Context) error {
 			return fmt.Errorf("redis-cli --cluster create: %v\n%s", err, out)
 		}
 		fmt.Fprintf(c.log, "redis cluster created: 3 masters, 3 replicas\n")
-		return c.waitClusterOK(ctx)
+		if err := c.waitClusterOK(ctx); err != nil {
+			return err
+		}
+		cc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: c.st.redisAddrs(), MaxRetries: -1})
+		defer cc.Close()
+		return waitAcked(ctx, cc, 1, c.ready)
 	}
 	return nil
+}
+
+// waitAcked polls until a write on every master is acknowledged by n
+// replicas (lua.ProbeReplicas), so the nodes' first WAIT can succeed.
+func waitAcked(ctx context.Context, rdb redis.UniversalClient, n int, within time.Duration) error {
+	deadline := time.Now().Add(within)
+	for {
+		pctx, cancel := context.WithTimeout(ctx, time.Second)
+		err := lua.ProbeReplicas(pctx, rdb, n, 200*time.Millisecond)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return fmt.Errorf("redis writes not acknowledged by %d replicas within %v: %w", n, within, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 func waitOnline(ctx context.Context, addr string, n int, within time.Duration) error {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -105,4 +106,59 @@ func (r *Replicated) run(ctx context.Context, keys []string, queue func(redis.Pi
 		cmd.SetErr(fmt.Errorf("%w: %d of %d replicas within %v", ErrNotReplicated, n, r.Replicas, r.Timeout))
 	}
 	return cmd
+}
+
+// ProbeReplicas writes a short-lived probe key on every master of rdb (the
+// one master of a plain or Sentinel client, each master of a cluster
+// client) and reports whether each write was acknowledged by replicas
+// replicas within timeout. "Replica online" is not enough for a caller that
+// is about to WAIT: after a diskless full sync a master streams to its
+// replica only once the replica's first REPLCONF ACK arrives, up to a
+// second later, and every WAIT in between fails. Launchers and tests poll
+// this before they let anything sell.
+func ProbeReplicas(ctx context.Context, rdb redis.UniversalClient, replicas int, timeout time.Duration) error {
+	probe := func(c redis.Cmdable, key string) error {
+		pipe := c.Pipeline()
+		pipe.Set(ctx, key, "1", time.Minute)
+		w := redis.NewIntCmd(ctx, "wait", replicas, max(timeout.Milliseconds(), 1))
+		_ = pipe.Process(ctx, w)
+		if _, err := pipe.Exec(ctx); err != nil {
+			return fmt.Errorf("probe %s: %w", key, err)
+		}
+		if w.Val() < int64(replicas) {
+			return fmt.Errorf("probe %s: %w: %d of %d replicas", key, ErrNotReplicated, w.Val(), replicas)
+		}
+		return nil
+	}
+	cc, ok := rdb.(*redis.ClusterClient)
+	if !ok {
+		return probe(rdb, "fs:probe")
+	}
+	var mu sync.Mutex // ForEachMaster calls back concurrently
+	masters := map[string]bool{}
+	err := cc.ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error {
+		mu.Lock()
+		masters[m.Options().Addr] = false
+		mu.Unlock()
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for i := 0; i < 10000 && len(masters) > 0; i++ {
+		key := fmt.Sprintf("fs:probe:{%d}", i)
+		m, err := cc.MasterForKey(ctx, key)
+		if err != nil {
+			return err
+		}
+		addr := m.Options().Addr
+		if done, ok := masters[addr]; !ok || done {
+			continue
+		}
+		if err := probe(m, key); err != nil {
+			return err
+		}
+		delete(masters, addr)
+	}
+	return nil
 }

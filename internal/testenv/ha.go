@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/flashsale/flashsale/lua"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -65,6 +66,7 @@ func StartSentinel(t testing.TB, o SentinelOptions) *Sentinel {
 		s.Servers = append(s.Servers, StartRedisArgs(t, append(data, "--replicaof", "127.0.0.1", strconv.Itoa(master.Port))...))
 	}
 	waitReplicas(t, master, o.Replicas)
+	waitAcked(t, master.Client(t), o.Replicas)
 	for range o.Sentinels {
 		s.Sentinels = append(s.Sentinels, startSentinel(t, master.Port, o.DownAfter))
 	}
@@ -259,6 +261,9 @@ func StartRedisCluster(t testing.TB, masters, replicas, minReplicasToWrite int) 
 		t.Fatalf("redis-cli %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
 	rc.WaitHealthy(masters, 20*time.Second)
+	cc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: rc.Addrs(), MaxRetries: -1})
+	defer cc.Close()
+	waitAcked(t, cc, min(replicas, 1))
 	return rc
 }
 
@@ -386,4 +391,23 @@ func (r *Redis) CutReplicas() error {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	return c.Do(ctx, "CLIENT", "KILL", "TYPE", "replica").Err()
+}
+
+// waitAcked polls until a write on every master of rdb is acknowledged by
+// n replicas (lua.ProbeReplicas): what a node's first WAIT needs.
+func waitAcked(t testing.TB, rdb redis.UniversalClient, n int) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		err := lua.ProbeReplicas(ctx, rdb, n, 200*time.Millisecond)
+		cancel()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("writes not acknowledged by %d replicas: %v", n, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
