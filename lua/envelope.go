@@ -121,7 +121,7 @@ func EnvOpen(ctx context.Context, rdb redis.Scripter, id, node, batch string, us
 // ResolveEnvBatch settles an open batch whose reply was lost: written off if
 // it never ran, or its opens undone (their openers were told 503). It
 // returns the users whose open was undone. Safe to repeat.
-func ResolveEnvBatch(ctx context.Context, rdb redis.UniversalClient, id, batch string) ([]string, error) {
+func ResolveEnvBatch(ctx context.Context, rdb redis.Scripter, id, batch string) ([]string, error) {
 	users, err := claimBatch(ctx, rdb, EnvBatchKey(id, batch))
 	if err != nil || len(users) == 0 {
 		return nil, err

@@ -126,7 +126,7 @@ func ShakeTake(ctx context.Context, rdb redis.Scripter, id, node, batch string, 
 // if it never ran, or its wins undone (their shakers were told 503, and no
 // credit was made for them). It returns the win numbers it undid. Safe to
 // repeat.
-func ResolveShakeBatch(ctx context.Context, rdb redis.UniversalClient, id, batch string) ([]int64, error) {
+func ResolveShakeBatch(ctx context.Context, rdb redis.Scripter, id, batch string) ([]int64, error) {
 	list, err := claimBatch(ctx, rdb, ShakeBatchKey(id, batch))
 	if err != nil || len(list) == 0 {
 		return nil, err
