@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"io"
 	"net/http"
 	"time"
@@ -86,10 +87,19 @@ func (s *Server) respondSale(c *gin.Context, status int, id string) {
 func (s *Server) buy(c *gin.Context) {
 	start := time.Now()
 	saleID := c.Param("id")
-	var user string
+	// The request deadline runs from here; it travels with the buyer into
+	// the batch (see stock.Seller.BuyKeyed).
+	deadline := start.Add(s.cfg.RequestDeadline)
+	var user, key string
 	var err error
 	if c.Request.Method == http.MethodGet {
 		user, err = queryUser(c.Request.URL.RawQuery)
+		if err == nil {
+			v, ok, qerr := queryParam(c.Request.URL.RawQuery, "idempotency_key")
+			if key, err = ParseIdempotencyKey(v, ok); qerr != nil {
+				err = qerr
+			}
+		}
 	} else {
 		var body []byte
 		if body, err = readBody(c); err == nil {
@@ -97,6 +107,16 @@ func (s *Server) buy(c *gin.Context) {
 			r, err = ParseBuy(body)
 			user = r.UserID
 		}
+		if err == nil {
+			if h := c.Request.Header[IdempotencyHeader]; len(h) > 1 {
+				err = errBadKey
+			} else if len(h) == 1 {
+				key, err = ParseIdempotencyKey(h[0], true)
+			}
+		}
+	}
+	if err == nil {
+		user, err = s.buyer(c, user)
 	}
 	if err == nil && !flashsale.ValidID(saleID) {
 		err = fieldErr("sale id")
@@ -108,8 +128,21 @@ func (s *Server) buy(c *gin.Context) {
 		return
 	}
 
-	r, err := s.Seller.Buy(c.Request.Context(), saleID, user)
+	r, err := s.Seller.BuyKeyed(c.Request.Context(), saleID, user, key, deadline)
+	if err == nil && c.Request.Context().Err() != nil {
+		// The client (or the proxy) left while the batch was settled: a
+		// "yes" now would be heard by nobody, so it is undone like a lost
+		// reply. A repeat is not undone: its order belongs to an earlier
+		// attempt, and the key finds it again.
+		if !r.Repeat {
+			s.Seller.Undo(saleID, r.Order)
+		}
+		err = stock.ErrDeadline
+	}
 	rec := statlog.Record{Time: start, Node: s.cfg.NodeID, Kind: "buy", Sale: saleID, User: user, Result: "ok"}
+	if r.Repeat && err == nil {
+		rec.Result = statlog.ResultRepeat
+	}
 	var idBuf [96]byte
 	if r.Order > 0 {
 		rec.Order = string(flashsale.AppendOrderID(idBuf[:0], saleID, r.Order))
@@ -159,14 +192,72 @@ func (s *Server) getOrder(c *gin.Context) {
 	s.respondOrder(c, o, err)
 }
 
+// pay and cancel run under the request deadline too: one whose deadline
+// passed (or whose client left) before the script is sent is answered 503
+// and changes nothing. Both are idempotent, so a buyer who gave up on an
+// answer retries and learns the truth.
 func (s *Server) pay(c *gin.Context) {
-	o, err := s.Orders.Pay(c.Request.Context(), c.Param("id"))
+	ctx, cancel := context.WithTimeout(c.Request.Context(), s.cfg.RequestDeadline)
+	defer cancel()
+	o, err := s.Orders.Pay(ctx, c.Param("id"))
 	s.respondOrder(c, o, err)
 }
 
 func (s *Server) cancel(c *gin.Context) {
-	o, err := s.Orders.Cancel(c.Request.Context(), c.Param("id"))
+	ctx, cancel := context.WithTimeout(c.Request.Context(), s.cfg.RequestDeadline)
+	defer cancel()
+	o, err := s.Orders.Cancel(ctx, c.Param("id"))
 	s.respondOrder(c, o, err)
+}
+
+// buyer is the one place a request says who the buyer is. Today that is the
+// user id the request names (body or query); when signed buyer tokens land
+// (issue 11) it becomes the token's subject, and every per-person route
+// (buy, /v1/users/me/orders) follows.
+func (s *Server) buyer(_ *gin.Context, named string) (string, error) {
+	if !flashsale.ValidID(named) {
+		return "", errBadUser
+	}
+	return named, nil
+}
+
+// MyOrdersView is the JSON of GET /v1/users/me/orders.
+type MyOrdersView struct {
+	Orders []OrderView `json:"orders"`
+}
+
+// myOrders answers the buyer's live (pending or paid) orders of one sale,
+// from Redis: the way to learn the truth after a lost answer without an
+// Idempotency-Key.
+func (s *Server) myOrders(c *gin.Context) {
+	raw := c.Request.URL.RawQuery
+	sale, _, err := queryParam(raw, "sale")
+	if err == nil && !flashsale.ValidID(sale) {
+		err = fieldErr("sale")
+	}
+	var named string
+	if err == nil {
+		named, _, err = queryParam(raw, "user_id")
+	}
+	var user string
+	if err == nil {
+		user, err = s.buyer(c, named)
+	}
+	if err != nil {
+		s.writeError(c, err)
+		return
+	}
+	orders, err := s.Orders.OfUser(c.Request.Context(), sale, user)
+	if err != nil {
+		c.Set(resultKey, flashsale.ErrorCode(err))
+		s.writeError(c, err)
+		return
+	}
+	v := MyOrdersView{Orders: make([]OrderView, 0, len(orders))}
+	for _, o := range orders {
+		v.Orders = append(v.Orders, view(o))
+	}
+	c.JSON(http.StatusOK, v)
 }
 
 func (s *Server) respondOrder(c *gin.Context, o flashsale.Order, err error) {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/flashsale/flashsale"
+	"github.com/flashsale/flashsale/lua"
 	"github.com/flashsale/flashsale/stock"
 )
 
@@ -108,24 +109,58 @@ func ParseCreateSale(body []byte, defaultPay time.Duration) (flashsale.Sale, err
 // url.Values map. Ids are restricted to characters that need no unescaping,
 // so an escaped or repeated user_id is rejected rather than decoded.
 func queryUser(raw string) (string, error) {
+	found, _, err := queryParam(raw, "user_id")
+	if err != nil {
+		return "", err
+	}
+	if !flashsale.ValidID(found) {
+		return "", errBadUser
+	}
+	return found, nil
+}
+
+// queryParam returns the raw value of name in a raw query string (our
+// values never need escaping: anything escaped fails validation) and
+// whether it was present; a parameter given twice is invalid.
+func queryParam(raw, name string) (string, bool, error) {
 	var found string
 	seen := false
 	for raw != "" {
 		var kv string
 		kv, raw, _ = strings.Cut(raw, "&")
 		k, v, _ := strings.Cut(kv, "=")
-		if k != "user_id" {
+		if k != name {
 			continue
 		}
 		if seen {
-			return "", flashsale.Errorf(flashsale.EINVALID, "user_id given more than once")
+			return "", false, flashsale.Errorf(flashsale.EINVALID, "%s given more than once", name)
 		}
 		seen, found = true, v
 	}
-	if !flashsale.ValidID(found) {
-		return "", errBadUser
+	return found, seen, nil
+}
+
+// IdempotencyHeader is the request header naming a buy attempt (IETF
+// httpapi draft "The Idempotency-Key HTTP Header Field"); GET buys take it
+// as the idempotency_key query parameter (for ab and wrk).
+const IdempotencyHeader = "Idempotency-Key"
+
+var errBadKey = flashsale.Errorf(flashsale.EINVALID, "Idempotency-Key must be 1-64 characters of [A-Za-z0-9_.:@-]")
+
+// ParseIdempotencyKey validates a key as sent: absent is "", a header
+// value may be an RFC 8941 string ("..."), anything else must pass
+// lua.ValidIdempotencyKey.
+func ParseIdempotencyKey(v string, present bool) (string, error) {
+	if !present {
+		return "", nil
 	}
-	return found, nil
+	if len(v) >= 2 && v[0] == '"' && v[len(v)-1] == '"' {
+		v = v[1 : len(v)-1]
+	}
+	if !lua.ValidIdempotencyKey(v) {
+		return "", errBadKey
+	}
+	return v, nil
 }
 
 // fieldErr is a helper for handlers that validate path parameters.

@@ -33,6 +33,9 @@ type Config struct {
 	Envelope          envelope.Limits // send-envelope validation
 	Shake             shake.Limits    // campaign validation
 	WalletRecent      int             // entries GET /v1/users/{id}/wallet shows
+	// RequestDeadline bounds a buy, pay or cancel from the moment it is
+	// read (http.request_deadline); 0 means 2 s.
+	RequestDeadline time.Duration
 }
 
 // Deps are the services behind the routes. Ready lists the dependency
@@ -76,6 +79,9 @@ func New(cfg Config, d Deps) *Server {
 	if d.Registry == nil {
 		d.Registry = prometheus.NewRegistry()
 	}
+	if cfg.RequestDeadline <= 0 {
+		cfg.RequestDeadline = 2 * time.Second
+	}
 	s := &Server{cfg: cfg, Deps: d, log: d.Log, engine: gin.New(),
 		inflight: make(chan struct{}, max(cfg.MaxInflight, 1)), metrics: newHTTPMetrics(), nodeHdr: []string{cfg.NodeID}}
 	s.buyObs = s.metrics.route("buy")
@@ -99,6 +105,7 @@ func New(cfg Config, d Deps) *Server {
 	v1.GET("/orders/:id", s.observe("get_order"), s.getOrder)
 	v1.POST("/orders/:id/pay", s.observe("pay"), s.pay)
 	v1.POST("/orders/:id/cancel", s.observe("cancel"), s.cancel)
+	v1.GET("/users/me/orders", s.observe("my_orders"), s.myOrders)
 	s.registerEnvelopes(v1)
 	return s
 }

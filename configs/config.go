@@ -37,6 +37,10 @@ type Config struct {
 		WriteTimeout      time.Duration `mapstructure:"write_timeout"`
 		IdleTimeout       time.Duration `mapstructure:"idle_timeout"`
 		ShutdownTimeout   time.Duration `mapstructure:"shutdown_timeout"`
+		// Issue 13 (a buyer's answer is the truth): how long a buy, pay or
+		// cancel may take before the node stops trying (env also
+		// FLASHSALE_REQUEST_DEADLINE).
+		RequestDeadline time.Duration `mapstructure:"request_deadline"`
 	} `mapstructure:"http"`
 	Redis struct {
 		Addrs        []string      `mapstructure:"addrs"`
@@ -176,6 +180,9 @@ func Load(fs *pflag.FlagSet) (*Config, error) {
 	v.SetEnvPrefix("FLASHSALE")
 	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_"))
 	v.AutomaticEnv()
+	// The operator's short name for http.request_deadline (issue 13); the
+	// generated FLASHSALE_HTTP_REQUEST_DEADLINE works too and wins.
+	_ = v.BindEnv("http.request_deadline", "FLASHSALE_HTTP_REQUEST_DEADLINE", "FLASHSALE_REQUEST_DEADLINE")
 	if fs != nil {
 		for _, k := range Keys() {
 			if f := fs.Lookup(FlagName(k)); f != nil && f.Changed {
@@ -232,6 +239,9 @@ func (c *Config) Validate() error {
 	}
 	if c.HTTP.MaxBodyBytes <= 0 || c.HTTP.MaxInflight <= 0 {
 		bad = append(bad, "http.max_body_bytes and http.max_inflight must be positive")
+	}
+	if c.HTTP.RequestDeadline <= 0 {
+		bad = append(bad, "http.request_deadline must be positive")
 	}
 	if c.Stock.BatchMax <= 0 || c.Stock.Flushers <= 0 || c.Stock.QueueSize <= 0 {
 		bad = append(bad, "stock.batch_max, stock.flushers and stock.queue_size must be positive")

@@ -71,6 +71,11 @@ func (s *Service) settle(ctx context.Context, id, action string) (flashsale.Orde
 	if err != nil {
 		return flashsale.Order{}, err
 	}
+	if ctx.Err() != nil {
+		// The request deadline passed (or the client left) before the
+		// script was sent: nothing is changed, and the answer says so.
+		return flashsale.Order{}, stock.ErrDeadline
+	}
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
 	_, res, err := lua.Settle(ctx, s.rdb, sale, action, []int64{n})
@@ -92,6 +97,26 @@ func (s *Service) settle(ctx context.Context, id, action string) (flashsale.Orde
 		return toOrder(sale, n, r.Record), errNotOpen
 	}
 	return flashsale.Order{}, fmt.Errorf("%s order %q: code %d: %w", action, id, r.Code, errInternal)
+}
+
+// OfUser returns user's live (pending or paid) orders of sale, oldest
+// first, from Redis; none is an empty list. Finished orders are not listed
+// (the PostgreSQL store keeps their history).
+func (s *Service) OfUser(ctx context.Context, sale, user string) ([]flashsale.Order, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	nums, recs, err := lua.UserOrders(ctx, s.rdb, sale, user)
+	if err != nil {
+		return nil, fmt.Errorf("orders of user in sale %q: %w: %w", sale, stock.ErrRedis, err)
+	}
+	out := make([]flashsale.Order, 0, len(nums))
+	for i, n := range nums {
+		if recs[i].Status != lua.StatusPending && recs[i].Status != lua.StatusPaid {
+			continue // a list is trimmed in the same script that ends an order; this is belt and braces
+		}
+		out = append(out, toOrder(sale, n, recs[i]))
+	}
+	return out, nil
 }
 
 // StatusOf maps a record status letter to an OrderStatus.

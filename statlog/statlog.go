@@ -29,11 +29,15 @@ type Record struct {
 	Kind      string    `json:"kind"`             // "buy", "open", "shake", ...
 	Sale      string    `json:"sale"`             // sale, envelope or campaign id
 	User      string    `json:"user"`             // user id
-	Result    string    `json:"result"`           // "ok" or an error code
+	Result    string    `json:"result"`           // "ok", "repeat" (see ResultRepeat) or an error code
 	Order     string    `json:"order,omitempty"`  // order id when one was created (also for undone ones)
 	Amount    int64     `json:"amount,omitempty"` // cents won, for envelopes and shakes
 	LatencyUs int64     `json:"latency_us"`
 }
+
+// ResultRepeat is the Result of a buy answered with the order an earlier
+// attempt with the same Idempotency-Key made (no unit was sold by it).
+const ResultRepeat = "repeat"
 
 // Writer appends records to a file. It is safe for concurrent use.
 type Writer struct {
