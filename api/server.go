@@ -50,7 +50,11 @@ type Deps struct {
 	StatLog   *statlog.Writer
 	Registry  *prometheus.Registry
 	Ready     map[string]func(context.Context) error
-	Log       *slog.Logger
+	// Degraded lists checks /readyz shows without failing on: the node
+	// still sells, but something an operator must see is wrong (stat.log
+	// losing lines on a full disk).
+	Degraded map[string]func() error
+	Log      *slog.Logger
 }
 
 // Server routes HTTP requests to the services. Create it with New.
@@ -177,7 +181,8 @@ func (s *Server) healthz(c *gin.Context) {
 	c.Data(http.StatusOK, "application/json", []byte(`{"status":"ok"}`))
 }
 
-// readyz reports whether Redis and Kafka answer, each within a second.
+// readyz reports whether Redis and Kafka answer, each within a second, and
+// shows the Degraded checks (which never make it fail).
 func (s *Server) readyz(c *gin.Context) {
 	ctx, cancel := context.WithTimeout(c.Request.Context(), time.Second)
 	defer cancel()
@@ -198,6 +203,13 @@ func (s *Server) readyz(c *gin.Context) {
 			body[r.name] = r.err.Error()
 		} else {
 			body[r.name] = "ok"
+		}
+	}
+	for name, check := range s.Degraded {
+		if err := check(); err != nil {
+			body[name] = err.Error()
+		} else {
+			body[name] = "ok"
 		}
 	}
 	status := http.StatusOK

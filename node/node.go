@@ -166,7 +166,8 @@ func Open(cfg *configs.Config, log *slog.Logger) (*Node, error) {
 		MaxCampaigns: cfg.Shake.MaxCampaigns, RecentEntries: cfg.Wallet.RecentEntries,
 	}, n.Redis, n.Membership, log)
 
-	if n.StatLog, err = statlog.Open(cfg.StatLog.Path, cfg.StatLog.BufferBytes, cfg.StatLog.FlushInterval); err != nil {
+	if n.StatLog, err = statlog.OpenWith(cfg.StatLog.Path, statlog.Options{BufferBytes: cfg.StatLog.BufferBytes,
+		Interval: cfg.StatLog.FlushInterval, Node: cfg.Node.ID, Log: log}); err != nil {
 		n.Redis.Close()
 		return nil, err
 	}
@@ -183,7 +184,8 @@ func Open(cfg *configs.Config, log *slog.Logger) (*Node, error) {
 		Ready: map[string]func(context.Context) error{
 			"redis": func(ctx context.Context) error { return n.Redis.Ping(ctx).Err() },
 			"kafka": func(ctx context.Context) error { return pingKafka(ctx, cfg.Kafka.Brokers) },
-		}})
+		},
+		Degraded: map[string]func() error{"statlog": n.StatLog.Health}})
 	n.server = &http.Server{
 		Handler:           n.API.Handler(),
 		ReadHeaderTimeout: cfg.HTTP.ReadHeaderTimeout,
@@ -296,7 +298,7 @@ func (n *Node) Run(ctx context.Context) error {
 		err = errors.Join(err, serr)
 	}
 	if d := n.StatLog.Dropped(); d > 0 {
-		n.Log.Warn("stat.log lines dropped because its buffer was full", "lines", d)
+		n.Log.Warn("stat.log lines dropped (buffer full or disk refused them); a gap record states them", "lines", d)
 	}
 	stopBG()
 	bgDone := make(chan struct{})
@@ -339,7 +341,7 @@ func pingKafka(ctx context.Context, brokers []string) error {
 type statLogCollector struct{ w *statlog.Writer }
 
 var (
-	statDropped = prometheus.NewDesc("flashsale_statlog_dropped_total", "stat.log lines dropped because the buffer was full.", nil, nil)
+	statDropped = prometheus.NewDesc("flashsale_statlog_dropped_total", "stat.log lines not written: the buffer was full or the disk refused them.", nil, nil)
 	statErrors  = prometheus.NewDesc("flashsale_statlog_write_errors_total", "stat.log flushes that failed.", nil, nil)
 )
 

@@ -137,6 +137,55 @@ func TestReconcileCatchesCorruptBooks(t *testing.T) {
 			t.Fatalf("a paid order never published after a Redis crash: %v, failed checks %v", err, failed(rep))
 		}
 	})
+	// A line lost on a full disk: the node's gap record says so, and the
+	// order without its line is a named note, not a failure; the same
+	// missing line without the gap record (or a corrupt line) stays apart.
+	t.Run("a line lost on a full disk", func(t *testing.T) {
+		raw, err := os.ReadFile(a.StatLog)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lines := strings.SplitAfter(string(raw), "\n")
+		cut := -1
+		for i, l := range lines {
+			if strings.Contains(l, `"result":"ok"`) {
+				cut = i
+				break
+			}
+		}
+		if cut < 0 {
+			t.Fatal("node a answered no ok")
+		}
+		write := func(replacement string) string {
+			p := t.TempDir() + "/a-stat.log"
+			body := strings.Join(lines[:cut], "") + replacement + strings.Join(lines[cut+1:], "")
+			if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			return p
+		}
+		with := func(path string) *reconcile.Report {
+			lost := in
+			lost.StatLogs = []string{path, b.StatLog}
+			rep, err := reconcile.Run(ctx, lost)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return rep
+		}
+		gap := `{"ts":"2026-01-01T00:00:00Z","node":"a","kind":"gap","sale":"","user":"","result":"lost","lost":1,"latency_us":0}` + "\n"
+		rep := with(write(gap))
+		if !rep.OK || !hasNote(rep, "statlog_lines_lost", 1) || !hasNote(rep, "orders_without_line_explained_by_lost_lines", 1) {
+			t.Fatalf("a stated lost line: failed %v, notes %+v", failed(rep), rep.Notes)
+		}
+		if rep := with(write("")); !contains(failed(rep), "orders_have_successes") || len(rep.Notes) != 0 {
+			t.Fatalf("a line missing with no gap record: failed %v, notes %+v; want orders_have_successes", failed(rep), rep.Notes)
+		}
+		rep = with(write(lines[cut][:40] + "\n"))
+		if !rep.OK || !hasNote(rep, "statlog_corrupt_lines", 1) {
+			t.Fatalf("a corrupt line: failed %v, notes %+v", failed(rep), rep.Notes)
+		}
+	})
 	for _, c := range corruptions {
 		t.Run(c.name, func(t *testing.T) {
 			c.apply()
@@ -160,6 +209,15 @@ func mustOrders(t *testing.T, rdb *redis.Client, keys lua.SaleKeys) map[string]s
 func contains(xs []string, x string) bool {
 	for _, v := range xs {
 		if v == x {
+			return true
+		}
+	}
+	return false
+}
+
+func hasNote(rep *reconcile.Report, name string, count int64) bool {
+	for _, n := range rep.Notes {
+		if n.Name == name && n.Count == count {
 			return true
 		}
 	}
