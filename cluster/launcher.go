@@ -294,7 +294,11 @@ func prepare(cfg Config) (*Cluster, error) {
 	for _, n := range c.st.Nodes {
 		ups = append(ups, NginxUpstream{Addr: n.Addr, Weight: n.Weight})
 	}
-	conf, err := RenderNginxConf(NginxConfig{Prefix: ndir, Listen: addr(lp), Servers: ups, AccessLog: cfg.NginxAccessLog, Workers: cfg.NginxWorkers})
+	// nginx's timeouts follow the nodes' request deadline, and a failed node
+	// stays out about as long as its heartbeat takes to lapse.
+	conf, err := RenderNginxConf(NginxConfig{Prefix: ndir, Listen: addr(lp), Servers: ups, AccessLog: cfg.NginxAccessLog,
+		Workers: cfg.NginxWorkers, RequestDeadline: envDuration(cfg.Env, "FLASHSALE_HTTP_REQUEST_DEADLINE", "FLASHSALE_REQUEST_DEADLINE"),
+		FailTimeout: envDuration(cfg.Env, "FLASHSALE_CLUSTER_TTL")})
 	if err != nil {
 		return nil, err
 	}
@@ -927,4 +931,21 @@ func tail(path string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return "  " + strings.Join(lines, "\n  ")
+}
+
+// envDuration returns the duration the last of names is set to in env
+// (later entries win, as for a process environment), or 0.
+func envDuration(env []string, names ...string) time.Duration {
+	var d time.Duration
+	for _, kv := range env {
+		k, v, _ := strings.Cut(kv, "=")
+		for _, n := range names {
+			if k == n {
+				if x, err := time.ParseDuration(v); err == nil {
+					d = x
+				}
+			}
+		}
+	}
+	return d
 }
