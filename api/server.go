@@ -6,6 +6,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"os"
 	"strconv"
 	"sync"
 	"time"
@@ -177,8 +178,12 @@ func (s *Server) admin(c *gin.Context) {
 	c.Next()
 }
 
+// healthzBody carries the process id so a launcher can tell its own node
+// from another process answering on the same port.
+var healthzBody = []byte(`{"status":"ok","pid":` + strconv.Itoa(os.Getpid()) + `}`)
+
 func (s *Server) healthz(c *gin.Context) {
-	c.Data(http.StatusOK, "application/json", []byte(`{"status":"ok"}`))
+	c.Data(http.StatusOK, "application/json", healthzBody)
 }
 
 // readyz reports whether Redis and Kafka answer, each within a second, and

@@ -430,6 +430,11 @@ func (c *Cluster) probe(ctx context.Context, p *Proc) error {
 		}
 		return nil
 	case "node":
+		// The process answering must be the one started: another one on
+		// the port (ours died of "address already in use") is not ready.
+		if err := nodePID(ctx, p.URL+"/healthz", p.PID); err != nil {
+			return err
+		}
 		return httpOK(ctx, p.URL+"/readyz")
 	case "nginx":
 		return httpOK(ctx, p.URL+"/lb-healthz")
@@ -456,6 +461,30 @@ func pingRedis(ctx context.Context, addr string) error {
 	}
 	if strings.TrimSpace(line) != "+PONG" {
 		return fmt.Errorf("redis answered %q", strings.TrimSpace(line))
+	}
+	return nil
+}
+
+// nodePID checks that the node answering url reports pid in its /healthz
+// body ({"status":"ok","pid":N}).
+func nodePID(ctx context.Context, url string, pid int) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := probeClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	var h struct {
+		PID int `json:"pid"`
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 4096)).Decode(&h); err != nil {
+		return fmt.Errorf("%s: %w", url, err)
+	}
+	if h.PID != pid {
+		return fmt.Errorf("%s is answered by pid %d, not by the node started (pid %d)", url, h.PID, pid)
 	}
 	return nil
 }
@@ -699,18 +728,22 @@ func (c *Cluster) Stop(name string) error {
 // environment — a node keeps its id, port, stat.log and log; Redis comes back
 // from its AOF; the broker from its data directory — and waits until it is
 // ready. A process still running is stopped gracefully first.
+//
+// The state file is read, changed and written under the directory's lock,
+// so restarts run in parallel (from several shells) lose no update: the
+// lock is taken before find re-reads the file, not after.
 func (c *Cluster) Restart(name string) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	p, err := c.find(name)
-	if err != nil {
-		return err
-	}
 	unlock, err := lockDir(c.st.Dir)
 	if err != nil {
 		return err
 	}
 	defer unlock()
+	p, err := c.find(name)
+	if err != nil {
+		return err
+	}
 	if err := c.stop(grace(p), p); err != nil {
 		return err
 	}
