@@ -4,6 +4,8 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/flashsale/flashsale"
@@ -87,9 +89,11 @@ func (s *Server) respondSale(c *gin.Context, status int, id string) {
 func (s *Server) buy(c *gin.Context) {
 	start := time.Now()
 	saleID := c.Param("id")
-	// The request deadline runs from here; it travels with the buyer into
-	// the batch (see stock.Seller.BuyKeyed).
-	deadline := start.Add(s.cfg.RequestDeadline)
+	// The request deadline runs from here, or from when the proxy sent the
+	// request if that was earlier (a frozen node reads requests that waited
+	// in its socket for seconds); it travels with the buyer into the batch
+	// (see stock.Seller.BuyKeyed).
+	deadline := s.requestStart(c, start).Add(s.cfg.RequestDeadline)
 	var user, key string
 	var err error
 	if c.Request.Method == http.MethodGet {
@@ -208,6 +212,52 @@ func (s *Server) cancel(c *gin.Context) {
 	defer cancel()
 	o, err := s.Orders.Cancel(ctx, c.Param("id"))
 	s.respondOrder(c, o, err)
+}
+
+// requestStart returns when the request started: start, or the proxy's
+// X-Request-Start ("t=<unix seconds>[.fraction]", nginx's ${msec}) when
+// http.request_start_header is set and the header is earlier. It can only
+// shorten a deadline, never extend it, so a client sending the header
+// itself harms nobody but its own request; a header older than a minute is
+// taken as clock trouble and ignored.
+func (s *Server) requestStart(c *gin.Context, start time.Time) time.Time {
+	if s.cfg.RequestStartHeader == "" {
+		return start
+	}
+	h := c.Request.Header[s.cfg.RequestStartHeader]
+	if len(h) != 1 {
+		return start
+	}
+	t, ok := ParseRequestStart(h[0])
+	if !ok || !t.Before(start) || start.Sub(t) > time.Minute {
+		return start
+	}
+	return t
+}
+
+// ParseRequestStart parses an X-Request-Start value: "t=" (optional)
+// followed by unix seconds with up to 6 fraction digits.
+func ParseRequestStart(v string) (time.Time, bool) {
+	v = strings.TrimPrefix(v, "t=")
+	secs, frac, _ := strings.Cut(v, ".")
+	if len(secs) == 0 || len(secs) > 11 || len(frac) > 6 {
+		return time.Time{}, false
+	}
+	sec, err := strconv.ParseInt(secs, 10, 64)
+	if err != nil || sec < 0 {
+		return time.Time{}, false
+	}
+	var us int64
+	for i := 0; i < 6; i++ {
+		us *= 10
+		if i < len(frac) {
+			if frac[i] < '0' || frac[i] > '9' {
+				return time.Time{}, false
+			}
+			us += int64(frac[i] - '0')
+		}
+	}
+	return time.Unix(sec, us*1000), true
 }
 
 // buyer is the one place a request says who the buyer is. Today that is the

@@ -37,6 +37,9 @@ type Config struct {
 	// RequestDeadline bounds a buy, pay or cancel from the moment it is
 	// read (http.request_deadline); 0 means 2 s.
 	RequestDeadline time.Duration
+	// RequestStartHeader names the proxy's header saying when it sent the
+	// request (http.request_start_header); "" ignores any.
+	RequestStartHeader string
 }
 
 // Deps are the services behind the routes. Ready lists the dependency

@@ -40,7 +40,8 @@ type Config struct {
 		// Issue 13 (a buyer's answer is the truth): how long a buy, pay or
 		// cancel may take before the node stops trying (env also
 		// FLASHSALE_REQUEST_DEADLINE).
-		RequestDeadline time.Duration `mapstructure:"request_deadline"`
+		RequestDeadline    time.Duration `mapstructure:"request_deadline"`
+		RequestStartHeader string        `mapstructure:"request_start_header"`
 	} `mapstructure:"http"`
 	Redis struct {
 		Addrs        []string      `mapstructure:"addrs"`

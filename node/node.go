@@ -178,7 +178,7 @@ func Open(cfg *configs.Config, log *slog.Logger) (*Node, error) {
 		NodeID: cfg.Node.ID, AdminToken: cfg.Admin.Token, MaxBodyBytes: cfg.HTTP.MaxBodyBytes,
 		MaxInflight: cfg.HTTP.MaxInflight, DefaultPayTimeout: cfg.PayTimeout, RedisTimeout: redisTimeout,
 		Envelope: envLimits, Shake: shakeLimits, WalletRecent: cfg.Wallet.RecentEntries,
-		RequestDeadline: cfg.HTTP.RequestDeadline,
+		RequestDeadline: cfg.HTTP.RequestDeadline, RequestStartHeader: cfg.HTTP.RequestStartHeader,
 	}, api.Deps{Redis: n.Redis, Seller: n.Seller, Orders: n.Orders, StatLog: n.StatLog, Registry: n.Registry, Log: log,
 		Envelopes: n.Envelopes, Shakes: n.Shakes,
 		Ready: map[string]func(context.Context) error{
