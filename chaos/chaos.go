@@ -29,14 +29,13 @@ import (
 
 // NodeEnv is the node configuration SellOut adds when it brings a cluster
 // up, so a run takes seconds rather than minutes: a dead node leaves the
-// membership within about a second, an order whose expiry event was lost is
-// swept a second after its deadline, and node logs keep to warnings.
+// membership within about a second and node logs keep to warnings (an
+// order whose expiry event was lost is swept within a second of its
+// deadline by default).
 // Options.Up.Env comes after it, so a caller can override any of it.
 var NodeEnv = []string{
 	"FLASHSALE_CLUSTER_HEARTBEAT=250ms",
 	"FLASHSALE_CLUSTER_TTL=1s",
-	"FLASHSALE_EXPIRY_GRACE=1s",
-	"FLASHSALE_EXPIRY_SWEEP_INTERVAL=1s",
 	"FLASHSALE_EXPIRY_RETRY_DELAY=250ms",
 	"FLASHSALE_LOG_LEVEL=warn",
 }

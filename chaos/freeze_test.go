@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/flashsale/flashsale/lua"
+	"github.com/flashsale/flashsale/reconcile"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -195,6 +196,27 @@ func TestFreezeNodeMidSale(t *testing.T) {
 		}
 	}
 	t.Logf("told no but holding: %d; 201s not payable: %d", toldNoHolding, unpayable)
+
+	// And the same through reconcile: its client view, and the books against
+	// every stat.log, Redis and Kafka (node2 was frozen, never killed).
+	var told []reconcile.ClientAnswer
+	for _, a := range answers {
+		ca := reconcile.ClientAnswer{Sale: "frz", User: a.user, Status: a.status, Order: a.order, Sent: a.sent, Got: a.got}
+		if a.err != nil {
+			ca.Status = 0
+		}
+		told = append(told, ca)
+	}
+	rep, err := reconcile.Run(ctx, reconcile.Input{Sale: "frz", Redis: rdb, Brokers: []string{c.BrokerAddr()}, Topic: c.Topic(),
+		StatLogs: c.StatLogs(), Client: told})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rep.OK {
+		var sb strings.Builder
+		rep.WriteText(&sb)
+		t.Errorf("reconcile after the freeze:\n%s", sb.String())
+	}
 	if toldNoHolding > 0 || unpayable > 0 {
 		if len(samples) > 10 {
 			samples = samples[:10]

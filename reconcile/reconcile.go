@@ -11,6 +11,7 @@ import (
 	"os"
 	"sort"
 	"strconv"
+	"time"
 
 	"github.com/flashsale/flashsale"
 	"github.com/flashsale/flashsale/lua"
@@ -34,6 +35,12 @@ type Input struct {
 	// order.created event (the node answered 503 without an order id).
 	// Such orders pass, counted, while unpaid: expiry returns their units.
 	RedisCrashed bool
+	// Client is what clients were told (a client log, see ReadClientLog);
+	// when given, the client view is checked too. ClientInDoubt widens the
+	// window after a failed answer in which an order of that buyer still
+	// counts against it.
+	Client        []ClientAnswer
+	ClientInDoubt time.Duration
 }
 
 // Check is one invariant's verdict.
@@ -419,6 +426,9 @@ func Run(ctx context.Context, in Input) (*Report, error) {
 		add("orders_have_one_event", len(badEv) == 0, detail, badEv)
 	} else {
 		rep.Warnings = append(rep.Warnings, "Kafka not read (no brokers given): event checks skipped")
+	}
+	if len(in.Client) > 0 {
+		clientChecks(in, orders, add)
 	}
 	if in.ExpectSellout {
 		add("no_undersell", b.Remaining == 0 && b.Pending+b.Paid == b.Stock,

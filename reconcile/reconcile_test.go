@@ -2,9 +2,11 @@ package reconcile_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/flashsale/flashsale/internal/e2e"
 	"github.com/flashsale/flashsale/lua"
@@ -28,6 +30,7 @@ func TestReconcileCatchesCorruptBooks(t *testing.T) {
 	a := e.StartNode(t, "a", nil)
 	b := e.StartNode(t, "b", nil)
 	e2e.CreateSale(t, a.URL, `{"id":"r1","stock":200,"per_user_limit":1}`)
+	began := time.Now()
 	rs := e2e.Hammer(t, []string{a.URL, b.URL}, "r1", e2e.Users("u", 600), 64)
 	paid := 0
 	for _, r := range rs {
@@ -135,6 +138,52 @@ func TestReconcileCatchesCorruptBooks(t *testing.T) {
 		}
 		if rep, err = reconcile.Run(ctx, crashed); err != nil || !contains(failed(rep), "orders_have_one_event") {
 			t.Fatalf("a paid order never published after a Redis crash: %v, failed checks %v", err, failed(rep))
+		}
+	})
+	// The client view: true answers pass; a 201 for no order, and a 503 to
+	// a buyer who holds the order made for that request, fail.
+	t.Run("client view", func(t *testing.T) {
+		var answers []reconcile.ClientAnswer
+		var winner string
+		for i, r := range rs {
+			a := reconcile.ClientAnswer{Sale: "r1", User: fmt.Sprint("u", i), Status: r.Status, Sent: began, Got: time.Now()}
+			if r.Status == 201 {
+				a.Order, a.User = r.Body["order_id"].(string), r.Body["user_id"].(string)
+				winner = a.User
+			} else {
+				a.User = ""
+				continue // sold out: no claim either way
+			}
+			answers = append(answers, a)
+		}
+		with := func(extra ...reconcile.ClientAnswer) *reconcile.Report {
+			cv := in
+			cv.Client = append(append([]reconcile.ClientAnswer{}, answers...), extra...)
+			rep, err := reconcile.Run(ctx, cv)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return rep
+		}
+		if rep := with(); !rep.OK {
+			t.Fatalf("true client answers fail: %v", failed(rep))
+		}
+		if got := failed(with(reconcile.ClientAnswer{Sale: "r1", User: "x", Status: 201, Order: "r1.9999", Got: time.Now()})); !contains(got, "client_successes_are_orders") {
+			t.Fatalf("a 201 for no order: failed %v", got)
+		}
+		// The winner's own answer replaced by a 503: told no, but holding.
+		var lie []reconcile.ClientAnswer
+		for _, a := range answers {
+			if a.User == winner {
+				a.Status, a.Order = 503, ""
+			}
+			lie = append(lie, a)
+		}
+		cv := in
+		cv.Client = lie
+		rep, err := reconcile.Run(ctx, cv)
+		if err != nil || !contains(failed(rep), "client_told_no_holds_nothing") {
+			t.Fatalf("a 503 to a buyer holding the order: %v, failed %v", err, failed(rep))
 		}
 	})
 	// A line lost on a full disk: the node's gap record says so, and the
