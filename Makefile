@@ -47,6 +47,8 @@ fuzz:
 	$(GO) test ./api -run '^$$' -fuzz '^FuzzParseBuy$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./api -run '^$$' -fuzz '^FuzzParseCreateSale$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./api -run '^$$' -fuzz '^FuzzQueryUser$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./api -run '^$$' -fuzz '^FuzzParseIdempotencyKey$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./api -run '^$$' -fuzz '^FuzzParseRequestStart$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./api -run '^$$' -fuzz '^FuzzParseCreateEnvelope$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./api -run '^$$' -fuzz '^FuzzParseCreateShake$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./statlog -run '^$$' -fuzz '^FuzzRead$$' -fuzztime $(FUZZTIME)

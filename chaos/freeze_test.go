@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"strings"
 	"sync"
@@ -151,7 +152,7 @@ func TestFreezeNodeMidSale(t *testing.T) {
 		pre += perSec[s]
 	}
 	preRate := float64(pre) / float64(int(preFault/time.Second)-1)
-	floor := 1.0
+	floor := math.Inf(1)
 	fs := int(frozeAt.Sub(start)/time.Second) + 1 // the first whole second after the fault's first
 	var series []int
 	for s := fs + 1; s <= int(thawedAt.Sub(start)/time.Second); s++ {

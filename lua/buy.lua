@@ -1,7 +1,10 @@
 -- buy.lua: settle a batch of buyers of one sale in one atomic step.
 --
 -- KEYS[1]  fs:{sale:ID}:meta       settings and books (remaining, pending, seq, ...)
--- KEYS[2]  fs:{sale:ID}:users      user id -> active orders (pending + paid)
+-- KEYS[2]  fs:{sale:ID}:users      user id -> "n1,n2,..." the user's active orders
+--          (pending + paid); how many there are is the user's count against
+--          the limit. One value serves both the limit and GET
+--          /v1/users/me/orders, so listing a buyer's orders costs a sale nothing.
 -- KEYS[3]  fs:{sale:ID}:orders     order number -> "status|deadline_ms|created_ms|node|user"
 -- KEYS[4]  fs:{sale:ID}:deadlines  zset of "first-last" order-number ranges (one per
 --          batch that sold) scored by deadline_ms; the sweeper's index
@@ -10,7 +13,6 @@
 --          and "c|N" -> 1 once a repeat answered order N (see settle.lua "claim")
 -- KEYS[7]  fs:{sale:ID}:idemexp    zset of "N|user|key" by the order's pay deadline:
 --          when a key is forgotten
--- KEYS[8]  fs:{sale:ID}:byuser     user id -> "n1,n2,..." live orders (pending, paid)
 -- ARGV[1]  node id recorded on each order
 -- ARGV[2]  seconds the batch record lives
 -- ARGV[3]  user ids, one per buyer, in arrival order, joined by ","; a user
@@ -90,9 +92,13 @@ end
 -- call per buyer: most of a batch's cost in Redis is per call.
 local counts = redis.call('HMGET', KEYS[2], unpack(users))
 local held, changed = {}, {}
+local lists = {} -- user -> active order list, as it will be after this batch
 for i, u in ipairs(users) do
   if held[u] == nil then
-    held[u] = tonumber(counts[i] or '0')
+    local l = counts[i] or ''
+    lists[u] = l
+    local _, commas = string.gsub(l, ',', '')
+    held[u] = (l == '') and 0 or commas + 1
   end
 end
 local userArgs, orderArgs = {}, {}
@@ -100,11 +106,6 @@ local prefix = 'p|' .. deadline .. '|' .. now .. '|' .. ARGV[1] .. '|'
 local sold = {}
 local seen = {} -- "user|key" -> order number sold earlier in this batch
 local idemArgs, expArgs = {}, {}
-local lists = {} -- user -> live order list after this batch
-local before = {} -- a user's count before this batch, for the byuser lists
-for u, h in pairs(held) do
-  before[u] = h
-end
 for i, u in ipairs(users) do
   local h = held[u]
   local k = keys[i]
@@ -150,12 +151,6 @@ for i, u in ipairs(users) do
       expArgs[#expArgs + 1] = seq .. '|' .. field
     end
     local l = lists[u]
-    if l == nil then
-      l = ''
-      if before[u] > 0 then
-        l = redis.call('HGET', KEYS[8], u) or ''
-      end
-    end
     if l == '' then
       lists[u] = tostring(seq)
     else
@@ -165,15 +160,11 @@ for i, u in ipairs(users) do
   held[u] = h
 end
 if #orderArgs > 0 then
-  local listArgs = {}
   for u in pairs(changed) do
     userArgs[#userArgs + 1] = u
-    userArgs[#userArgs + 1] = held[u]
-    listArgs[#listArgs + 1] = u
-    listArgs[#listArgs + 1] = lists[u]
+    userArgs[#userArgs + 1] = lists[u]
   end
   redis.call('HSET', KEYS[2], unpack(userArgs))
-  redis.call('HSET', KEYS[8], unpack(listArgs))
   if #idemArgs > 0 then
     redis.call('HSET', KEYS[6], unpack(idemArgs))
     redis.call('ZADD', KEYS[7], unpack(expArgs))

@@ -44,12 +44,11 @@ const SalesIndexKey = "fs:sales"
 // SaleKeys are the Redis keys of one sale. All share the {sale:ID} hash tag.
 type SaleKeys struct {
 	Meta      string // hash: settings and books
-	Users     string // hash: user id -> active orders
+	Users     string // hash: user id -> "n1,n2" active (pending or paid) order numbers; their number is the count against the limit
 	Orders    string // hash: order number -> record
 	Deadlines string // zset: "first-last" order-number ranges, one per batch, by deadline (ms)
 	Idem      string // hash: "k|user|key" -> order number (Idempotency-Key); "c|N" -> 1 once a repeat answered N
 	IdemExp   string // zset: "N|user|key" by pay deadline (ms): when a key is forgotten
-	ByUser    string // hash: user id -> "n1,n2" live (pending or paid) order numbers
 }
 
 // ParseDeadlineRange parses a member of SaleKeys.Deadlines: "first-last", the
@@ -76,10 +75,10 @@ func BatchKey(sale, batch string) string { return "fs:{sale:" + sale + "}:batch:
 func KeysFor(id string) SaleKeys {
 	p := "fs:{sale:" + id + "}:"
 	return SaleKeys{Meta: p + "meta", Users: p + "users", Orders: p + "orders", Deadlines: p + "deadlines",
-		Idem: p + "idem", IdemExp: p + "idemexp", ByUser: p + "byuser"}
+		Idem: p + "idem", IdemExp: p + "idemexp"}
 }
 
-func (k SaleKeys) settle() []string { return []string{k.Meta, k.Users, k.Orders, k.Idem, k.ByUser} }
+func (k SaleKeys) settle() []string { return []string{k.Meta, k.Users, k.Orders, k.Idem} }
 
 // Load sends every script to the server with SCRIPT LOAD, so the first
 // requests of a sale do not all pay for EVAL. Optional: Run reloads on demand.
@@ -189,7 +188,7 @@ func BuyKeyed(ctx context.Context, rdb redis.Scripter, id, node, batch string, u
 		keyArg = append(keyArg, kk...)
 	}
 	k := KeysFor(id)
-	v, err := buy.Run(ctx, rdb, []string{k.Meta, k.Users, k.Orders, k.Deadlines, BatchKey(id, batch), k.Idem, k.IdemExp, k.ByUser},
+	v, err := buy.Run(ctx, rdb, []string{k.Meta, k.Users, k.Orders, k.Deadlines, BatchKey(id, batch), k.Idem, k.IdemExp},
 		node, int64(BatchTTL/time.Second), joined, keyArg).Slice()
 	if err != nil {
 		return BuyReply{}, fmt.Errorf("buy script for sale %q: %w", id, err)
@@ -268,11 +267,11 @@ func ResolveBatch(ctx context.Context, rdb redis.UniversalClient, sale, batch st
 }
 
 // UserOrders returns the live orders (pending or paid) of user in sale, as
-// listed in SaleKeys.ByUser, with their records. An order whose record is
+// listed in SaleKeys.Users, with their records. An order whose record is
 // missing is left out.
 func UserOrders(ctx context.Context, rdb redis.UniversalClient, sale, user string) ([]int64, []Record, error) {
 	k := KeysFor(sale)
-	list, err := rdb.HGet(ctx, k.ByUser, user).Result()
+	list, err := rdb.HGet(ctx, k.Users, user).Result()
 	if errors.Is(err, redis.Nil) || list == "" && err == nil {
 		return nil, nil, nil
 	} else if err != nil {
@@ -299,6 +298,14 @@ func UserOrders(ctx context.Context, rdb redis.UniversalClient, sale, user strin
 		recs = append(recs, r)
 	}
 	return nums, recs, nil
+}
+
+// HeldCount returns how many active orders a SaleKeys.Users value lists.
+func HeldCount(v string) int64 {
+	if v == "" {
+		return 0
+	}
+	return int64(strings.Count(v, ",") + 1)
 }
 
 // Settle actions.

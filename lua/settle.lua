@@ -3,12 +3,11 @@
 -- expiry has exactly one winner and a unit is given back at most once.
 --
 -- KEYS[1]  fs:{sale:ID}:meta
--- KEYS[2]  fs:{sale:ID}:users
+-- KEYS[2]  fs:{sale:ID}:users    user id -> "n1,n2" active orders (see buy.lua)
 -- KEYS[3]  fs:{sale:ID}:orders
 -- KEYS[4]  fs:{sale:ID}:idem     (see buy.lua) "c|N": a repeat of order N's
 --          Idempotency-Key was answered with it, so N is no longer "nobody
 --          was told" and abort leaves it alone
--- KEYS[5]  fs:{sale:ID}:byuser   user id -> live order numbers; a released order leaves it
 -- The deadline index (fs:{sale:ID}:deadlines) is not touched here: it holds
 -- one range per buy batch, which the sweeper drops once the range's deadline
 -- has passed and none of its orders is still pending.
@@ -81,19 +80,16 @@ for i = 2, #ARGV do
           -- The unit goes back to stock and the user's limit slot is freed.
           redis.call('HINCRBY', KEYS[1], 'remaining', 1)
           local user = string.match(rest, '^%d+|[^|]*|(.*)$')
-          if redis.call('HINCRBY', KEYS[2], user, -1) <= 0 then
-            redis.call('HDEL', KEYS[2], user)
-          end
           local kept = {}
-          for o in string.gmatch(redis.call('HGET', KEYS[5], user) or '', '[^,]+') do
+          for o in string.gmatch(redis.call('HGET', KEYS[2], user) or '', '[^,]+') do
             if o ~= n then
               kept[#kept + 1] = o
             end
           end
           if #kept > 0 then
-            redis.call('HSET', KEYS[5], user, table.concat(kept, ','))
+            redis.call('HSET', KEYS[2], user, table.concat(kept, ','))
           else
-            redis.call('HDEL', KEYS[5], user)
+            redis.call('HDEL', KEYS[2], user)
           end
         end
       end

@@ -248,7 +248,7 @@ func Run(ctx context.Context, in Input) (*Report, error) {
 		if n > sale.PerUserLimit {
 			overLimit = append(overLimit, fmt.Sprintf("%s holds %d", u, n))
 		}
-		if h, _ := strconv.ParseInt(held[u], 10, 64); h != n {
+		if h := lua.HeldCount(held[u]); h != n {
 			heldMismatch = append(heldMismatch, fmt.Sprintf("%s: slots %d, active orders %d", u, h, n))
 		}
 	}
