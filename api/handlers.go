@@ -244,8 +244,11 @@ func ParseRequestStart(v string) (time.Time, bool) {
 	if len(secs) == 0 || len(secs) > 11 || len(frac) > 6 {
 		return time.Time{}, false
 	}
+	if strings.Trim(secs, "0123456789") != "" { // ParseInt would take a sign
+		return time.Time{}, false
+	}
 	sec, err := strconv.ParseInt(secs, 10, 64)
-	if err != nil || sec < 0 {
+	if err != nil {
 		return time.Time{}, false
 	}
 	var us int64
