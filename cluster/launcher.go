@@ -226,10 +226,22 @@ func prepare(cfg Config) (*Cluster, error) {
 
 	// A fixed port already in use would only show up later as a node that
 	// exits; say so now, with the way out.
+	// A free port is one the kernel handed out and this Up has not given
+	// to another process already: the kernel may hand the same one out
+	// twice once its probe listener is closed (two nodes on one port).
+	taken := map[int]bool{}
 	port := func(fixed int) (int, error) {
 		if fixed <= 0 {
-			return freePort()
+			for range 32 {
+				p, err := freePort()
+				if err != nil || !taken[p] {
+					taken[p] = true
+					return p, err
+				}
+			}
+			return 0, fmt.Errorf("no free port not already given to this cluster")
 		}
+		taken[fixed] = true
 		l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(fixed))
 		if err != nil {
 			return 0, fmt.Errorf("port %d is in use (another cluster? pick other ports, or 0 for free ones): %w", fixed, err)
