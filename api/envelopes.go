@@ -70,7 +70,7 @@ func (s *Server) openEnvelope(c *gin.Context) {
 	}
 	if err != nil {
 		// Bad input changes nothing and is not an open outcome: no stat.log line.
-		c.Set(resultKey, flashsale.ErrorCode(err))
+		setResult(c, flashsale.ErrorCode(err))
 		s.writeError(c, err)
 		return
 	}
@@ -175,7 +175,7 @@ func (s *Server) shake(c *gin.Context) {
 		err = fieldErr("campaign id")
 	}
 	if err != nil {
-		c.Set(resultKey, flashsale.ErrorCode(err))
+		setResult(c, flashsale.ErrorCode(err))
 		s.writeError(c, err)
 		return
 	}
@@ -210,5 +210,5 @@ func (s *Server) logOutcome(c *gin.Context, rec *statlog.Record, start time.Time
 	if s.StatLog != nil {
 		s.StatLog.Write(rec)
 	}
-	c.Set(resultKey, rec.Result)
+	setResult(c, rec.Result)
 }

@@ -94,7 +94,7 @@ func (s *Server) buy(c *gin.Context) {
 	}
 	if err != nil {
 		// Bad input changes nothing and is not a buy outcome: no stat.log line.
-		c.Set(resultKey, flashsale.ErrorCode(err))
+		setResult(c, flashsale.ErrorCode(err))
 		s.writeError(c, err)
 		return
 	}
@@ -191,7 +191,7 @@ func (s *Server) cancel(c *gin.Context) {
 
 func (s *Server) respondOrder(c *gin.Context, o flashsale.Order, err error) {
 	if err != nil {
-		c.Set(resultKey, flashsale.ErrorCode(err))
+		setResult(c, flashsale.ErrorCode(err))
 		s.writeError(c, err)
 		return
 	}

@@ -79,7 +79,7 @@ func (s *Server) identify(c *gin.Context) {
 		}
 	}
 	c.Writer.Header()["Www-Authenticate"] = wwwAuthenticate
-	c.Set(resultKey, flashsale.EUNAUTHORIZED)
+	setResult(c, flashsale.EUNAUTHORIZED)
 	s.writeError(c, auth.ErrUnauthorized)
 }
 
@@ -108,7 +108,7 @@ func (s *Server) limitUser(c *gin.Context) {
 func (s *Server) refuseRate(c *gin.Context, l *limit.Keyed) {
 	s.metrics.limited.Inc()
 	c.Writer.Header()["Retry-After"] = l.RetryAfter
-	c.Set(resultKey, flashsale.ERATELIMITED)
+	setResult(c, flashsale.ERATELIMITED)
 	s.writeError(c, errRateLimited)
 }
 
@@ -238,7 +238,7 @@ func (s *Server) paymentCallback(c *gin.Context) {
 	fail := func(err error) {
 		s.id.CallbackLimit.Allow(ip) // charge the failure
 		s.payments.results.WithLabelValues(flashsale.ErrorCode(err)).Inc()
-		c.Set(resultKey, flashsale.ErrorCode(err))
+		setResult(c, flashsale.ErrorCode(err))
 		s.writeError(c, err)
 	}
 	body, err := readBody(c)
@@ -270,7 +270,7 @@ func (s *Server) paymentCallback(c *gin.Context) {
 		// Not a signature failure: the provider is who it says; do not
 		// throttle it for an order's state.
 		s.payments.results.WithLabelValues(flashsale.ErrorCode(err)).Inc()
-		c.Set(resultKey, flashsale.ErrorCode(err))
+		setResult(c, flashsale.ErrorCode(err))
 		s.writeError(c, err)
 		return
 	}

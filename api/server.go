@@ -312,6 +312,19 @@ func (r *routeMetrics) record(start time.Time, result string) {
 // resultKey is where handlers of observed routes leave their result.
 const resultKey = "fs.result"
 
+// boxedResults holds each result code once as an interface value: putting
+// a string into gin's key map boxes it, an allocation per request on the
+// hot paths otherwise.
+var boxedResults sync.Map // string -> any
+
+func setResult(c *gin.Context, result string) {
+	v, ok := boxedResults.Load(result)
+	if !ok {
+		v, _ = boxedResults.LoadOrStore(result, any(result))
+	}
+	c.Set(resultKey, v)
+}
+
 // observe returns middleware that times and counts a route (the less busy
 // routes; buy records its own).
 func (s *Server) observe(route string) gin.HandlerFunc {

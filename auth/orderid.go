@@ -55,10 +55,12 @@ func DeriveKey(secret []byte, purpose string) []byte {
 func (o *OrderIDs) Append(b []byte, sale string, seq int64) []byte {
 	m := o.pool.Get().(*orderMAC)
 	defer o.pool.Put(m)
-	start := len(b)
-	b = flashsale.AppendOrderID(b, sale, seq)
+	// The MAC reads m's own buffer, not b: b then stays on the caller's
+	// stack (the hot path passes a stack array).
+	m.buf = flashsale.AppendOrderID(m.buf[:0], sale, seq)
+	b = append(b, m.buf...)
 	m.h.Reset()
-	m.h.Write(b[start:])
+	m.h.Write(m.buf)
 	sum := m.h.Sum(m.sum[:0])
 	b = append(b, '.')
 	return hex.AppendEncode(b, sum[:TagLen/2])
@@ -82,16 +84,13 @@ func (o *OrderIDs) Parse(id string) (sale string, seq int64, ok bool) {
 	}
 	m := o.pool.Get().(*orderMAC)
 	defer o.pool.Put(m)
-	m.buf = o.appendTag(m, m.buf[:0], rec)
-	if subtle.ConstantTimeCompare(m.buf, []byte(id[len(id)-TagLen:])) != 1 {
+	m.buf = append(m.buf[:0], rec...)
+	m.h.Reset()
+	m.h.Write(m.buf)
+	var tag [TagLen]byte
+	hex.Encode(tag[:], m.h.Sum(m.sum[:0])[:TagLen/2])
+	if subtle.ConstantTimeCompare(tag[:], []byte(id[len(id)-TagLen:])) != 1 {
 		return "", 0, false
 	}
 	return sale, seq, true
-}
-
-func (o *OrderIDs) appendTag(m *orderMAC, b []byte, rec string) []byte {
-	m.h.Reset()
-	m.h.Write([]byte(rec))
-	sum := m.h.Sum(m.sum[:0])
-	return hex.AppendEncode(b, sum[:TagLen/2])
 }
