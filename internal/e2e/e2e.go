@@ -61,6 +61,15 @@ func Pay(t testing.TB, url, orderID, paymentID string, amountCents int64) Reply 
 		auth.SignatureHeader, auth.SignPayload([]byte(PaymentSecret), time.Now(), []byte(body)))
 }
 
+// RecordID is the record id ("<sale>.<seq>", as in Redis, Kafka and
+// stat.log) of a public order id ("<sale>.<seq>.<tag>").
+func RecordID(public string) string {
+	if i := strings.LastIndexByte(public, '.'); i > 0 {
+		return public[:i]
+	}
+	return public
+}
+
 // Credit puts cents into user's wallet through the admin credit route.
 func Credit(t testing.TB, url, user string, cents int64, reference string) Reply {
 	t.Helper()
