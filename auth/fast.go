@@ -322,6 +322,13 @@ func NewMinter(secret []byte) *Minter {
 
 // Append appends an HS256 token for sub expiring at exp (unix seconds).
 func (m *Minter) Append(dst []byte, sub string, exp int64) []byte {
+	return appendToken(m, dst, sub, exp)
+}
+
+// AppendBytes is Append with the subject in a byte slice (no string to build).
+func (m *Minter) AppendBytes(dst, sub []byte, exp int64) []byte { return appendToken(m, dst, sub, exp) }
+
+func appendToken[S string | []byte](m *Minter, dst []byte, sub S, exp int64) []byte {
 	m.buf = append(m.buf[:0], `{"sub":"`...)
 	m.buf = append(m.buf, sub...)
 	m.buf = append(m.buf, `","exp":`...)
