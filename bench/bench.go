@@ -13,6 +13,7 @@ package bench
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -516,7 +517,9 @@ func (w *worker) user(u int) string { return w.r.cfg.UserPrefix + strconv.Itoa(u
 // would: the signed callback. It reuses the worker's buffer; its latency is
 // not mixed into the buy histogram.
 func (w *worker) pay(c *conn, win *Win, resp *response) {
-	body := fmt.Sprintf(`{"order_id":%q,"payment_id":%q,"amount_cents":%d}`, win.ID, "bench-"+win.ID, w.r.cfg.PriceCents)
+	// One payment id per order (ids may not hold the order id's dots).
+	sum := sha256.Sum256([]byte(win.ID))
+	body := fmt.Sprintf(`{"order_id":%q,"payment_id":"bench-%x","amount_cents":%d}`, win.ID, sum[:8], w.r.cfg.PriceCents)
 	w.buf = append(w.buf[:0], "POST /v1/payments/callback HTTP/1.1\r\nHost: "...)
 	w.buf = append(w.buf, c.t.host...)
 	w.buf = append(w.buf, "\r\n"+auth.SignatureHeader+": "...)
