@@ -96,3 +96,22 @@ func TestStatusOfEveryCode(t *testing.T) {
 		}
 	}
 }
+
+func FuzzParsePaymentCallback(f *testing.F) {
+	for _, s := range []string{`{"order_id":"s.1.abc","payment_id":"p1","amount_cents":100}`, `{"order_id":"x","payment_id":"p","amount_cents":1,"amount_cents":2}`,
+		`{"Order_Id":"x","payment_id":"p","amount_cents":1}`, `{"order_id":"x","payment_id":"a.b","amount_cents":1}`, `{}`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		r, err := ParsePaymentCallback(body)
+		if err != nil {
+			if flashsale.ErrorCode(err) != flashsale.EINVALID {
+				t.Fatalf("ParsePaymentCallback(%q): %v", body, err)
+			}
+			return
+		}
+		if r.OrderID == "" || r.AmountCents == nil || !flashsale.ValidID(r.PaymentID) {
+			t.Fatalf("ParsePaymentCallback(%q) accepted %+v", body, r)
+		}
+	})
+}

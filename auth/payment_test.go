@@ -59,3 +59,22 @@ func FuzzParseSignature(f *testing.F) {
 		_ = VerifyPayload(paySecret, h, []byte("{}"), time.Unix(s.T, 0))
 	})
 }
+
+// FuzzOrderID: Parse accepts exactly the ids Append spells, and each
+// spelling maps back to its sale and number.
+func FuzzOrderID(f *testing.F) {
+	ids := NewOrderIDs([]byte("order-key"))
+	f.Add(ids.Format("s1", 7))
+	f.Add("s1.07." + ids.Format("s1", 7)[len("s1.7."):])
+	f.Add("s1.+7.0000000000000000")
+	f.Add("a.b.c")
+	f.Fuzz(func(t *testing.T, id string) {
+		sale, seq, ok := ids.Parse(id)
+		if !ok {
+			return
+		}
+		if ids.Format(sale, seq) != id {
+			t.Fatalf("Parse(%q) accepted another spelling of %s", id, ids.Format(sale, seq))
+		}
+	})
+}

@@ -468,6 +468,12 @@ func (w *worker) sleep(ctx context.Context, d time.Duration) bool {
 // classify turns a reply into an outcome code and, for wins, records the
 // win. Only wins allocate (the order id and user id strings).
 func (w *worker) classify(resp *response, user int) (code int, cents int64) {
+	if resp.status == 502 || resp.status == 504 {
+		// nginx's answer when the node died or stalled mid-request: the
+		// node may have sold the unit, so to the client the outcome is as
+		// unknown as with no reply at all.
+		return codeTransport, 0
+	}
 	if resp.status/100 != 2 {
 		if v, ok := jsonField(resp.body, "code"); ok {
 			return codeIndex(v), 0

@@ -80,7 +80,7 @@ func TestGeneratedNginxConfPassesNginxT(t *testing.T) {
 // slow connect does not trip, and JSON bodies for nginx's own errors.
 var abuseSettings = []string{"client_header_timeout 5s;", "client_body_timeout 5s;", "reset_timedout_connection on;",
 	"limit_conn flashsale_perip", "limit_conn_status 429;", "max_fails=3", "error_page 429 = @rate_limited;",
-	"error_page 502 504 = @upstream_failed;", "error_page 503 = @unavailable;", `'{"error":{"code":"rate_limited"`}
+	"error_page 502 = @bad_gateway;", "error_page 504 = @gateway_timeout;", "error_page 503 = @unavailable;", `'{"error":{"code":"rate_limited"`}
 
 // TestComposeNginxConfPassesNginxT checks cluster/nginx/nginx.conf, the one
 // docker-compose mounts. Its upstreams name compose services (node1..3),
