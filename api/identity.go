@@ -60,7 +60,9 @@ var (
 	errBadSignature = &flashsale.Error{Code: flashsale.EUNAUTHORIZED, Message: "missing or bad Flashsale-Signature"}
 )
 
-func init() { PreRender(auth.ErrUnauthorized, errForbidden, errRateLimited, errOrderUnknown, errBadSignature) }
+func init() {
+	PreRender(auth.ErrUnauthorized, errForbidden, errRateLimited, errOrderUnknown, errBadSignature)
+}
 
 // identify is the middleware of every per-person route: the person is the
 // bearer token's subject, left in the context for subject; no token or a

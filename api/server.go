@@ -60,7 +60,7 @@ type Server struct {
 	engine   *gin.Engine
 	inflight chan struct{}
 	metrics  *httpMetrics
- 	nodeHdr  []string // X-Flashsale-Node value, shared by every response
+	nodeHdr  []string // X-Flashsale-Node value, shared by every response
 	id       Identity
 	payments *paymentMetrics
 }

@@ -10,7 +10,7 @@ import (
 
 var (
 	//go:embed pay.lua
-	paySrc string
+	paySrc    string
 	payScript = redis.NewScript(paySrc)
 )
 
