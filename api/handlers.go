@@ -113,6 +113,7 @@ func (s *Server) buy(c *gin.Context) {
 		rec.Result = flashsale.ErrorCode(err)
 	}
 	s.logOutcome(c, &rec, start)
+	defer s.perSale.record(saleID, start, rec.Result)
 	if err != nil {
 		s.writeError(c, err)
 		return

@@ -60,7 +60,8 @@ type Server struct {
 	engine   *gin.Engine
 	inflight chan struct{}
 	metrics  *httpMetrics
-	nodeHdr  []string // X-Flashsale-Node value, shared by every response
+	nodeHdr  []string     // X-Flashsale-Node value, shared by every response
+	perSale  *saleMetrics // buy outcomes and latency per sale, for the dashboard
 	id       Identity
 	payments *paymentMetrics
 }
@@ -81,8 +82,8 @@ func New(cfg Config, d Deps) *Server {
 	}
 	s := &Server{cfg: cfg, Deps: d, log: d.Log, engine: gin.New(),
 		inflight: make(chan struct{}, max(cfg.MaxInflight, 1)), metrics: newHTTPMetrics(), nodeHdr: []string{cfg.NodeID},
-		id: cfg.Identity, payments: newPaymentMetrics()}
-	d.Registry.MustRegister(s.metrics, s.payments.results, s.payments.doubleCharge)
+		id: cfg.Identity, payments: newPaymentMetrics(), perSale: newSaleMetrics()}
+	d.Registry.MustRegister(s.metrics, s.perSale, nodeInfo(cfg.NodeID), s.payments.results, s.payments.doubleCharge)
 	e := s.engine
 	e.HandleMethodNotAllowed = true
 	e.NoRoute(func(c *gin.Context) { s.errorf(c, flashsale.ENOTFOUND, "no such route") })
