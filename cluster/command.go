@@ -121,8 +121,8 @@ func oneProcCommand(dir *string, use, short string, act func(*Cluster, string) e
 	return &cobra.Command{
 		Use:   use + " NAME",
 		Short: short,
-		Long: short + ".\n\nNAME is node1..nodeN (or just the number), redis, broker, nginx or dashboard; with --redis sentinel or cluster,\n" +
-			"redis1..redisN, sentinel1..sentinel3, or redis-master: whichever Redis server is master now\n" +
+		Long: short + ".\n\nNAME is node1..nodeN (or just the number), redis, broker, nginx or dashboard; with --redis sentinel\n" +
+			"or cluster, redis1..redisN, sentinel1..sentinel3, or redis-master: whichever Redis server is master now\n" +
 			"(Redis Cluster: the first master by name).",
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {

@@ -345,8 +345,8 @@ func prepare(cfg Config) (*Cluster, error) {
 		ddir := filepath.Join(dir, "dashboard")
 		c.st.Dashboard = &Proc{Name: "dashboard", Kind: "dashboard", Addr: addr(dp), URL: "http://" + addr(dp), Dir: ddir,
 			Log: filepath.Join(ddir, "dashboard.log"),
-			Argv: []string{cfg.Binary, "dashboard", "--addr", addr(dp), "--redis", c.st.Redis.Addr,
-				"--nodes", strings.Join(metrics, ",")}}
+			Argv: []string{cfg.Binary, "dashboard", "--addr", addr(dp), "--redis", strings.Join(c.st.redisAddrs(), ","),
+				"--nodes", strings.Join(metrics, ",")}, Env: c.st.redisEnv()}
 	}
 
 	if cfg.NoNginx {
