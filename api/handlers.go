@@ -85,7 +85,8 @@ func (s *Server) respondSale(c *gin.Context, status int, id string) {
 	c.JSON(status, v)
 }
 
-// buy is the hot path: validate, sell, log the outcome, answer.
+// buy is the hot path: the person is the token's (a user_id still sent
+// must be theirs), sell, log the outcome, answer.
 func (s *Server) buy(c *gin.Context) {
 	start := time.Now()
 	saleID := c.Param("id")
@@ -94,41 +95,19 @@ func (s *Server) buy(c *gin.Context) {
 	// in its socket for seconds); it travels with the buyer into the batch
 	// (see stock.Seller.BuyKeyed).
 	deadline := s.requestStart(c, start).Add(s.cfg.RequestDeadline)
-	var user, key string
-	var err error
-	if c.Request.Method == http.MethodGet {
-		user, err = queryUser(c.Request.URL.RawQuery)
-		if err == nil {
-			v, ok, qerr := queryParam(c.Request.URL.RawQuery, "idempotency_key")
-			if key, err = ParseIdempotencyKey(v, ok); qerr != nil {
-				err = qerr
-			}
-		}
-	} else {
-		var body []byte
-		if body, err = readBody(c); err == nil {
-			var r BuyRequest
-			r, err = ParseBuy(body)
-			user = r.UserID
-		}
-		if err == nil {
-			if h := c.Request.Header[IdempotencyHeader]; len(h) > 1 {
-				err = errBadKey
-			} else if len(h) == 1 {
-				key, err = ParseIdempotencyKey(h[0], true)
-			}
-		}
-	}
+	user := subject(c)
+	err := s.namedUser(c)
+	var key string
 	if err == nil {
-		user, err = s.buyer(c, user)
+		key, err = idempotencyKey(c)
 	}
 	if err == nil && !flashsale.ValidID(saleID) {
 		err = fieldErr("sale id")
 	}
 	if err != nil {
 		// Bad input changes nothing and is not a buy outcome: no stat.log line.
+		setResult(c, flashsale.ErrorCode(err))
 		s.writeError(c, err)
-		s.buyObs.record(start, flashsale.ErrorCode(err))
 		return
 	}
 
@@ -147,26 +126,27 @@ func (s *Server) buy(c *gin.Context) {
 	if r.Repeat && err == nil {
 		rec.Result = statlog.ResultRepeat
 	}
-	var idBuf [96]byte
+	var idBuf, pubBuf [96]byte
+	var public []byte
 	if r.Order > 0 {
+		// stat.log, like Redis and Kafka, keeps the record id; only the
+		// buyer is given the tagged id.
 		rec.Order = string(flashsale.AppendOrderID(idBuf[:0], saleID, r.Order))
+		public = s.id.OrderIDs.Append(pubBuf[:0], saleID, r.Order)
 	}
 	if err != nil {
 		rec.Result = flashsale.ErrorCode(err)
 	}
-	rec.LatencyUs = time.Since(start).Microseconds()
-	if s.StatLog != nil {
-		s.StatLog.Write(&rec)
-	}
+	s.logOutcome(c, &rec, start)
 	defer s.perSale.record(saleID, start, rec.Result)
-	defer s.buyObs.record(start, rec.Result)
 	if err != nil {
 		s.writeError(c, err)
 		return
 	}
-	b := make([]byte, 0, 160)
+	b := make([]byte, 0, 192)
 	b = append(b, '{')
-	b = jsonw.StrField(b, "order_id", rec.Order)
+	b = jsonw.Field(b, "order_id")
+	b = append(append(append(b, '"'), public...), '"')
 	b = jsonw.StrField(b, "sale_id", saleID)
 	b = jsonw.StrField(b, "user_id", user)
 	b = jsonw.Field(b, "expires_at")
@@ -174,6 +154,28 @@ func (s *Server) buy(c *gin.Context) {
 	b = time.UnixMilli(r.DeadlineMs).UTC().AppendFormat(b, time.RFC3339Nano)
 	b = append(b, '"', '}')
 	writeJSON(c, http.StatusCreated, b)
+}
+
+// namedUser checks the user a per-person request may still name — in the
+// GET form's query or the POST form's {"user_id"} body, both optional —
+// against the token's: another user is 403.
+func (s *Server) namedUser(c *gin.Context) error {
+	var named string
+	var err error
+	if c.Request.Method == http.MethodGet {
+		named, err = queryUser(c.Request.URL.RawQuery)
+	} else if c.Request.ContentLength != 0 {
+		var body []byte
+		if body, err = readBody(c); err == nil && len(body) > 0 {
+			var r BuyRequest
+			r, err = ParseBuy(body)
+			named = r.UserID
+		}
+	}
+	if err != nil {
+		return err
+	}
+	return sameUser(c, named)
 }
 
 // OrderView is the JSON of an order.
@@ -187,31 +189,31 @@ type OrderView struct {
 	ExpiresAt time.Time `json:"expires_at"`
 }
 
-func view(o flashsale.Order) OrderView {
-	return OrderView{OrderID: o.ID, SaleID: o.SaleID, UserID: o.UserID, Node: o.Node, Status: string(o.Status),
+// view renders an order with its public (tagged) id.
+func (s *Server) view(o flashsale.Order) OrderView {
+	id := o.ID
+	if sale, seq, err := flashsale.ParseOrderID(o.ID); err == nil {
+		id = s.id.OrderIDs.Format(sale, seq)
+	}
+	return OrderView{OrderID: id, SaleID: o.SaleID, UserID: o.UserID, Node: o.Node, Status: string(o.Status),
 		CreatedAt: o.CreatedAt, ExpiresAt: o.ExpiresAt}
 }
 
 func (s *Server) getOrder(c *gin.Context) {
-	o, err := s.Orders.Get(c.Request.Context(), c.Param("id"))
+	o, err := s.ownOrder(c)
 	s.respondOrder(c, o, err)
 }
 
-// pay and cancel run under the request deadline too: one whose deadline
-// passed (or whose client left) before the script is sent is answered 503
-// and changes nothing. Both are idempotent, so a buyer who gave up on an
-// answer retries and learns the truth.
-func (s *Server) pay(c *gin.Context) {
-	ctx, cancel := context.WithTimeout(c.Request.Context(), s.cfg.RequestDeadline)
-	defer cancel()
-	o, err := s.Orders.Pay(ctx, c.Param("id"))
-	s.respondOrder(c, o, err)
-}
-
+// cancel gives the caller's pending order back. The owner is checked first
+// (one more read): an order's user never changes, so the check cannot go
+// stale before the cancel runs.
 func (s *Server) cancel(c *gin.Context) {
 	ctx, cancel := context.WithTimeout(c.Request.Context(), s.cfg.RequestDeadline)
 	defer cancel()
-	o, err := s.Orders.Cancel(ctx, c.Param("id"))
+	o, err := s.ownOrder(c)
+	if err == nil {
+		o, err = s.Orders.Cancel(ctx, o.ID)
+	}
 	s.respondOrder(c, o, err)
 }
 
@@ -264,15 +266,37 @@ func ParseRequestStart(v string) (time.Time, bool) {
 	return time.Unix(sec, us*1000), true
 }
 
-// buyer is the one place a request says who the buyer is. Today that is the
-// user id the request names (body or query); when signed buyer tokens land
-// (issue 11) it becomes the token's subject, and every per-person route
-// (buy, /v1/users/me/orders) follows.
-func (s *Server) buyer(_ *gin.Context, named string) (string, error) {
-	if !flashsale.ValidID(named) {
-		return "", errBadUser
+// buyer is the one place a request says who the buyer is: the bearer
+// token's subject. A user id the request still names (body or query) must
+// be the same one, or the request is 403 and changes nothing.
+func (s *Server) buyer(c *gin.Context, named string) (string, error) {
+	if err := sameUser(c, named); err != nil {
+		return "", err
 	}
-	return named, nil
+	return subject(c), nil
+}
+
+// idempotencyKey returns the buy attempt's Idempotency-Key ("" if none):
+// the idempotency_key query parameter of the GET form, the header of the
+// POST form; given twice it is invalid. Keys are scoped to the token's
+// subject (buy.lua keys them per user), so one person's key never finds
+// another's order.
+func idempotencyKey(c *gin.Context) (string, error) {
+	if c.Request.Method == http.MethodGet {
+		v, ok, err := queryParam(c.Request.URL.RawQuery, "idempotency_key")
+		if err != nil {
+			return "", err
+		}
+		return ParseIdempotencyKey(v, ok)
+	}
+	h := c.Request.Header[IdempotencyHeader]
+	if len(h) > 1 {
+		return "", errBadKey
+	}
+	if len(h) == 1 {
+		return ParseIdempotencyKey(h[0], true)
+	}
+	return "", nil
 }
 
 // MyOrdersView is the JSON of GET /v1/users/me/orders.
@@ -309,16 +333,16 @@ func (s *Server) myOrders(c *gin.Context) {
 	}
 	v := MyOrdersView{Orders: make([]OrderView, 0, len(orders))}
 	for _, o := range orders {
-		v.Orders = append(v.Orders, view(o))
+		v.Orders = append(v.Orders, s.view(o))
 	}
 	c.JSON(http.StatusOK, v)
 }
 
 func (s *Server) respondOrder(c *gin.Context, o flashsale.Order, err error) {
 	if err != nil {
-		c.Set(resultKey, flashsale.ErrorCode(err))
+		setResult(c, flashsale.ErrorCode(err))
 		s.writeError(c, err)
 		return
 	}
-	c.JSON(http.StatusOK, view(o))
+	c.JSON(http.StatusOK, s.view(o))
 }

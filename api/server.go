@@ -6,6 +6,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"strconv"
 	"sync"
@@ -40,6 +41,7 @@ type Config struct {
 	// RequestStartHeader names the proxy's header saying when it sent the
 	// request (http.request_start_header); "" ignores any.
 	RequestStartHeader string
+	Identity           Identity // buyer tokens, order ids, payment key, abuse limits
 }
 
 // Deps are the services behind the routes. Ready lists the dependency
@@ -69,9 +71,10 @@ type Server struct {
 	engine   *gin.Engine
 	inflight chan struct{}
 	metrics  *httpMetrics
-	nodeHdr  []string      // X-Flashsale-Node value, shared by every response
-	buyObs   *routeMetrics // the buy route's metrics, recorded by the handler itself
-	perSale  *saleMetrics  // buy outcomes and latency per sale, for the dashboard
+	nodeHdr  []string     // X-Flashsale-Node value, shared by every response
+	perSale  *saleMetrics // buy outcomes and latency per sale, for the dashboard
+	id       Identity
+	payments *paymentMetrics
 }
 
 func init() {
@@ -92,36 +95,60 @@ func New(cfg Config, d Deps) *Server {
 		cfg.RequestDeadline = 2 * time.Second
 	}
 	s := &Server{cfg: cfg, Deps: d, log: d.Log, engine: gin.New(),
-		inflight: make(chan struct{}, max(cfg.MaxInflight, 1)), metrics: newHTTPMetrics(), nodeHdr: []string{cfg.NodeID}}
-	s.buyObs = s.metrics.route("buy")
-	s.perSale = newSaleMetrics()
-	d.Registry.MustRegister(s.metrics, s.perSale, nodeInfo(cfg.NodeID))
+		inflight: make(chan struct{}, max(cfg.MaxInflight, 1)), metrics: newHTTPMetrics(), nodeHdr: []string{cfg.NodeID},
+		id: cfg.Identity, payments: newPaymentMetrics(), perSale: newSaleMetrics()}
+	d.Registry.MustRegister(s.metrics, s.perSale, nodeInfo(cfg.NodeID), s.payments.results, s.payments.doubleCharge)
 	e := s.engine
 	e.HandleMethodNotAllowed = true
 	e.NoRoute(func(c *gin.Context) { s.errorf(c, flashsale.ENOTFOUND, "no such route") })
 	e.NoMethod(func(c *gin.Context) { s.errorf(c, flashsale.EINVALID, "method not allowed on this route") })
 	e.Use(s.recover, s.nodeHeader)
+	// The public /readyz says ready or not; which dependency failed, and
+	// its address, is on the admin listener (AdminHandler) only.
 	e.GET("/healthz", s.healthz)
-	e.GET("/readyz", s.readyz)
-	e.GET("/metrics", gin.WrapH(promhttp.HandlerFor(d.Registry, promhttp.HandlerOpts{})))
+	e.GET("/readyz", s.readyzPublic)
 
 	v1 := e.Group("/v1", s.limitInflight, s.capBody)
 	v1.POST("/sales", s.observe("create_sale"), s.admin, s.createSale)
 	v1.GET("/sales/:id", s.observe("get_sale"), s.getSale)
-	// The buy handler records its own metrics: it knows its result without
-	// a per-request context map.
-	v1.POST("/sales/:id/buy", s.buy)
-	v1.GET("/sales/:id/buy", s.buy)
-	v1.GET("/orders/:id", s.observe("get_order"), s.getOrder)
-	v1.POST("/orders/:id/pay", s.observe("pay"), s.pay)
-	v1.POST("/orders/:id/cancel", s.observe("cancel"), s.cancel)
-	v1.GET("/users/me/orders", s.observe("my_orders"), s.myOrders)
+	// Per-person routes: the person is the bearer token's subject. Buy,
+	// open and shake are rate-limited per client IP (first, so a flood of
+	// bad tokens is throttled too) and per person. The buy handler's
+	// deadline (issue 13) runs from when it is read, after the limits.
+	buy := []gin.HandlerFunc{s.observe("buy"), s.limitIP, s.identify, s.limitUser, s.buy}
+	v1.POST("/sales/:id/buy", buy...)
+	v1.GET("/sales/:id/buy", buy...)
+	v1.GET("/orders/:id", s.observe("get_order"), s.identify, s.getOrder)
+	v1.POST("/orders/:id/cancel", s.observe("cancel"), s.identify, s.cancel)
+	v1.POST("/payments/callback", s.observe("payment_callback"), s.paymentCallback)
+	v1.GET("/users/me/orders", s.observe("my_orders"), s.identify, s.myOrders)
 	s.registerEnvelopes(v1)
 	return s
 }
 
-// Handler returns the http.Handler serving every route.
+// Handler returns the http.Handler serving every public route.
 func (s *Server) Handler() http.Handler { return s.engine }
+
+// AdminHandler returns the handler of the admin listener: /metrics, the
+// detailed /readyz and /debug/pprof/. Never serve it publicly.
+func (s *Server) AdminHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(s.Registry, promhttp.HandlerOpts{}))
+	mux.Handle("/readyz", s.engineFor(s.readyz))
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	return mux
+}
+
+// engineFor serves one gin handler on its own engine (for the admin mux).
+func (s *Server) engineFor(h gin.HandlerFunc) http.Handler {
+	e := gin.New()
+	e.GET("/*any", h)
+	return e
+}
 
 // Engine exposes the gin engine so other rooms (envelopes, shakes) can add routes.
 func (s *Server) Engine() *gin.Engine { return s.engine }
@@ -191,10 +218,34 @@ func (s *Server) healthz(c *gin.Context) {
 	c.Data(http.StatusOK, "application/json", healthzBody)
 }
 
-// readyz reports whether Redis and Kafka answer, each within a second, and
-// shows the Degraded checks (which never make it fail).
+var (
+	readyBody    = []byte(`{"status":"ready"}`)
+	notReadyBody = []byte(`{"status":"not_ready"}`)
+)
+
+// readyzPublic says whether the node is ready, and nothing about why not.
+func (s *Server) readyzPublic(c *gin.Context) {
+	ok, _ := s.checkReady(c.Request.Context())
+	if !ok {
+		writeJSON(c, http.StatusServiceUnavailable, notReadyBody)
+		return
+	}
+	writeJSON(c, http.StatusOK, readyBody)
+}
+
+// readyz reports whether Redis and Kafka answer, each within a second, with
+// each check's error (admin listener only: errors name addresses).
 func (s *Server) readyz(c *gin.Context) {
-	ctx, cancel := context.WithTimeout(c.Request.Context(), time.Second)
+	ok, body := s.checkReady(c.Request.Context())
+	status := http.StatusOK
+	if !ok {
+		status = http.StatusServiceUnavailable
+	}
+	c.JSON(status, body)
+}
+
+func (s *Server) checkReady(ctx context.Context) (bool, gin.H) {
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
 	type result struct {
 		name string
@@ -215,6 +266,7 @@ func (s *Server) readyz(c *gin.Context) {
 			body[r.name] = "ok"
 		}
 	}
+	// Degraded checks are shown but never make the node unready.
 	for name, check := range s.Degraded {
 		if err := check(); err != nil {
 			body[name] = err.Error()
@@ -222,11 +274,7 @@ func (s *Server) readyz(c *gin.Context) {
 			body[name] = "ok"
 		}
 	}
-	status := http.StatusOK
-	if !ok {
-		status = http.StatusServiceUnavailable
-	}
-	c.JSON(status, body)
+	return ok, body
 }
 
 // httpMetrics counts requests by route and result and times them. Children
@@ -236,6 +284,7 @@ type httpMetrics struct {
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
 	shed     prometheus.Counter
+	limited  prometheus.Counter
 }
 
 // routeMetrics are one route's pre-bound metrics.
@@ -254,6 +303,8 @@ func newHTTPMetrics() *httpMetrics {
 			Help: "HTTP request latency by route.", Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16)}, []string{"route"}),
 		shed: prometheus.NewCounter(prometheus.CounterOpts{Name: "flashsale_http_shed_total",
 			Help: "Requests answered 503 because max_inflight requests were already in flight."}),
+		limited: prometheus.NewCounter(prometheus.CounterOpts{Name: "flashsale_http_rate_limited_total",
+			Help: "Requests answered 429 rate_limited (per user, per IP or failed callbacks per IP)."}),
 	}
 }
 
@@ -261,12 +312,14 @@ func (m *httpMetrics) Describe(ch chan<- *prometheus.Desc) {
 	m.requests.Describe(ch)
 	m.duration.Describe(ch)
 	m.shed.Describe(ch)
+	m.limited.Describe(ch)
 }
 
 func (m *httpMetrics) Collect(ch chan<- prometheus.Metric) {
 	m.requests.Collect(ch)
 	m.duration.Collect(ch)
 	m.shed.Collect(ch)
+	m.limited.Collect(ch)
 }
 
 func (m *httpMetrics) route(name string) *routeMetrics {
@@ -287,6 +340,19 @@ func (r *routeMetrics) record(start time.Time, result string) {
 
 // resultKey is where handlers of observed routes leave their result.
 const resultKey = "fs.result"
+
+// boxedResults holds each result code once as an interface value: putting
+// a string into gin's key map boxes it, an allocation per request on the
+// hot paths otherwise.
+var boxedResults sync.Map // string -> any
+
+func setResult(c *gin.Context, result string) {
+	v, ok := boxedResults.Load(result)
+	if !ok {
+		v, _ = boxedResults.LoadOrStore(result, any(result))
+	}
+	c.Set(resultKey, v)
+}
 
 // observe returns middleware that times and counts a route (the less busy
 // routes; buy records its own).

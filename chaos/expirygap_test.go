@@ -46,7 +46,11 @@ func expiryGap(t *testing.T, env ...string) time.Duration {
 		if base == "" { // no nginx: spread over node1 and node3 (node2 dies)
 			base = urls[2*(i%2)]
 		}
-		resp, err := client.Post(base+"/v1/sales/gap/buy", "application/json", strings.NewReader(fmt.Sprintf(`{"user_id":"g%d"}`, i)))
+		user := fmt.Sprintf("g%d", i)
+		r, _ := http.NewRequest("POST", base+"/v1/sales/gap/buy", strings.NewReader(`{"user_id":"`+user+`"}`))
+		r.Header.Set("Content-Type", "application/json")
+		r.Header.Set("Authorization", bearer(t, c, user))
+		resp, err := client.Do(r)
 		if err == nil {
 			resp.Body.Close()
 		}

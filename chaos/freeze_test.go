@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/flashsale/flashsale/auth"
+	"github.com/flashsale/flashsale/cluster"
 	"github.com/flashsale/flashsale/lua"
 	"github.com/flashsale/flashsale/reconcile"
 	"github.com/redis/go-redis/v9"
@@ -68,6 +70,7 @@ func TestFreezeNodeMidSale(t *testing.T) {
 		defer func() { <-sem }()
 		a := answer{user: fmt.Sprint("f", i), keyed: i%2 == 0, sent: time.Now()}
 		r, _ := http.NewRequest("POST", lb+"/v1/sales/frz/buy", strings.NewReader(`{"user_id":"`+a.user+`"}`))
+		r.Header.Set("Authorization", bearer(t, c, a.user))
 		if a.keyed {
 			r.Header.Set("Idempotency-Key", "k-"+a.user)
 		}
@@ -181,7 +184,8 @@ func TestFreezeNodeMidSale(t *testing.T) {
 	for _, a := range answers {
 		switch {
 		case a.err == nil && a.status == 201:
-			_, n, _ := strings.Cut(a.order, ".")
+			_, n, _ := strings.Cut(a.order, ".") // "<sale>.<seq>.<tag>": the record is seq's
+			n, _, _ = strings.Cut(n, ".")
 			rec, err := lua.ParseRecord(orders[n])
 			if err != nil || rec.User != a.user || rec.Status != lua.StatusPending || !a.got.Before(a.expires) ||
 				rec.DeadlineMs <= a.got.UnixMilli() {
@@ -233,4 +237,14 @@ func TestFreezeNodeMidSale(t *testing.T) {
 	if floor < 0.5 {
 		t.Errorf("survivors served %.2f of the pre-fault rate in a second of the freeze; want >= 0.5", floor)
 	}
+}
+
+// bearer is the Authorization value of user for the cluster's nodes: a
+// buyer token signed with the cluster's auth secret (issue 11).
+func bearer(t testing.TB, c *cluster.Cluster, user string) string {
+	tok, err := auth.Mint([]byte(c.AuthSecret()), user, time.Hour)
+	if err != nil {
+		t.Error(err)
+	}
+	return "Bearer " + tok
 }

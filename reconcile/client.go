@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/flashsale/flashsale/lua"
@@ -17,7 +18,7 @@ type ClientAnswer struct {
 	Sale   string    `json:"sale"`
 	User   string    `json:"user"`
 	Status int       `json:"status"`          // HTTP status; 0: no answer (transport error, client timeout)
-	Order  string    `json:"order,omitempty"` // the order id of a 201
+	Order  string    `json:"order,omitempty"` // the order id of a 201 (public "<sale>.<seq>.<tag>" or record "<sale>.<seq>")
 	Sent   time.Time `json:"sent"`
 	Got    time.Time `json:"got"`
 }
@@ -61,6 +62,7 @@ func clientChecks(in Input, orders map[string]orderRec, add func(string, bool, s
 		switch {
 		case a.Status == 201:
 			successes++
+			a.Order = recordID(a.Order)
 			told[a.Order] = true
 			o, ok := orders[a.Order]
 			switch {
@@ -103,4 +105,14 @@ func clientChecks(in Input, orders map[string]orderRec, add func(string, bool, s
 	add("client_told_no_holds_nothing", len(holding) == 0,
 		fmt.Sprintf("%d answers 5xx, %d with an order made for that request (in-doubt window %v); %d requests had no answer (unknown, not checked)",
 			failures, len(holding), in.ClientInDoubt, unknown), holding)
+}
+
+// recordID is the record id ("<sale>.<seq>", as in Redis) of an order id a
+// client was given: the public id carries a tag ("<sale>.<seq>.<tag>",
+// issue 11) that reconcile cannot and need not verify; sale ids have no dot.
+func recordID(id string) string {
+	if strings.Count(id, ".") == 2 {
+		return id[:strings.LastIndexByte(id, '.')]
+	}
+	return id
 }
