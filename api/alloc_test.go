@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/flashsale/flashsale"
+	"github.com/flashsale/flashsale/admit"
 	"github.com/flashsale/flashsale/api"
 	"github.com/flashsale/flashsale/internal/testenv"
 	"github.com/flashsale/flashsale/stock"
@@ -44,7 +45,9 @@ func TestSoldOutAllocatesNothing(t *testing.T) {
 	seller := stock.NewSeller(stock.SellerConfig{Node: "n1", RefreshInterval: time.Hour,
 		Coalescer: stock.CoalescerConfig{MaxBatch: 8, Flushers: 1, QueueSize: 64}}, rdb, confirmAll{}, nil, nil)
 	defer seller.Close()
-	srv := api.New(api.Config{NodeID: "n1", MaxBodyBytes: 1 << 10, MaxInflight: 8}, api.Deps{Redis: rdb, Seller: seller})
+	srv := api.New(api.Config{NodeID: "n1", MaxBodyBytes: 1 << 10,
+		Admission: admit.Config{Slots: 8, MaxWaiting: 8}}, api.Deps{Redis: rdb, Seller: seller})
+	defer srv.Close()
 	h := srv.Handler()
 
 	serve := func(user string) int {
@@ -70,5 +73,34 @@ func TestSoldOutAllocatesNothing(t *testing.T) {
 	}
 	if n != 0 {
 		t.Fatalf("sold-out answer allocates %.1f times per request, want 0", n)
+	}
+}
+
+// The overload refusal is what a node sends most when it is past capacity:
+// admission's refusal, the middleware and the pre-rendered 503 with
+// Retry-After must not allocate either.
+func TestShedAllocatesNothing(t *testing.T) {
+	if testenv.RaceEnabled {
+		t.Skip("the race detector allocates on its own; `go test ./api` (no -race) checks this")
+	}
+	// One slot, no line: with the slot held every request is refused at once.
+	srv := api.New(api.Config{NodeID: "n1", MaxBodyBytes: 1 << 10, Admission: admit.Config{Slots: 1, MaxWaiting: 0}}, api.Deps{})
+	defer srv.Close()
+	if !srv.Admission().Acquire(context.Background()) {
+		t.Fatal("free slot refused")
+	}
+	defer srv.Admission().Release()
+	h := srv.Handler()
+	req := httptest.NewRequest(http.MethodGet, "/v1/sales/any/buy?user_id=u1", nil)
+	w := &discard{h: http.Header{}}
+	n := testing.AllocsPerRun(1000, func() {
+		clear(w.h)
+		h.ServeHTTP(w, req)
+	})
+	if w.status != http.StatusServiceUnavailable || w.h.Get("Retry-After") != "1" {
+		t.Fatalf("status %d, Retry-After %q", w.status, w.h.Get("Retry-After"))
+	}
+	if n != 0 {
+		t.Fatalf("overload refusal allocates %.1f times per request, want 0", n)
 	}
 }

@@ -64,7 +64,7 @@ func writeJSON(c *gin.Context, status int, body []byte) {
 	_, _ = c.Writer.Write(body)
 }
 
-// errAtCapacity is the refusal limitInflight sends: a package-level value so
+// errAtCapacity is the refusal admission sends: a package-level value so
 // its body is rendered once, keeping a refusal as cheap as it can be while
 // the node is overloaded.
 var errAtCapacity = &flashsale.Error{Code: flashsale.EOVERLOADED, Message: "node is at capacity; retry shortly"}

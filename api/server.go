@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/flashsale/flashsale"
+	"github.com/flashsale/flashsale/admit"
 	"github.com/flashsale/flashsale/envelope"
 	"github.com/flashsale/flashsale/order"
 	"github.com/flashsale/flashsale/shake"
@@ -24,10 +25,12 @@ import (
 
 // Config is what the HTTP layer needs to know.
 type Config struct {
-	NodeID            string
-	AdminToken        string
-	MaxBodyBytes      int64
-	MaxInflight       int
+	NodeID       string
+	AdminToken   string
+	MaxBodyBytes int64
+	// Admission bounds the requests worked on at once (Slots) and how long
+	// the rest wait in line; see package admit.
+	Admission         admit.Config
 	DefaultPayTimeout time.Duration
 	RedisTimeout      time.Duration
 	Envelope          envelope.Limits // send-envelope validation
@@ -54,12 +57,12 @@ type Deps struct {
 type Server struct {
 	cfg Config
 	Deps
-	log      *slog.Logger
-	engine   *gin.Engine
-	inflight chan struct{}
-	metrics  *httpMetrics
-	nodeHdr  []string      // X-Flashsale-Node value, shared by every response
-	buyObs   *routeMetrics // the buy route's metrics, recorded by the handler itself
+	log     *slog.Logger
+	engine  *gin.Engine
+	gate    *admit.Controller
+	metrics *httpMetrics
+	nodeHdr []string      // X-Flashsale-Node value, shared by every response
+	buyObs  *routeMetrics // the buy route's metrics, recorded by the handler itself
 }
 
 func init() {
@@ -77,7 +80,8 @@ func New(cfg Config, d Deps) *Server {
 		d.Registry = prometheus.NewRegistry()
 	}
 	s := &Server{cfg: cfg, Deps: d, log: d.Log, engine: gin.New(),
-		inflight: make(chan struct{}, max(cfg.MaxInflight, 1)), metrics: newHTTPMetrics(), nodeHdr: []string{cfg.NodeID}}
+		gate: admit.New(cfg.Admission), nodeHdr: []string{cfg.NodeID}}
+	s.metrics = newHTTPMetrics(s.gate)
 	s.buyObs = s.metrics.route("buy")
 	d.Registry.MustRegister(s.metrics)
 	e := s.engine
@@ -89,7 +93,7 @@ func New(cfg Config, d Deps) *Server {
 	e.GET("/readyz", s.readyz)
 	e.GET("/metrics", gin.WrapH(promhttp.HandlerFor(d.Registry, promhttp.HandlerOpts{})))
 
-	v1 := e.Group("/v1", s.limitInflight, s.capBody)
+	v1 := e.Group("/v1", s.admit, s.capBody)
 	v1.POST("/sales", s.observe("create_sale"), s.admin, s.createSale)
 	v1.GET("/sales/:id", s.observe("get_sale"), s.getSale)
 	// The buy handler records its own metrics: it knows its result without
@@ -102,6 +106,13 @@ func New(cfg Config, d Deps) *Server {
 	s.registerEnvelopes(v1)
 	return s
 }
+
+// Close stops the admission line's sweeper and refuses whoever still waits
+// in it. Call it after the HTTP server has stopped taking requests.
+func (s *Server) Close() { s.gate.Close() }
+
+// Admission exposes the admission controller (for tests and metrics).
+func (s *Server) Admission() *admit.Controller { return s.gate }
 
 // Handler returns the http.Handler serving every route.
 func (s *Server) Handler() http.Handler { return s.engine }
@@ -129,17 +140,17 @@ func (s *Server) nodeHeader(c *gin.Context) {
 	c.Next()
 }
 
-// limitInflight answers 503 at once when MaxInflight requests are already
-// being handled: under overload a fast "no" beats a slow timeout.
-func (s *Server) limitInflight(c *gin.Context) {
-	select {
-	case s.inflight <- struct{}{}:
-		defer func() { <-s.inflight }()
-		c.Next()
-	default:
-		s.metrics.shed.Inc()
+// admit lets a request through when a work slot is free or frees in time
+// (package admit decides by the time spent waiting, not by how many wait),
+// and otherwise answers the pre-rendered 503 overloaded with Retry-After:
+// no Redis, no allocation.
+func (s *Server) admit(c *gin.Context) {
+	if !s.gate.Acquire(c.Request.Context()) {
 		s.writeError(c, errAtCapacity)
+		return
 	}
+	defer s.gate.Release()
+	c.Next()
 }
 
 // capBody rejects bodies over MaxBodyBytes: at once when Content-Length says
@@ -206,7 +217,7 @@ func (s *Server) readyz(c *gin.Context) {
 type httpMetrics struct {
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
-	shed     prometheus.Counter
+	gate     *admit.Controller
 }
 
 // routeMetrics are one route's pre-bound metrics.
@@ -217,27 +228,51 @@ type routeMetrics struct {
 	vec     *prometheus.CounterVec
 }
 
-func newHTTPMetrics() *httpMetrics {
-	return &httpMetrics{
+var (
+	shedDesc = prometheus.NewDesc("flashsale_http_shed_total",
+		"Requests answered 503 overloaded by admission, by reason: full (admission.max_waiting), codel (the control law), deadline (waited half of http.request_deadline), gone (the client left while waiting).",
+		[]string{"reason"}, nil)
+	waitedDesc = prometheus.NewDesc("flashsale_http_admitted_after_wait_total",
+		"Requests admitted after waiting in the admission line.", nil, nil)
+	waitingDesc = prometheus.NewDesc("flashsale_http_admission_waiting",
+		"Requests waiting in the admission line now.", nil, nil)
+	droppingDesc = prometheus.NewDesc("flashsale_http_admission_shedding",
+		"1 while the CoDel control law is shedding (the line's sojourn stayed above admission.target for an interval).", nil, nil)
+	shedReasons = [...]string{admit.ReasonFull: "full", admit.ReasonCoDel: "codel", admit.ReasonDeadline: "deadline", admit.ReasonGone: "gone"}
+)
+
+func newHTTPMetrics(gate *admit.Controller) *httpMetrics {
+	return &httpMetrics{gate: gate,
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "flashsale_http_requests_total",
 			Help: "HTTP requests by route and result (ok or an error code)."}, []string{"route", "result"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "flashsale_http_request_duration_seconds",
 			Help: "HTTP request latency by route.", Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16)}, []string{"route"}),
-		shed: prometheus.NewCounter(prometheus.CounterOpts{Name: "flashsale_http_shed_total",
-			Help: "Requests answered 503 because max_inflight requests were already in flight."}),
 	}
 }
 
 func (m *httpMetrics) Describe(ch chan<- *prometheus.Desc) {
 	m.requests.Describe(ch)
 	m.duration.Describe(ch)
-	m.shed.Describe(ch)
+	ch <- shedDesc
+	ch <- waitedDesc
+	ch <- waitingDesc
+	ch <- droppingDesc
 }
 
 func (m *httpMetrics) Collect(ch chan<- prometheus.Metric) {
 	m.requests.Collect(ch)
 	m.duration.Collect(ch)
-	m.shed.Collect(ch)
+	st := m.gate.Stats()
+	for r, name := range shedReasons {
+		ch <- prometheus.MustNewConstMetric(shedDesc, prometheus.CounterValue, float64(st.Refused[r]), name)
+	}
+	ch <- prometheus.MustNewConstMetric(waitedDesc, prometheus.CounterValue, float64(st.Waited))
+	ch <- prometheus.MustNewConstMetric(waitingDesc, prometheus.GaugeValue, float64(st.Waiting))
+	dropping := 0.0
+	if st.Dropping {
+		dropping = 1
+	}
+	ch <- prometheus.MustNewConstMetric(droppingDesc, prometheus.GaugeValue, dropping)
 }
 
 func (m *httpMetrics) route(name string) *routeMetrics {

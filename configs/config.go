@@ -37,7 +37,17 @@ type Config struct {
 		WriteTimeout      time.Duration `mapstructure:"write_timeout"`
 		IdleTimeout       time.Duration `mapstructure:"idle_timeout"`
 		ShutdownTimeout   time.Duration `mapstructure:"shutdown_timeout"`
+		// RequestDeadline: read it through Config.RequestDeadline.
+		RequestDeadline time.Duration `mapstructure:"request_deadline"`
 	} `mapstructure:"http"`
+	// Admission is the controlled-delay admission in front of the routes.
+	Admission struct {
+		MaxWaiting int           `mapstructure:"max_waiting"`
+		Target     time.Duration `mapstructure:"target"`
+		Interval   time.Duration `mapstructure:"interval"`
+		Shed       string        `mapstructure:"shed"`
+		LIFO       bool          `mapstructure:"lifo"`
+	} `mapstructure:"admission"`
 	Redis struct {
 		Addrs        []string      `mapstructure:"addrs"`
 		Password     string        `mapstructure:"password"`
@@ -233,6 +243,12 @@ func (c *Config) Validate() error {
 	if c.HTTP.MaxBodyBytes <= 0 || c.HTTP.MaxInflight <= 0 {
 		bad = append(bad, "http.max_body_bytes and http.max_inflight must be positive")
 	}
+	if c.HTTP.RequestDeadline <= 0 || c.Admission.MaxWaiting < 0 || c.Admission.Target <= 0 || c.Admission.Interval <= 0 {
+		bad = append(bad, "http.request_deadline, admission.target and admission.interval must be positive, admission.max_waiting >= 0")
+	}
+	if c.Admission.Shed != "newest" && c.Admission.Shed != "oldest" {
+		bad = append(bad, "admission.shed must be newest or oldest")
+	}
 	if c.Stock.BatchMax <= 0 || c.Stock.Flushers <= 0 || c.Stock.QueueSize <= 0 {
 		bad = append(bad, "stock.batch_max, stock.flushers and stock.queue_size must be positive")
 	}
@@ -263,6 +279,10 @@ func (c *Config) Validate() error {
 	}
 	return nil
 }
+
+// RequestDeadline is how long a request may take from arrival to answer
+// (http.request_deadline); the admission line takes half of it at most.
+func (c *Config) RequestDeadline() time.Duration { return c.HTTP.RequestDeadline }
 
 // YAML renders c with every key, for `flashsale config`.
 func (c *Config) YAML() ([]byte, error) {

@@ -17,6 +17,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/flashsale/flashsale/admit"
 	"github.com/flashsale/flashsale/api"
 	"github.com/flashsale/flashsale/cluster"
 	"github.com/flashsale/flashsale/configs"
@@ -31,6 +32,16 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/segmentio/kafka-go"
 )
+
+// admissionConfig maps the admission keys to the controller's config: the
+// line takes at most half of the request deadline, so an admitted buy keeps
+// the other half for its batch.
+func admissionConfig(cfg *configs.Config) admit.Config {
+	shed, _ := admit.ParseShed(cfg.Admission.Shed) // Validate checked it
+	return admit.Config{Slots: cfg.HTTP.MaxInflight, MaxWaiting: cfg.Admission.MaxWaiting,
+		Target: cfg.Admission.Target, Interval: cfg.Admission.Interval, MaxWait: cfg.RequestDeadline() / 2,
+		Shed: shed, LIFO: cfg.Admission.LIFO}
+}
 
 // Node is one running flashsale node. Open it, Run it, and it closes itself
 // when Run returns.
@@ -175,7 +186,7 @@ func Open(cfg *configs.Config, log *slog.Logger) (*Node, error) {
 
 	n.API = api.New(api.Config{
 		NodeID: cfg.Node.ID, AdminToken: cfg.Admin.Token, MaxBodyBytes: cfg.HTTP.MaxBodyBytes,
-		MaxInflight: cfg.HTTP.MaxInflight, DefaultPayTimeout: cfg.PayTimeout, RedisTimeout: redisTimeout,
+		Admission: admissionConfig(cfg), DefaultPayTimeout: cfg.PayTimeout, RedisTimeout: redisTimeout,
 		Envelope: envLimits, Shake: shakeLimits, WalletRecent: cfg.Wallet.RecentEntries,
 	}, api.Deps{Redis: n.Redis, Seller: n.Seller, Orders: n.Orders, StatLog: n.StatLog, Registry: n.Registry, Log: log,
 		Envelopes: n.Envelopes, Shakes: n.Shakes,
@@ -192,6 +203,7 @@ func Open(cfg *configs.Config, log *slog.Logger) (*Node, error) {
 		MaxHeaderBytes:    16 << 10,
 	}
 	if n.listener, err = net.Listen("tcp", cfg.HTTP.Addr); err != nil {
+		n.API.Close()
 		n.StatLog.Close()
 		n.Redis.Close()
 		return nil, fmt.Errorf("listen on %s: %w", cfg.HTTP.Addr, err)
@@ -281,6 +293,7 @@ func (n *Node) Run(ctx context.Context) error {
 	if serr := n.server.Shutdown(sctx); serr != nil && !errors.Is(serr, http.ErrServerClosed) {
 		err = errors.Join(err, fmt.Errorf("drain http: %w", serr))
 	}
+	n.API.Close()
 	n.Seller.Close()
 	n.Envelopes.Close()
 	n.Shakes.Close()
