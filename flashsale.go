@@ -27,6 +27,7 @@ const (
 	ETOOLARGE      = "too_large"      // the request body is over the cap
 	EEMPTY         = "empty"          // an envelope has no share left
 	EALREADYOPENED = "already_opened" // the user opened this envelope before
+	ENOTADMITTED   = "not_admitted"   // the sale has a waiting room and this buyer's turn has not come
 )
 
 // Error is an application error: a code for programs and a message for people.

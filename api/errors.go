@@ -25,6 +25,7 @@ var statusOf = map[string]int{
 	flashsale.EENDED:         http.StatusConflict,
 	flashsale.EEMPTY:         http.StatusConflict,
 	flashsale.EALREADYOPENED: http.StatusConflict,
+	flashsale.ENOTADMITTED:   http.StatusForbidden,
 	flashsale.EEXPIRED:       http.StatusGone,
 	flashsale.EUNAVAILABLE:   http.StatusServiceUnavailable,
 	flashsale.EOVERLOADED:    http.StatusServiceUnavailable,
