@@ -17,6 +17,7 @@ import (
 	"github.com/flashsale/flashsale/shake"
 	"github.com/flashsale/flashsale/statlog"
 	"github.com/flashsale/flashsale/stock"
+	"github.com/flashsale/flashsale/waitroom"
 	"github.com/gin-gonic/gin"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -47,10 +48,13 @@ type Deps struct {
 	// Envelopes and Shakes are optional: without them their routes are absent.
 	Envelopes *envelope.Service
 	Shakes    *shake.Service
-	StatLog   *statlog.Writer
-	Registry  *prometheus.Registry
-	Ready     map[string]func(context.Context) error
-	Log       *slog.Logger
+	// Rooms is optional: without it the queue routes are absent and no
+	// sale's buys are checked against a waiting room.
+	Rooms    *waitroom.Service
+	StatLog  *statlog.Writer
+	Registry *prometheus.Registry
+	Ready    map[string]func(context.Context) error
+	Log      *slog.Logger
 }
 
 // Server routes HTTP requests to the services. Create it with New.
@@ -104,6 +108,10 @@ func New(cfg Config, d Deps) *Server {
 	v1.POST("/orders/:id/pay", s.observe("pay"), s.pay)
 	v1.POST("/orders/:id/cancel", s.observe("cancel"), s.cancel)
 	s.registerEnvelopes(v1)
+	if d.Rooms != nil {
+		v1.POST("/sales/:id/queue", s.observe("queue_join"), s.joinQueue)
+		v1.GET("/sales/:id/queue", s.observe("queue_status"), s.queueStatus)
+	}
 	return s
 }
 

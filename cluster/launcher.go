@@ -248,6 +248,9 @@ func prepare(cfg Config) (*Cluster, error) {
 	}
 	c.st.Broker = &Proc{Name: "broker", Kind: "broker", Addr: addr(bp), Dir: bdir, Log: filepath.Join(bdir, "broker.log"), Argv: bargv}
 
+	rs := make([]byte, 32)
+	_, _ = rand.Read(rs)
+	roomSecret := hex.EncodeToString(rs)
 	for i := 1; i <= cfg.Nodes; i++ {
 		np := 0
 		if cfg.BasePort > 0 {
@@ -269,6 +272,8 @@ func prepare(cfg Config) (*Cluster, error) {
 			"FLASHSALE_KAFKA_TOPIC=" + cfg.Topic,
 			"FLASHSALE_ADMIN_TOKEN=" + cfg.AdminToken,
 			"FLASHSALE_STATLOG_PATH=" + n.StatLog,
+			// One queue-ticket key for all nodes, so a ticket from one is good on all.
+			"FLASHSALE_WAITING_ROOM_SECRET=" + roomSecret,
 		}
 		if cfg.PayTimeout > 0 {
 			n.Env = append(n.Env, "FLASHSALE_PAY_TIMEOUT="+cfg.PayTimeout.String())

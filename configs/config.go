@@ -48,6 +48,14 @@ type Config struct {
 		Shed       string        `mapstructure:"shed"`
 		LIFO       bool          `mapstructure:"lifo"`
 	} `mapstructure:"admission"`
+	// WaitingRoom configures the per-sale waiting rooms (package waitroom).
+	WaitingRoom struct {
+		Secret    string        `mapstructure:"secret"`
+		TicketTTL time.Duration `mapstructure:"ticket_ttl"`
+		Tick      time.Duration `mapstructure:"tick"`
+		Lease     time.Duration `mapstructure:"lease"`
+		MaxRooms  int           `mapstructure:"max_rooms"`
+	} `mapstructure:"waiting_room"`
 	Redis struct {
 		Addrs        []string      `mapstructure:"addrs"`
 		Password     string        `mapstructure:"password"`
@@ -245,6 +253,9 @@ func (c *Config) Validate() error {
 	}
 	if c.HTTP.RequestDeadline <= 0 || c.Admission.MaxWaiting < 0 || c.Admission.Target <= 0 || c.Admission.Interval <= 0 {
 		bad = append(bad, "http.request_deadline, admission.target and admission.interval must be positive, admission.max_waiting >= 0")
+	}
+	if w := c.WaitingRoom; w.TicketTTL <= 0 || w.Tick <= 0 || w.Lease <= w.Tick || w.MaxRooms < 1 {
+		bad = append(bad, "waiting_room: ticket_ttl, tick and max_rooms must be positive and lease longer than tick")
 	}
 	if c.Admission.Shed != "newest" && c.Admission.Shed != "oldest" {
 		bad = append(bad, "admission.shed must be newest or oldest")

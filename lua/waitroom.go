@@ -15,23 +15,29 @@ const (
 	FieldRoomPreQueueMs  = "wr_pre_queue_ms"
 )
 
-//go:embed wr_tick.lua
-var wrTickSrc string
+var (
+	//go:embed wr_tick.lua
+	wrTickSrc string
+	//go:embed wr_join.lua
+	wrJoinSrc string
 
-var wrTick = redis.NewScript(wrTickSrc)
+	wrTick = redis.NewScript(wrTickSrc)
+	wrJoin = redis.NewScript(wrJoinSrc)
+)
 
 // RoomKeys are the keys of a sale's waiting room, in the sale's hash tag.
 type RoomKeys struct {
-	Meta string // the sale
-	Room string // hash: seq, serving, pre, seed, last_ms, lease, lease_until
-	Used string // bitmap: bit n set once ticket n has bought
+	Meta   string // the sale
+	Room   string // hash: seq, serving, pre, seed, last_ms, lease, lease_until
+	Used   string // bitmap: bit n set once ticket n has bought
+	Buyers string // hash: buyer -> ticket number
 }
 
 // RoomKeysFor returns the waiting-room keys of sale id.
 func RoomKeysFor(id string) RoomKeys {
 	k := KeysFor(id)
 	p := "fs:{sale:" + id + "}:"
-	return RoomKeys{Meta: k.Meta, Room: p + "wr", Used: p + "wr:used"}
+	return RoomKeys{Meta: k.Meta, Room: p + "wr", Used: p + "wr:used", Buyers: p + "wr:buyers"}
 }
 
 // RoomState is what wr_tick.lua reports.
@@ -65,9 +71,11 @@ func RoomTick(ctx context.Context, rdb redis.Scripter, id, node string, leaseMs 
 	return RoomState{Exists: true, Remaining: n(0), Seq: n(1), Serving: n(2), Pre: n(3), Seed: sd, NowMs: n(5)}, nil
 }
 
-// RoomJoin issues the next ticket number of sale id's room.
-func RoomJoin(ctx context.Context, rdb redis.Cmdable, id string) (int64, error) {
-	n, err := rdb.HIncrBy(ctx, RoomKeysFor(id).Room, "seq", 1).Result()
+// RoomJoin returns buyer's ticket number in sale id's room: the next one on
+// a first join, the same one after (see wr_join.lua).
+func RoomJoin(ctx context.Context, rdb redis.Scripter, id, buyer string) (int64, error) {
+	k := RoomKeysFor(id)
+	n, err := wrJoin.Run(ctx, rdb, []string{k.Room, k.Buyers}, buyer).Int64()
 	if err != nil {
 		return 0, fmt.Errorf("join waiting room of %q: %w", id, err)
 	}

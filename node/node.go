@@ -27,6 +27,7 @@ import (
 	"github.com/flashsale/flashsale/shake"
 	"github.com/flashsale/flashsale/statlog"
 	"github.com/flashsale/flashsale/stock"
+	"github.com/flashsale/flashsale/waitroom"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/redis/go-redis/v9"
@@ -65,7 +66,9 @@ type Node struct {
 	EnvelopeSweeper   *envelope.Sweeper
 	Shakes            *shake.Service
 	API               *api.Server
-	Registry          *prometheus.Registry
+	// Rooms serves the sales' waiting rooms (package waitroom).
+	Rooms    *waitroom.Service
+	Registry *prometheus.Registry
 
 	// Membership registers this node in Redis and counts the live ones, so
 	// the stock is shared among them.
@@ -184,12 +187,15 @@ func Open(cfg *configs.Config, log *slog.Logger) (*Node, error) {
 	n.Registry.MustRegister(n.Seller, n.Publisher, n.Expirer, n.Sweeper, statLogCollector{n.StatLog},
 		n.EnvelopePublisher, n.Envelopes, n.Refunder, n.EnvelopeSweeper, n.Shakes)
 
+	n.Rooms = waitroom.New(waitroom.Config{Node: cfg.Node.ID, Secret: []byte(cfg.WaitingRoom.Secret),
+		TicketTTL: cfg.WaitingRoom.TicketTTL, Tick: cfg.WaitingRoom.Tick, Lease: cfg.WaitingRoom.Lease,
+		RedisTimeout: redisTimeout, MaxRooms: cfg.WaitingRoom.MaxRooms}, n.Redis, log.With("component", "waitroom"))
 	n.API = api.New(api.Config{
 		NodeID: cfg.Node.ID, AdminToken: cfg.Admin.Token, MaxBodyBytes: cfg.HTTP.MaxBodyBytes,
 		Admission: admissionConfig(cfg), DefaultPayTimeout: cfg.PayTimeout, RedisTimeout: redisTimeout,
 		Envelope: envLimits, Shake: shakeLimits, WalletRecent: cfg.Wallet.RecentEntries,
 	}, api.Deps{Redis: n.Redis, Seller: n.Seller, Orders: n.Orders, StatLog: n.StatLog, Registry: n.Registry, Log: log,
-		Envelopes: n.Envelopes, Shakes: n.Shakes,
+		Envelopes: n.Envelopes, Shakes: n.Shakes, Rooms: n.Rooms,
 		Ready: map[string]func(context.Context) error{
 			"redis": func(ctx context.Context) error { return n.Redis.Ping(ctx).Err() },
 			"kafka": func(ctx context.Context) error { return pingKafka(ctx, cfg.Kafka.Brokers) },
@@ -204,6 +210,7 @@ func Open(cfg *configs.Config, log *slog.Logger) (*Node, error) {
 	}
 	if n.listener, err = net.Listen("tcp", cfg.HTTP.Addr); err != nil {
 		n.API.Close()
+		n.Rooms.Close()
 		n.StatLog.Close()
 		n.Redis.Close()
 		return nil, fmt.Errorf("listen on %s: %w", cfg.HTTP.Addr, err)
@@ -294,6 +301,7 @@ func (n *Node) Run(ctx context.Context) error {
 		err = errors.Join(err, fmt.Errorf("drain http: %w", serr))
 	}
 	n.API.Close()
+	n.Rooms.Close()
 	n.Seller.Close()
 	n.Envelopes.Close()
 	n.Shakes.Close()
