@@ -60,7 +60,7 @@ func ParseTicket(key []byte, s, sale, buyer string) (Ticket, error) {
 		return Ticket{}, ErrBadTicket
 	}
 	body, sig := s[:i], s[i+1:]
-	got, err := base64.RawURLEncoding.DecodeString(sig)
+	got, err := base64.RawURLEncoding.Strict().DecodeString(sig)
 	if err != nil || !hmac.Equal(got, mac(key, body)) {
 		return Ticket{}, ErrBadTicket
 	}
