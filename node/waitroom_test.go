@@ -65,7 +65,7 @@ func TestWaitingRoomRefusesAndAdmitsInTurn(t *testing.T) {
 	edited := strings.Replace(tickets[11], ".u11.12.", ".u11.1.", 1)
 	for name, c := range map[string]struct {
 		user, ticket, code string
-		status            int
+		status             int
 	}{
 		"no ticket":         {"u0", "", "unauthorized", 401},
 		"forged":            {"u11", forged, "unauthorized", 401},

@@ -1,0 +1,51 @@
+package waitroom
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/flashsale/flashsale"
+	"github.com/flashsale/flashsale/internal/testenv"
+	"github.com/flashsale/flashsale/lua"
+	"github.com/flashsale/flashsale/stock"
+)
+
+// Invariant: the now-serving number advances at admit_per_sec (never past
+// the tickets issued), the opening fixes the pre-queue once, and a second
+// node without the lease only reads.
+func TestTickAdvancesAtTheRate(t *testing.T) {
+	rdb := testenv.StartRedis(t, false).Client(t)
+	ctx := context.Background()
+	if err := stock.CreateSale(ctx, rdb, flashsale.Sale{ID: "r", Stock: 1000, PerUserLimit: 1, PayTimeout: time.Minute,
+		StartsAt: time.Now().Add(300 * time.Millisecond), WaitingRoom: flashsale.WaitingRoom{Enabled: true, AdmitPerSec: 50, PreQueue: time.Minute}}); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 500; i++ {
+		if _, err := lua.RoomJoin(ctx, rdb, "r", "u"+string(rune('a'+i%26))+string(rune('a'+i/26))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st, err := lua.RoomTick(ctx, rdb, "r", "n1", 1000, 7)
+	if err != nil || st.Pre != -1 || st.Seq != 500 {
+		t.Fatalf("before the opening: %+v %v", st, err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	st, _ = lua.RoomTick(ctx, rdb, "r", "n1", 1000, 8)
+	if st.Pre != 500 || st.Seed != 8 || st.Serving != 0 {
+		t.Fatalf("at the opening: %+v", st)
+	}
+	start := time.Now()
+	for time.Since(start) < time.Second {
+		time.Sleep(20 * time.Millisecond)
+		if other, _ := lua.RoomTick(ctx, rdb, "r", "n2", 1000, 9); other.Seed != 8 {
+			t.Fatalf("a node without the lease changed the room: %+v", other)
+		}
+		st, _ = lua.RoomTick(ctx, rdb, "r", "n1", 1000, 10)
+	}
+	el := time.Since(start).Seconds()
+	if want := 50 * el; float64(st.Serving) > want+3 || float64(st.Serving) < want*0.5 {
+		t.Fatalf("serving %d after %.2fs at 50/s", st.Serving, el)
+	}
+	t.Logf("serving %d after %.2fs at 50/s", st.Serving, el)
+}
