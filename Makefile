@@ -5,20 +5,24 @@ SHELL := /bin/bash
 GO    ?= go
 BIN   := bin/flashsale
 PKGS  := ./...
-APT_PKGS := redis-server nginx wrk apache2-utils
+APT_PKGS := redis-server nginx wrk apache2-utils chromium chromium-driver prometheus
 SUDO  := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: all deps build test vet fmt-check fuzz run cluster cluster-down bench bench-go up down clean
 
 all: build
 
-## deps: install redis-server, nginx, wrk and ab (apache2-utils) with apt when missing
+## deps: install redis-server, nginx, wrk, ab (apache2-utils), chromium + chromium-driver (the dashboard's
+## browser test) and promtool (prometheus: checks the compose Prometheus config) with apt when missing
 deps:
 	@missing=""; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing="$$missing nginx"; \
 	command -v wrk >/dev/null || missing="$$missing wrk"; \
 	command -v ab >/dev/null || missing="$$missing apache2-utils"; \
+	[ -x /usr/bin/chromium ] || command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v chromedriver >/dev/null || missing="$$missing chromium-driver"; \
+	command -v promtool >/dev/null || missing="$$missing prometheus"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
@@ -53,6 +57,7 @@ fuzz:
 	$(GO) test ./internal/jsonw -run '^$$' -fuzz '^FuzzString$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./order -run '^$$' -fuzz '^FuzzParseEvent$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./order -run '^$$' -fuzz '^FuzzParseDue$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./dashboard -run '^$$' -fuzz '^FuzzParseMetrics$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./bench -run '^$$' -fuzz '^FuzzReadResponse$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./bench -run '^$$' -fuzz '^FuzzJSONField$$' -fuzztime $(FUZZTIME)
 
@@ -81,9 +86,14 @@ cluster: deps build
 cluster-down:
 	$(BIN) cluster down --dir run
 
-## up / down: the same with Docker (real Apache Kafka, Redis 7, 3 nodes, nginx on :8080)
+## up / down: the same with Docker (real Apache Kafka, Redis 7, 3 nodes, nginx on :8080), plus the live
+## dashboard, Prometheus and Grafana (provisioned from deploy/)
 up:
 	docker compose up -d --build
+	@echo "load balancer  http://127.0.0.1:8080"
+	@echo "dashboard      http://127.0.0.1:8090/   (live page: books, sales/s, refusals, latency, nodes)"
+	@echo "prometheus     http://127.0.0.1:9090/   (scrapes node1-3:8080/metrics and dashboard:8090/metrics)"
+	@echo "grafana        http://127.0.0.1:3000/   (dashboard \"flashsale — live sale\"; anonymous view, admin password \$$GRAFANA_ADMIN_PASSWORD)"
 
 down:
 	docker compose down

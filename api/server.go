@@ -67,6 +67,7 @@ type Server struct {
 	metrics *httpMetrics
 	nodeHdr []string      // X-Flashsale-Node value, shared by every response
 	buyObs  *routeMetrics // the buy route's metrics, recorded by the handler itself
+	perSale *saleMetrics  // buy outcomes and latency per sale, for the dashboard
 }
 
 func init() {
@@ -87,7 +88,8 @@ func New(cfg Config, d Deps) *Server {
 		gate: admit.New(cfg.Admission), nodeHdr: []string{cfg.NodeID}}
 	s.metrics = newHTTPMetrics(s.gate)
 	s.buyObs = s.metrics.route("buy")
-	d.Registry.MustRegister(s.metrics)
+	s.perSale = newSaleMetrics()
+	d.Registry.MustRegister(s.metrics, s.perSale, nodeInfo(cfg.NodeID))
 	e := s.engine
 	e.HandleMethodNotAllowed = true
 	e.NoRoute(func(c *gin.Context) { s.errorf(c, flashsale.ENOTFOUND, "no such route") })

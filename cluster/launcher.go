@@ -79,6 +79,10 @@ type Config struct {
 	ReadyTimeout time.Duration
 	// Log receives progress lines; discarded when nil.
 	Log io.Writer
+	// Dashboard starts `flashsale dashboard` on the nodes' metrics and Redis
+	// too (when there are nodes), on DashboardPort (a free port when 0).
+	Dashboard     bool
+	DashboardPort int
 	// Fresh deletes the data and logs of an earlier cluster in Dir (Redis's
 	// AOF, the broker's log, stat.logs) before starting. Without it they are
 	// kept and reused: Redis comes back with the old sales and stat.logs are
@@ -96,6 +100,7 @@ type State struct {
 	Redis      *Proc     `json:"redis"`
 	Broker     *Proc     `json:"broker"`
 	Nginx      *Proc     `json:"nginx,omitempty"`
+	Dashboard  *Proc     `json:"dashboard,omitempty"`
 	Nodes      []*Proc   `json:"nodes"`
 }
 
@@ -282,6 +287,23 @@ func prepare(cfg Config) (*Cluster, error) {
 		c.st.Nodes = append(c.st.Nodes, n)
 	}
 
+	// A dashboard needs nodes to read; with none there is nothing to chart.
+	if cfg.Dashboard && cfg.Nodes > 0 {
+		dp, err := port(cfg.DashboardPort)
+		if err != nil {
+			return nil, err
+		}
+		var metrics []string
+		for _, n := range c.st.Nodes {
+			metrics = append(metrics, n.URL+"/metrics")
+		}
+		ddir := filepath.Join(dir, "dashboard")
+		c.st.Dashboard = &Proc{Name: "dashboard", Kind: "dashboard", Addr: addr(dp), URL: "http://" + addr(dp), Dir: ddir,
+			Log: filepath.Join(ddir, "dashboard.log"),
+			Argv: []string{cfg.Binary, "dashboard", "--addr", addr(dp), "--redis", c.st.Redis.Addr,
+				"--nodes", strings.Join(metrics, ",")}}
+	}
+
 	if cfg.NoNginx {
 		return c, nil
 	}
@@ -342,6 +364,9 @@ func (c *Cluster) startAll(ctx context.Context) error {
 	stages := [][]*Proc{{c.st.Redis, c.st.Broker}, c.st.Nodes}
 	if c.st.Nginx != nil {
 		stages = append(stages, []*Proc{c.st.Nginx})
+	}
+	if c.st.Dashboard != nil {
+		stages = append(stages, []*Proc{c.st.Dashboard})
 	}
 	if c.st.Nginx != nil {
 		if err := os.MkdirAll(filepath.Join(c.st.Nginx.Dir, "tmp"), 0o755); err != nil {
@@ -434,6 +459,8 @@ func (c *Cluster) probe(ctx context.Context, p *Proc) error {
 		return httpOK(ctx, p.URL+"/readyz")
 	case "nginx":
 		return httpOK(ctx, p.URL+"/lb-healthz")
+	case "dashboard":
+		return httpOK(ctx, p.URL+"/healthz")
 	}
 	return fmt.Errorf("unknown kind %q", p.Kind)
 }
@@ -555,6 +582,9 @@ func lockDir(dir string) (func(), error) {
 
 func (st *State) procs() []*Proc {
 	ps := append([]*Proc{}, st.Nodes...)
+	if st.Dashboard != nil {
+		ps = append(ps, st.Dashboard)
+	}
 	if st.Nginx != nil {
 		ps = append(ps, st.Nginx)
 	}
@@ -748,7 +778,11 @@ func (c *Cluster) downLocked() error {
 // stopAll stops every process in c.st, in Down's order, and removes the
 // state file.
 func (c *Cluster) stopAll() error {
-	stages := [][]*Proc{c.st.Nodes}
+	var stages [][]*Proc
+	if c.st.Dashboard != nil {
+		stages = append(stages, []*Proc{c.st.Dashboard})
+	}
+	stages = append(stages, c.st.Nodes)
 	if c.st.Nginx != nil {
 		stages = append(stages, []*Proc{c.st.Nginx})
 	}
@@ -781,7 +815,7 @@ func (c *Cluster) Status(ctx context.Context) []ProcStatus {
 	defer c.mu.Unlock()
 	c.reload()
 	var out []ProcStatus
-	for _, p := range append([]*Proc{c.st.Redis, c.st.Broker}, append(c.st.Nodes, c.st.Nginx)...) {
+	for _, p := range append([]*Proc{c.st.Redis, c.st.Broker}, append(c.st.Nodes, c.st.Nginx, c.st.Dashboard)...) {
 		if p == nil {
 			continue
 		}
@@ -833,6 +867,9 @@ func (c *Cluster) PrintSummary(w io.Writer) {
 	}
 	fmt.Fprintf(tw, "  redis\t%s\tAOF in %s\tlog %s\n", st.Redis.Addr, st.Redis.Dir, st.Redis.Log)
 	fmt.Fprintf(tw, "  broker\t%s\ttopic %s\tlog %s\n", st.Broker.Addr, st.Topic, st.Broker.Log)
+	if st.Dashboard != nil {
+		fmt.Fprintf(tw, "  dashboard\t%s\tlive page: sales/s, books, nodes\tlog %s\n", st.Dashboard.URL+"/", st.Dashboard.Log)
+	}
 	tw.Flush()
 	fmt.Fprintf(w, "  admin token   %s\n", st.AdminToken)
 	fmt.Fprintf(w, "state in %s; from another shell: flashsale cluster status|kill NODE|restart NODE|down --dir %s\n",
@@ -869,6 +906,17 @@ func (c *Cluster) LBURL() string {
 		return ""
 	}
 	return c.st.Nginx.URL
+}
+
+// DashboardURL returns the live dashboard's base URL, or "" when the
+// cluster has none.
+func (c *Cluster) DashboardURL() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.st.Dashboard == nil {
+		return ""
+	}
+	return c.st.Dashboard.URL
 }
 
 // RedisAddr returns Redis's host:port.
