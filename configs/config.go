@@ -308,6 +308,25 @@ func (c *Config) Validate() error {
 func (c *Config) RequestDeadline() time.Duration { return c.HTTP.RequestDeadline }
 
 // YAML renders c with every key, for `flashsale config`.
+// Secrets are shown as "<set>" (or empty): never printed.
 func (c *Config) YAML() ([]byte, error) {
-	return yaml.Marshal(c.settings)
+	out := make(map[string]any, len(c.settings))
+	for k, v := range c.settings {
+		out[k] = v
+	}
+	for _, key := range [][2]string{{"admin", "token"}, {"redis", "password"}, {"waiting_room", "secret"}} {
+		sec, ok := out[key[0]].(map[string]any)
+		if !ok {
+			continue
+		}
+		masked := make(map[string]any, len(sec))
+		for k, v := range sec {
+			masked[k] = v
+		}
+		if s, _ := masked[key[1]].(string); s != "" {
+			masked[key[1]] = "<set>"
+		}
+		out[key[0]] = masked
+	}
+	return yaml.Marshal(out)
 }

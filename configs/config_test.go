@@ -1,6 +1,7 @@
 package configs
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -69,5 +70,27 @@ func TestInvalidRejected(t *testing.T) {
 	t.Setenv("FLASHSALE_PAY_TIMEOUT", "10ms")
 	if _, err := Load(nil); err == nil {
 		t.Fatal("pay_timeout of 10ms accepted")
+	}
+}
+
+func TestYAMLNeverPrintsSecrets(t *testing.T) {
+	t.Setenv("FLASHSALE_ADMIN_TOKEN", "tok-123")
+	t.Setenv("FLASHSALE_WAITING_ROOM_SECRET", "room-456")
+	t.Setenv("FLASHSALE_REDIS_PASSWORD", "pw-789")
+	c, err := Load(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.WaitingRoom.Secret != "room-456" {
+		t.Fatalf("FLASHSALE_WAITING_ROOM_SECRET not applied: %q", c.WaitingRoom.Secret)
+	}
+	b, err := c.YAML()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []string{"tok-123", "room-456", "pw-789"} {
+		if strings.Contains(string(b), s) {
+			t.Fatalf("config output shows a secret:\n%s", b)
+		}
 	}
 }
