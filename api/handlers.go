@@ -94,29 +94,20 @@ func (s *Server) respondSale(c *gin.Context, status int, id string) {
 	c.JSON(status, v)
 }
 
-// buy is the hot path: validate, sell, log the outcome, answer.
+// buy is the hot path: the person is the token's (a user_id still sent
+// must be theirs), sell, log the outcome, answer.
 func (s *Server) buy(c *gin.Context) {
 	start := time.Now()
 	saleID := c.Param("id")
-	var user string
-	var err error
-	if c.Request.Method == http.MethodGet {
-		user, err = queryUser(c.Request.URL.RawQuery)
-	} else {
-		var body []byte
-		if body, err = readBody(c); err == nil {
-			var r BuyRequest
-			r, err = ParseBuy(body)
-			user = r.UserID
-		}
-	}
+	user := subject(c)
+	err := s.namedUser(c)
 	if err == nil && !flashsale.ValidID(saleID) {
 		err = fieldErr("sale id")
 	}
 	if err != nil {
 		// Bad input changes nothing and is not a buy outcome: no stat.log line.
+		setResult(c, flashsale.ErrorCode(err))
 		s.writeError(c, err)
-		s.buyObs.record(start, flashsale.ErrorCode(err))
 		return
 	}
 
@@ -125,8 +116,8 @@ func (s *Server) buy(c *gin.Context) {
 		if permit, err = s.Rooms.Admit(c.Request.Context(), saleID, user, c.GetHeader(QueueTicketHeader)); err != nil {
 			// Refused by the waiting room before anything was held: like bad
 			// input, no buy outcome and no stat.log line.
+			setResult(c, flashsale.ErrorCode(err))
 			s.writeError(c, err)
-			s.buyObs.record(start, flashsale.ErrorCode(err))
 			return
 		}
 	}
@@ -135,26 +126,27 @@ func (s *Server) buy(c *gin.Context) {
 		s.Rooms.Release(permit)
 	}
 	rec := statlog.Record{Time: start, Node: s.cfg.NodeID, Kind: "buy", Sale: saleID, User: user, Result: "ok"}
-	var idBuf [96]byte
+	var idBuf, pubBuf [96]byte
+	var public []byte
 	if r.Order > 0 {
+		// stat.log, like Redis and Kafka, keeps the record id; only the
+		// buyer is given the tagged id.
 		rec.Order = string(flashsale.AppendOrderID(idBuf[:0], saleID, r.Order))
+		public = s.id.OrderIDs.Append(pubBuf[:0], saleID, r.Order)
 	}
 	if err != nil {
 		rec.Result = flashsale.ErrorCode(err)
 	}
-	rec.LatencyUs = time.Since(start).Microseconds()
-	if s.StatLog != nil {
-		s.StatLog.Write(&rec)
-	}
+	s.logOutcome(c, &rec, start)
 	defer s.perSale.record(saleID, start, rec.Result)
-	defer s.buyObs.record(start, rec.Result)
 	if err != nil {
 		s.writeError(c, err)
 		return
 	}
-	b := make([]byte, 0, 160)
+	b := make([]byte, 0, 192)
 	b = append(b, '{')
-	b = jsonw.StrField(b, "order_id", rec.Order)
+	b = jsonw.Field(b, "order_id")
+	b = append(append(append(b, '"'), public...), '"')
 	b = jsonw.StrField(b, "sale_id", saleID)
 	b = jsonw.StrField(b, "user_id", user)
 	b = jsonw.Field(b, "expires_at")
@@ -162,6 +154,28 @@ func (s *Server) buy(c *gin.Context) {
 	b = time.UnixMilli(r.DeadlineMs).UTC().AppendFormat(b, time.RFC3339Nano)
 	b = append(b, '"', '}')
 	writeJSON(c, http.StatusCreated, b)
+}
+
+// namedUser checks the user a per-person request may still name — in the
+// GET form's query or the POST form's {"user_id"} body, both optional —
+// against the token's: another user is 403.
+func (s *Server) namedUser(c *gin.Context) error {
+	var named string
+	var err error
+	if c.Request.Method == http.MethodGet {
+		named, err = queryUser(c.Request.URL.RawQuery)
+	} else if c.Request.ContentLength != 0 {
+		var body []byte
+		if body, err = readBody(c); err == nil && len(body) > 0 {
+			var r BuyRequest
+			r, err = ParseBuy(body)
+			named = r.UserID
+		}
+	}
+	if err != nil {
+		return err
+	}
+	return sameUser(c, named)
 }
 
 // OrderView is the JSON of an order.
@@ -175,31 +189,37 @@ type OrderView struct {
 	ExpiresAt time.Time `json:"expires_at"`
 }
 
-func view(o flashsale.Order) OrderView {
-	return OrderView{OrderID: o.ID, SaleID: o.SaleID, UserID: o.UserID, Node: o.Node, Status: string(o.Status),
+// view renders an order with its public (tagged) id.
+func (s *Server) view(o flashsale.Order) OrderView {
+	id := o.ID
+	if sale, seq, err := flashsale.ParseOrderID(o.ID); err == nil {
+		id = s.id.OrderIDs.Format(sale, seq)
+	}
+	return OrderView{OrderID: id, SaleID: o.SaleID, UserID: o.UserID, Node: o.Node, Status: string(o.Status),
 		CreatedAt: o.CreatedAt, ExpiresAt: o.ExpiresAt}
 }
 
 func (s *Server) getOrder(c *gin.Context) {
-	o, err := s.Orders.Get(c.Request.Context(), c.Param("id"))
+	o, err := s.ownOrder(c)
 	s.respondOrder(c, o, err)
 }
 
-func (s *Server) pay(c *gin.Context) {
-	o, err := s.Orders.Pay(c.Request.Context(), c.Param("id"))
-	s.respondOrder(c, o, err)
-}
-
+// cancel gives the caller's pending order back. The owner is checked first
+// (one more read): an order's user never changes, so the check cannot go
+// stale before the cancel runs.
 func (s *Server) cancel(c *gin.Context) {
-	o, err := s.Orders.Cancel(c.Request.Context(), c.Param("id"))
+	o, err := s.ownOrder(c)
+	if err == nil {
+		o, err = s.Orders.Cancel(c.Request.Context(), o.ID)
+	}
 	s.respondOrder(c, o, err)
 }
 
 func (s *Server) respondOrder(c *gin.Context, o flashsale.Order, err error) {
 	if err != nil {
-		c.Set(resultKey, flashsale.ErrorCode(err))
+		setResult(c, flashsale.ErrorCode(err))
 		s.writeError(c, err)
 		return
 	}
-	c.JSON(http.StatusOK, view(o))
+	c.JSON(http.StatusOK, s.view(o))
 }

@@ -5,8 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"reflect"
 	"strings"
+	"sync"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/flashsale/flashsale"
 	"github.com/flashsale/flashsale/stock"
@@ -14,9 +18,16 @@ import (
 
 // decodeStrict decodes exactly one JSON object into v, rejecting unknown
 // fields and trailing data, with a message that says what was wrong.
+// encoding/json alone matches field names case-insensitively and lets the
+// last of duplicate keys win ({"user_id":"a","User_Id":"b"} would be b), so
+// the object's keys are checked first: each exactly one of v's json names,
+// each at most once.
 func decodeStrict(body []byte, v any) error {
 	if len(bytes.TrimSpace(body)) == 0 {
 		return flashsale.Errorf(flashsale.EINVALID, "request body is empty; expected a JSON object")
+	}
+	if err := checkKeys(body, jsonNames(v)); err != nil {
+		return err
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
@@ -40,18 +51,68 @@ func decodeStrict(body []byte, v any) error {
 	return nil
 }
 
-// BuyRequest is the body of POST /v1/sales/{id}/buy.
+// checkKeys reads the top-level object's keys: each must be one of names,
+// exactly, and appear once. Values are skipped (decoding checks them).
+func checkKeys(body []byte, names map[string]bool) error {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return flashsale.Errorf(flashsale.EINVALID, "expected a JSON object")
+	}
+	seen := make(map[string]bool, len(names))
+	for dec.More() {
+		t, err := dec.Token()
+		if err != nil {
+			return flashsale.Errorf(flashsale.EINVALID, "malformed JSON")
+		}
+		k, _ := t.(string)
+		switch {
+		case !names[k]:
+			return flashsale.Errorf(flashsale.EINVALID, "unknown field %q (names are case-sensitive)", k)
+		case seen[k]:
+			return flashsale.Errorf(flashsale.EINVALID, "field %q given more than once", k)
+		}
+		seen[k] = true
+		var skip json.RawMessage
+		if err := dec.Decode(&skip); err != nil {
+			return flashsale.Errorf(flashsale.EINVALID, "malformed JSON")
+		}
+	}
+	return nil
+}
+
+var namesOf sync.Map // reflect.Type -> map[string]bool
+
+// jsonNames returns the json names of the fields of the struct v points to.
+func jsonNames(v any) map[string]bool {
+	t := reflect.TypeOf(v).Elem()
+	if m, ok := namesOf.Load(t); ok {
+		return m.(map[string]bool)
+	}
+	m := map[string]bool{}
+	for i := 0; i < t.NumField(); i++ {
+		name, _, _ := strings.Cut(t.Field(i).Tag.Get("json"), ",")
+		if name != "" && name != "-" {
+			m[name] = true
+		}
+	}
+	namesOf.Store(t, m)
+	return m
+}
+
+// BuyRequest is the optional body of POST /v1/sales/{id}/buy (and of open
+// and shake): the buyer is the bearer token's subject, and a user_id, if
+// still sent, must be that same user.
 type BuyRequest struct {
 	UserID string `json:"user_id"`
 }
 
-// ParseBuy parses and validates a buy body.
+// ParseBuy parses and validates a buy body; user_id may be absent.
 func ParseBuy(body []byte) (BuyRequest, error) {
 	var r BuyRequest
 	if err := decodeStrict(body, &r); err != nil {
 		return BuyRequest{}, err
 	}
-	if !flashsale.ValidID(r.UserID) {
+	if r.UserID != "" && !flashsale.ValidID(r.UserID) {
 		return BuyRequest{}, errBadUser
 	}
 	return r, nil
@@ -97,11 +158,21 @@ func ParseCreateSale(body []byte, defaultPay time.Duration) (flashsale.Sale, err
 		}
 		s.PayTimeout = d
 	}
+	now := time.Now()
 	if r.StartsAt != nil {
+		if r.StartsAt.Before(time.Unix(0, 0)) || r.StartsAt.After(now.Add(MaxStartsIn)) {
+			return flashsale.Sale{}, flashsale.Errorf(flashsale.EINVALID, "starts_at must be after 1970 and within a year from now")
+		}
 		s.StartsAt = *r.StartsAt
 	}
 	if r.EndsAt != nil {
+		if !r.EndsAt.After(now) {
+			return flashsale.Sale{}, flashsale.Errorf(flashsale.EINVALID, "ends_at is in the past")
+		}
 		s.EndsAt = *r.EndsAt
+	}
+	if !printable(s.Name) {
+		return flashsale.Sale{}, flashsale.Errorf(flashsale.EINVALID, "name must be valid UTF-8 without control characters")
 	}
 	if w := r.WaitingRoom; w != nil && w.Enabled {
 		s.WaitingRoom = flashsale.WaitingRoom{Enabled: true, AdmitPerSec: w.AdmitPerSec}
@@ -119,9 +190,10 @@ func ParseCreateSale(body []byte, defaultPay time.Duration) (flashsale.Sale, err
 	return s, nil
 }
 
-// queryUser extracts user_id from a raw query string without building a
-// url.Values map. Ids are restricted to characters that need no unescaping,
-// so an escaped or repeated user_id is rejected rather than decoded.
+// queryUser extracts the optional user_id from a raw query string without
+// building a url.Values map ("" when absent). Ids are restricted to
+// characters that need no unescaping, so an escaped or repeated user_id is
+// rejected rather than decoded.
 func queryUser(raw string) (string, error) {
 	var found string
 	seen := false
@@ -137,10 +209,26 @@ func queryUser(raw string) (string, error) {
 		}
 		seen, found = true, v
 	}
-	if !flashsale.ValidID(found) {
+	if seen && !flashsale.ValidID(found) {
 		return "", errBadUser
 	}
 	return found, nil
+}
+
+// MaxStartsIn is how far ahead a sale (or campaign) may be scheduled.
+const MaxStartsIn = 365 * 24 * time.Hour
+
+// printable reports whether s is valid UTF-8 with no control character.
+func printable(s string) bool {
+	if !utf8.ValidString(s) {
+		return false
+	}
+	for _, r := range s {
+		if unicode.IsControl(r) || r == '\u2028' || r == '\u2029' {
+			return false
+		}
+	}
+	return true
 }
 
 // fieldErr is a helper for handlers that validate path parameters.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"net/http/pprof"
 	"strconv"
 	"sync"
 	"time"
@@ -37,6 +38,7 @@ type Config struct {
 	Envelope          envelope.Limits // send-envelope validation
 	Shake             shake.Limits    // campaign validation
 	WalletRecent      int             // entries GET /v1/users/{id}/wallet shows
+	Identity          Identity        // buyer tokens, order ids, payment key, abuse limits
 }
 
 // Deps are the services behind the routes. Ready lists the dependency
@@ -61,13 +63,14 @@ type Deps struct {
 type Server struct {
 	cfg Config
 	Deps
-	log     *slog.Logger
-	engine  *gin.Engine
-	gate    *admit.Controller
-	metrics *httpMetrics
-	nodeHdr []string      // X-Flashsale-Node value, shared by every response
-	buyObs  *routeMetrics // the buy route's metrics, recorded by the handler itself
-	perSale *saleMetrics  // buy outcomes and latency per sale, for the dashboard
+	log      *slog.Logger
+	engine   *gin.Engine
+	gate     *admit.Controller
+	metrics  *httpMetrics
+	nodeHdr  []string     // X-Flashsale-Node value, shared by every response
+	perSale  *saleMetrics // buy outcomes and latency per sale, for the dashboard
+	id       Identity
+	payments *paymentMetrics
 }
 
 func init() {
@@ -85,34 +88,38 @@ func New(cfg Config, d Deps) *Server {
 		d.Registry = prometheus.NewRegistry()
 	}
 	s := &Server{cfg: cfg, Deps: d, log: d.Log, engine: gin.New(),
-		gate: admit.New(cfg.Admission), nodeHdr: []string{cfg.NodeID}}
+		gate: admit.New(cfg.Admission), nodeHdr: []string{cfg.NodeID},
+		id: cfg.Identity, payments: newPaymentMetrics(), perSale: newSaleMetrics()}
 	s.metrics = newHTTPMetrics(s.gate)
-	s.buyObs = s.metrics.route("buy")
-	s.perSale = newSaleMetrics()
-	d.Registry.MustRegister(s.metrics, s.perSale, nodeInfo(cfg.NodeID))
+	d.Registry.MustRegister(s.metrics, s.perSale, nodeInfo(cfg.NodeID), s.payments.results, s.payments.doubleCharge)
 	e := s.engine
 	e.HandleMethodNotAllowed = true
 	e.NoRoute(func(c *gin.Context) { s.errorf(c, flashsale.ENOTFOUND, "no such route") })
 	e.NoMethod(func(c *gin.Context) { s.errorf(c, flashsale.EINVALID, "method not allowed on this route") })
 	e.Use(s.recover, s.nodeHeader)
+	// The public /readyz says ready or not; which dependency failed, and
+	// its address, is on the admin listener (AdminHandler) only.
 	e.GET("/healthz", s.healthz)
-	e.GET("/readyz", s.readyz)
-	e.GET("/metrics", gin.WrapH(promhttp.HandlerFor(d.Registry, promhttp.HandlerOpts{})))
+	e.GET("/readyz", s.readyzPublic)
 
 	v1 := e.Group("/v1", s.admit, s.capBody)
 	v1.POST("/sales", s.observe("create_sale"), s.admin, s.createSale)
 	v1.GET("/sales/:id", s.observe("get_sale"), s.getSale)
-	// The buy handler records its own metrics: it knows its result without
-	// a per-request context map.
-	v1.POST("/sales/:id/buy", s.buy)
-	v1.GET("/sales/:id/buy", s.buy)
-	v1.GET("/orders/:id", s.observe("get_order"), s.getOrder)
-	v1.POST("/orders/:id/pay", s.observe("pay"), s.pay)
-	v1.POST("/orders/:id/cancel", s.observe("cancel"), s.cancel)
+	// Per-person routes: the person is the bearer token's subject. Buy,
+	// open and shake are rate-limited per client IP (first, so a flood of
+	// bad tokens is throttled too) and per person.
+	buy := []gin.HandlerFunc{s.observe("buy"), s.limitIP, s.identify, s.limitUser, s.buy}
+	v1.POST("/sales/:id/buy", buy...)
+	v1.GET("/sales/:id/buy", buy...)
+	v1.GET("/orders/:id", s.observe("get_order"), s.identify, s.getOrder)
+	v1.POST("/orders/:id/cancel", s.observe("cancel"), s.identify, s.cancel)
+	v1.POST("/payments/callback", s.observe("payment_callback"), s.paymentCallback)
 	s.registerEnvelopes(v1)
 	if d.Rooms != nil {
-		v1.POST("/sales/:id/queue", s.observe("queue_join"), s.joinQueue)
-		v1.GET("/sales/:id/queue", s.observe("queue_status"), s.queueStatus)
+		// A ticket is the token's subject's: joining is limited like a buy;
+		// status polls are answered from memory, so only per IP.
+		v1.POST("/sales/:id/queue", s.observe("queue_join"), s.limitIP, s.identify, s.limitUser, s.joinQueue)
+		v1.GET("/sales/:id/queue", s.observe("queue_status"), s.limitIP, s.identify, s.queueStatus)
 	}
 	return s
 }
@@ -124,8 +131,29 @@ func (s *Server) Close() { s.gate.Close() }
 // Admission exposes the admission controller (for tests and metrics).
 func (s *Server) Admission() *admit.Controller { return s.gate }
 
-// Handler returns the http.Handler serving every route.
+// Handler returns the http.Handler serving every public route.
 func (s *Server) Handler() http.Handler { return s.engine }
+
+// AdminHandler returns the handler of the admin listener: /metrics, the
+// detailed /readyz and /debug/pprof/. Never serve it publicly.
+func (s *Server) AdminHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(s.Registry, promhttp.HandlerOpts{}))
+	mux.Handle("/readyz", s.engineFor(s.readyz))
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	return mux
+}
+
+// engineFor serves one gin handler on its own engine (for the admin mux).
+func (s *Server) engineFor(h gin.HandlerFunc) http.Handler {
+	e := gin.New()
+	e.GET("/*any", h)
+	return e
+}
 
 // Engine exposes the gin engine so other rooms (envelopes, shakes) can add routes.
 func (s *Server) Engine() *gin.Engine { return s.engine }
@@ -191,9 +219,34 @@ func (s *Server) healthz(c *gin.Context) {
 	c.Data(http.StatusOK, "application/json", []byte(`{"status":"ok"}`))
 }
 
-// readyz reports whether Redis and Kafka answer, each within a second.
+var (
+	readyBody    = []byte(`{"status":"ready"}`)
+	notReadyBody = []byte(`{"status":"not_ready"}`)
+)
+
+// readyzPublic says whether the node is ready, and nothing about why not.
+func (s *Server) readyzPublic(c *gin.Context) {
+	ok, _ := s.checkReady(c.Request.Context())
+	if !ok {
+		writeJSON(c, http.StatusServiceUnavailable, notReadyBody)
+		return
+	}
+	writeJSON(c, http.StatusOK, readyBody)
+}
+
+// readyz reports whether Redis and Kafka answer, each within a second, with
+// each check's error (admin listener only: errors name addresses).
 func (s *Server) readyz(c *gin.Context) {
-	ctx, cancel := context.WithTimeout(c.Request.Context(), time.Second)
+	ok, body := s.checkReady(c.Request.Context())
+	status := http.StatusOK
+	if !ok {
+		status = http.StatusServiceUnavailable
+	}
+	c.JSON(status, body)
+}
+
+func (s *Server) checkReady(ctx context.Context) (bool, gin.H) {
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
 	type result struct {
 		name string
@@ -214,11 +267,7 @@ func (s *Server) readyz(c *gin.Context) {
 			body[r.name] = "ok"
 		}
 	}
-	status := http.StatusOK
-	if !ok {
-		status = http.StatusServiceUnavailable
-	}
-	c.JSON(status, body)
+	return ok, body
 }
 
 // httpMetrics counts requests by route and result and times them. Children
@@ -228,6 +277,7 @@ type httpMetrics struct {
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
 	gate     *admit.Controller
+	limited  prometheus.Counter
 }
 
 // routeMetrics are one route's pre-bound metrics.
@@ -257,6 +307,8 @@ func newHTTPMetrics(gate *admit.Controller) *httpMetrics {
 			Help: "HTTP requests by route and result (ok or an error code)."}, []string{"route", "result"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "flashsale_http_request_duration_seconds",
 			Help: "HTTP request latency by route.", Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16)}, []string{"route"}),
+		limited: prometheus.NewCounter(prometheus.CounterOpts{Name: "flashsale_http_rate_limited_total",
+			Help: "Requests answered 429 rate_limited (per user, per IP or failed callbacks per IP)."}),
 	}
 }
 
@@ -267,6 +319,7 @@ func (m *httpMetrics) Describe(ch chan<- *prometheus.Desc) {
 	ch <- waitedDesc
 	ch <- waitingDesc
 	ch <- droppingDesc
+	m.limited.Describe(ch)
 }
 
 func (m *httpMetrics) Collect(ch chan<- prometheus.Metric) {
@@ -283,6 +336,7 @@ func (m *httpMetrics) Collect(ch chan<- prometheus.Metric) {
 		dropping = 1
 	}
 	ch <- prometheus.MustNewConstMetric(droppingDesc, prometheus.GaugeValue, dropping)
+	m.limited.Collect(ch)
 }
 
 func (m *httpMetrics) route(name string) *routeMetrics {
@@ -304,8 +358,20 @@ func (r *routeMetrics) record(start time.Time, result string) {
 // resultKey is where handlers of observed routes leave their result.
 const resultKey = "fs.result"
 
-// observe returns middleware that times and counts a route (the less busy
-// routes; buy records its own).
+// boxedResults holds each result code once as an interface value: putting
+// a string into gin's key map boxes it, an allocation per request on the
+// hot paths otherwise.
+var boxedResults sync.Map // string -> any
+
+func setResult(c *gin.Context, result string) {
+	v, ok := boxedResults.Load(result)
+	if !ok {
+		v, _ = boxedResults.LoadOrStore(result, any(result))
+	}
+	c.Set(resultKey, v)
+}
+
+// observe returns middleware that times and counts a route.
 func (s *Server) observe(route string) gin.HandlerFunc {
 	m := s.metrics.route(route)
 	return func(c *gin.Context) {

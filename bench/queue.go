@@ -16,17 +16,22 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/flashsale/flashsale/auth"
 )
 
 // QueueConfig is one waiting-room run (`flashsale bench --scenario queue`):
 // Buyers join the sale's room (before the opening when the sale starts
 // later: the pre-queue), poll with backoff, and buy once admitted.
 type QueueConfig struct {
-	Target  string
-	Sale    string
-	Buyers  int    // one goroutine each: the client side of a crowd, bounded by this flag
-	Prefix  string // user ids Prefix0 .. Prefix(Buyers-1)
-	Timeout time.Duration
+	Target string
+	Sale   string
+	Buyers int    // one goroutine each: the client side of a crowd, bounded by this flag
+	Prefix string // user ids Prefix0 .. Prefix(Buyers-1)
+	// AuthSecret is the nodes' auth.secret: each buyer's requests carry a
+	// bearer token for its user id, which the ticket is bound to.
+	AuthSecret []byte
+	Timeout    time.Duration
 	// MaxRun bounds the whole run.
 	MaxRun time.Duration
 }
@@ -68,6 +73,9 @@ func RunQueue(ctx context.Context, cfg QueueConfig) (QueueReport, error) {
 	if cfg.Prefix == "" {
 		cfg.Prefix = "q"
 	}
+	if len(cfg.AuthSecret) < auth.MinSecretLen {
+		return QueueReport{}, fmt.Errorf("queue needs the nodes' auth secret of at least %d bytes (--auth-secret or $FLASHSALE_AUTH_SECRET)", auth.MinSecretLen)
+	}
 	ctx, cancel := context.WithTimeout(ctx, cfg.MaxRun)
 	defer cancel()
 	client := &http.Client{Timeout: cfg.Timeout, Transport: &http.Transport{MaxIdleConnsPerHost: 1024, MaxConnsPerHost: 1024}}
@@ -75,13 +83,14 @@ func RunQueue(ctx context.Context, cfg QueueConfig) (QueueReport, error) {
 	var requests, errs, unadmitted atomic.Int64
 	var mu sync.Mutex
 	statuses := map[string]int64{}
-	do := func(method, u, ticket string) (int, map[string]any) {
+	do := func(method, u, bearer, ticket string) (int, map[string]any) {
 		requests.Add(1)
 		req, err := http.NewRequestWithContext(ctx, method, u, nil)
 		if err != nil {
 			errs.Add(1)
 			return 0, nil
 		}
+		req.Header.Set("Authorization", bearer)
 		if ticket != "" {
 			req.Header.Set("X-Queue-Ticket", ticket)
 		}
@@ -106,9 +115,15 @@ func RunQueue(ctx context.Context, cfg QueueConfig) (QueueReport, error) {
 		wg.Add(1)
 		go func(b *queueBuyer, user string) {
 			defer wg.Done()
-			q := "?user_id=" + user
+			// One token per buyer for the whole run: the buyer is its sub.
+			tok, err := auth.Mint(cfg.AuthSecret, user, cfg.MaxRun+time.Hour)
+			if err != nil {
+				errs.Add(1)
+				return
+			}
+			bearer := "Bearer " + tok
 			b.joined = time.Now()
-			st, m := do(http.MethodPost, base+"/queue"+q, "")
+			st, m := do(http.MethodPost, base+"/queue", bearer, "")
 			if st != http.StatusCreated {
 				if code(m) == "sold_out" {
 					b.closedAt = time.Now()
@@ -128,7 +143,7 @@ func RunQueue(ctx context.Context, cfg QueueConfig) (QueueReport, error) {
 					if b.admittedAt.IsZero() {
 						b.admittedAt = time.Now()
 					}
-					st, bm := do(http.MethodGet, base+"/buy"+q, ticket)
+					st, bm := do(http.MethodGet, base+"/buy", bearer, ticket)
 					switch {
 					case st == http.StatusCreated:
 						b.boughtAt = time.Now()
@@ -152,7 +167,7 @@ func RunQueue(ctx context.Context, cfg QueueConfig) (QueueReport, error) {
 					sleepCtx(ctx, wait+time.Duration(rand.Int64N(int64(wait/5)+1)))
 				}
 				var st int
-				st, m = do(http.MethodGet, base+"/queue"+q, ticket)
+				st, m = do(http.MethodGet, base+"/queue", bearer, ticket)
 				if st != http.StatusOK {
 					errs.Add(1)
 					sleepCtx(ctx, 200*time.Millisecond)
@@ -299,7 +314,7 @@ func mainQueue(ctx context.Context, o Options, api *API, out io.Writer) error {
 		return fmt.Errorf("--scenario queue needs --sale or --create-sale")
 	}
 	r, err := RunQueue(ctx, QueueConfig{Target: api.Base, Sale: o.Sale, Buyers: o.Users, Prefix: o.UserPrefix + "q",
-		Timeout: o.Timeout, MaxRun: max(o.Duration, time.Minute)})
+		AuthSecret: o.AuthSecret, Timeout: o.Timeout, MaxRun: max(o.Duration, time.Minute)})
 	r.Summary(out)
 	if o.JSON != "" {
 		b, jerr := json.MarshalIndent(r, "", "  ")

@@ -42,8 +42,9 @@ func TestQueueScenarioAgainstARealNode(t *testing.T) {
 	js := filepath.Join(t.TempDir(), "queue.json")
 	o := bench.Options{
 		Config: bench.Config{Targets: []string{n.URL}, Scenario: bench.ScenarioQueue, Sale: "wrq",
-			Users: 150, Progress: &out, Timeout: 10 * time.Second, Duration: time.Minute},
-		CreateSale: true, Stock: 40, Limit: 1, PriceCents: 100, PayTimeout: "5m", AdminToken: e2e.AdminToken,
+			Users: 150, Progress: &out, Timeout: 10 * time.Second, Duration: time.Minute,
+			PriceCents: 100, AuthSecret: []byte(e2e.AuthSecret)},
+		CreateSale: true, Stock: 40, Limit: 1, PayTimeout: "5m", AdminToken: e2e.AdminToken,
 		AdmitPerSec: 40, OpensIn: 1500 * time.Millisecond, JSON: js,
 	}
 	if err := bench.Main(context.Background(), o, &out); err != nil {

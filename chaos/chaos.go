@@ -241,6 +241,9 @@ func SellOut(ctx context.Context, o Options) (out *Outcome, err error) {
 			up.Nodes = 3
 		}
 		up.Env = append(append([]string{}, NodeEnv...), up.Env...)
+		// The whole crowd is one loopback IP and buyers who retry for the
+		// run's length: the abuse limits would be the thing measured.
+		up.NoRateLimits = true
 		if up.Log == nil {
 			up.Log = o.Log
 		}
@@ -367,6 +370,7 @@ func (r *run) sellOut(ctx context.Context) error {
 		out.Targets, base = []string{lb}, lb
 	}
 	r.api = bench.NewAPI(base, r.c.AdminToken())
+	r.api.AuthSecret = []byte(r.c.AuthSecret())
 	spec := bench.SaleSpec{ID: o.Sale, Name: "chaos: " + out.Fault, Stock: o.Stock, PriceCents: 100,
 		PerUserLimit: 1, PayTimeout: o.PayTimeout.String()}
 	if err := r.api.CreateSale(ctx, spec); err != nil {
@@ -391,7 +395,8 @@ func (r *run) sellOut(ctx context.Context) error {
 	r.logf("rush: %d buyers at %.0f/s through %v", users, o.Rate, out.Targets)
 	rush, err := bench.Run(ctx, bench.Config{Targets: out.Targets, Scenario: bench.ScenarioBuy, Sale: o.Sale,
 		Users: users, Connections: o.Connections, Requests: int64(users), Rate: o.Rate, Timeout: o.Timeout,
-		PayFraction: o.PayFraction, Progress: prefixed(o.Progress, "rush   ")})
+		PayFraction: o.PayFraction, PriceCents: spec.PriceCents, AuthSecret: []byte(r.c.AuthSecret()),
+		PaymentSecret: []byte(r.c.PaymentSecret()), Progress: prefixed(o.Progress, "rush   ")})
 	if err != nil {
 		return err
 	}
@@ -419,7 +424,8 @@ func (r *run) sellOut(ctx context.Context) error {
 	settleRate := max(o.Rate/4, 200)
 	settle, err := bench.Run(sctx, bench.Config{Targets: out.Targets, Scenario: bench.ScenarioBuy, Sale: o.Sale,
 		Users: users, Connections: max(o.Connections/4, 8), Duration: o.SettleTimeout, Rate: settleRate,
-		Timeout: o.Timeout, PayFraction: 1, Progress: prefixed(o.Progress, "settle ")})
+		Timeout: o.Timeout, PayFraction: 1, PriceCents: spec.PriceCents, AuthSecret: []byte(r.c.AuthSecret()),
+		PaymentSecret: []byte(r.c.PaymentSecret()), Progress: prefixed(o.Progress, "settle ")})
 	if err != nil {
 		return err
 	}

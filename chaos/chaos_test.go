@@ -72,7 +72,7 @@ func upCluster(t *testing.T, log *logBuf, env ...string) *cluster.Cluster {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	c, err := cluster.Up(ctx, cluster.Config{Nodes: 3, Dir: t.TempDir(), Binary: flashsaleBinary(t), Log: log.w,
-		Env: append(append([]string{}, chaos.NodeEnv...), env...)})
+		Env: append(append([]string{}, chaos.NodeEnv...), env...), NoRateLimits: true})
 	if err != nil {
 		t.Fatalf("%v\n%s", err, log)
 	}

@@ -69,6 +69,15 @@ type Config struct {
 	Partitions int
 	// AdminToken is the nodes' admin bearer token; random when empty.
 	AdminToken string
+	// AuthSecret (auth.secret: buyer tokens) and PaymentSecret
+	// (payment.secret: signed payment callbacks) are random when empty.
+	// All three secrets are kept in the state file (owner-only), never
+	// printed.
+	AuthSecret, PaymentSecret string
+	// NoRateLimits turns the per-user and per-IP limits off on every node:
+	// for the project's own load runs from loopback (bench, demo, chaos),
+	// where one IP and a few users are the whole crowd.
+	NoRateLimits bool
 	// PayTimeout is passed to the nodes when set; the node's default
 	// otherwise.
 	PayTimeout time.Duration
@@ -96,16 +105,20 @@ type Config struct {
 
 // State is the content of the state file.
 type State struct {
-	Dir        string    `json:"dir"`
-	Binary     string    `json:"binary"`
-	Topic      string    `json:"topic"`
-	AdminToken string    `json:"admin_token"`
-	StartedAt  time.Time `json:"started_at"`
-	Redis      *Proc     `json:"redis"`
-	Broker     *Proc     `json:"broker"`
-	Nginx      *Proc     `json:"nginx,omitempty"`
-	Dashboard  *Proc     `json:"dashboard,omitempty"`
-	Nodes      []*Proc   `json:"nodes"`
+	Dir        string `json:"dir"`
+	Binary     string `json:"binary"`
+	Topic      string `json:"topic"`
+	AdminToken string `json:"admin_token"`
+	// AuthSecret and PaymentSecret are the nodes' auth.secret and
+	// payment.secret (`flashsale token --dir` mints tokens with the first).
+	AuthSecret    string    `json:"auth_secret"`
+	PaymentSecret string    `json:"payment_secret"`
+	StartedAt     time.Time `json:"started_at"`
+	Redis         *Proc     `json:"redis"`
+	Broker        *Proc     `json:"broker"`
+	Nginx         *Proc     `json:"nginx,omitempty"`
+	Dashboard     *Proc     `json:"dashboard,omitempty"`
+	Nodes         []*Proc   `json:"nodes"`
 	// Redis HA (redisha.go): the deployment, the data servers after Redis,
 	// the sentinels and the monitored master's name.
 	RedisMode    string  `json:"redis_mode,omitempty"`
@@ -208,11 +221,16 @@ func prepare(cfg Config) (*Cluster, error) {
 			return nil, fmt.Errorf("find the flashsale binary: %w", err)
 		}
 	}
-	if cfg.AdminToken == "" {
-		b := make([]byte, 16)
-		_, _ = rand.Read(b)
-		cfg.AdminToken = hex.EncodeToString(b)
+	random := func(s *string, n int) {
+		if *s == "" {
+			b := make([]byte, n)
+			_, _ = rand.Read(b)
+			*s = hex.EncodeToString(b)
+		}
 	}
+	random(&cfg.AdminToken, 16)
+	random(&cfg.AuthSecret, 32)
+	random(&cfg.PaymentSecret, 32)
 	if cfg.ReadyTimeout <= 0 {
 		cfg.ReadyTimeout = 30 * time.Second
 	}
@@ -239,7 +257,8 @@ func prepare(cfg Config) (*Cluster, error) {
 	}
 	addr := func(p int) string { return "127.0.0.1:" + strconv.Itoa(p) }
 	c := &Cluster{owned: map[string]*ownedProc{}, log: cfg.Log, ready: cfg.ReadyTimeout}
-	c.st = State{Dir: dir, Binary: cfg.Binary, Topic: cfg.Topic, AdminToken: cfg.AdminToken, StartedAt: time.Now().UTC()}
+	c.st = State{Dir: dir, Binary: cfg.Binary, Topic: cfg.Topic, AdminToken: cfg.AdminToken,
+		AuthSecret: cfg.AuthSecret, PaymentSecret: cfg.PaymentSecret, StartedAt: time.Now().UTC()}
 
 	rp, err := port(cfg.RedisPort)
 	if err != nil {
@@ -285,9 +304,13 @@ func prepare(cfg Config) (*Cluster, error) {
 		if np, err = port(np); err != nil {
 			return nil, err
 		}
+		ap, err := freePort()
+		if err != nil {
+			return nil, err
+		}
 		name := "node" + strconv.Itoa(i)
 		ndir := filepath.Join(dir, name)
-		n := &Proc{Name: name, Kind: "node", Addr: addr(np), URL: "http://" + addr(np), Weight: cfg.Weights[i-1],
+		n := &Proc{Name: name, Kind: "node", Addr: addr(np), URL: "http://" + addr(np), AdminURL: "http://" + addr(ap), Weight: cfg.Weights[i-1],
 			Dir: ndir, Log: filepath.Join(ndir, "node.log"), StatLog: filepath.Join(ndir, "stat.log"),
 			Argv: []string{cfg.Binary, "node"}}
 		n.Env = []string{
@@ -296,9 +319,15 @@ func prepare(cfg Config) (*Cluster, error) {
 			"FLASHSALE_KAFKA_BROKERS=" + c.st.Broker.Addr,
 			"FLASHSALE_KAFKA_TOPIC=" + cfg.Topic,
 			"FLASHSALE_ADMIN_TOKEN=" + cfg.AdminToken,
+			"FLASHSALE_AUTH_SECRET=" + cfg.AuthSecret,
+			"FLASHSALE_PAYMENT_SECRET=" + cfg.PaymentSecret,
+			"FLASHSALE_HTTP_ADMIN_ADDR=" + addr(ap),
 			"FLASHSALE_STATLOG_PATH=" + n.StatLog,
 			// One queue-ticket key for all nodes, so a ticket from one is good on all.
 			"FLASHSALE_WAITING_ROOM_SECRET=" + roomSecret,
+		}
+		if cfg.NoRateLimits {
+			n.Env = append(n.Env, "FLASHSALE_RATE_PER_USER=0", "FLASHSALE_RATE_PER_IP=0")
 		}
 		n.Env = append(n.Env, c.st.redisEnv()...)
 		if cfg.PayTimeout > 0 {
@@ -316,7 +345,7 @@ func prepare(cfg Config) (*Cluster, error) {
 		}
 		var metrics []string
 		for _, n := range c.st.Nodes {
-			metrics = append(metrics, n.URL+"/metrics")
+			metrics = append(metrics, n.AdminURL+"/metrics") // the nodes serve /metrics on their admin listener only
 		}
 		ddir := filepath.Join(dir, "dashboard")
 		c.st.Dashboard = &Proc{Name: "dashboard", Kind: "dashboard", Addr: addr(dp), URL: "http://" + addr(dp), Dir: ddir,
@@ -559,6 +588,9 @@ func (c *Cluster) SetLog(w io.Writer) {
 	c.mu.Unlock()
 }
 
+// ReadState reads the state file of the cluster in dir.
+func ReadState(dir string) (*State, error) { return readState(dir) }
+
 func readState(dir string) (*State, error) {
 	b, err := os.ReadFile(filepath.Join(dir, StateFile))
 	if errors.Is(err, os.ErrNotExist) {
@@ -576,7 +608,7 @@ func readState(dir string) (*State, error) {
 	return &st, nil
 }
 
-// save writes the state file atomically; it holds the admin token, so it is
+// save writes the state file atomically; it holds the secrets, so it is
 // readable by its owner only.
 func (c *Cluster) save() error {
 	b, err := json.MarshalIndent(&c.st, "", "  ")
@@ -913,7 +945,8 @@ func (c *Cluster) PrintSummary(w io.Writer) {
 		fmt.Fprintf(tw, "  dashboard\t%s\tlive page: sales/s, books, nodes\tlog %s\n", st.Dashboard.URL+"/", st.Dashboard.Log)
 	}
 	tw.Flush()
-	fmt.Fprintf(w, "  admin token   %s\n", st.AdminToken)
+	fmt.Fprintf(w, "  secrets       admin token, auth and payment secrets in %s (owner-only); a buyer token: flashsale token --dir %s --user U\n",
+		filepath.Join(st.Dir, StateFile), st.Dir)
 	fmt.Fprintf(w, "state in %s; from another shell: flashsale cluster status|kill NODE|restart NODE|down --dir %s\n",
 		filepath.Join(st.Dir, StateFile), st.Dir)
 }
@@ -972,6 +1005,12 @@ func (c *Cluster) Topic() string { return c.st.Topic }
 
 // AdminToken returns the nodes' admin bearer token.
 func (c *Cluster) AdminToken() string { return c.st.AdminToken }
+
+// AuthSecret returns the nodes' auth.secret (to mint buyer tokens).
+func (c *Cluster) AuthSecret() string { return c.st.AuthSecret }
+
+// PaymentSecret returns the nodes' payment.secret (to sign callbacks).
+func (c *Cluster) PaymentSecret() string { return c.st.PaymentSecret }
 
 // Dir returns the absolute run directory.
 func (c *Cluster) Dir() string { return c.st.Dir }

@@ -37,6 +37,10 @@ type Config struct {
 		WriteTimeout      time.Duration `mapstructure:"write_timeout"`
 		IdleTimeout       time.Duration `mapstructure:"idle_timeout"`
 		ShutdownTimeout   time.Duration `mapstructure:"shutdown_timeout"`
+		MaxConns          int           `mapstructure:"max_conns"`
+		ConnReserve       int           `mapstructure:"conn_reserve"`
+		AdminAddr         string        `mapstructure:"admin_addr"`
+		TrustedProxies    []string      `mapstructure:"trusted_proxies"`
 		// RequestDeadline: read it through Config.RequestDeadline.
 		RequestDeadline time.Duration `mapstructure:"request_deadline"`
 	} `mapstructure:"http"`
@@ -79,6 +83,24 @@ type Config struct {
 	Admin struct {
 		Token string `mapstructure:"token"`
 	} `mapstructure:"admin"`
+	// Auth, Payment and Rate are issue 11's: buyer tokens, the payment
+	// provider's signature key and the abuse limits.
+	Auth struct {
+		Secret        string `mapstructure:"secret"`
+		PublicKeyFile string `mapstructure:"public_key_file"`
+	} `mapstructure:"auth"`
+	Payment struct {
+		Secret string `mapstructure:"secret"`
+	} `mapstructure:"payment"`
+	Rate struct {
+		PerUser               float64 `mapstructure:"per_user"`
+		PerUserBurst          int     `mapstructure:"per_user_burst"`
+		PerIP                 float64 `mapstructure:"per_ip"`
+		PerIPBurst            int     `mapstructure:"per_ip_burst"`
+		CallbackFailuresPerIP float64 `mapstructure:"callback_failures_per_ip"`
+		CallbackFailuresBurst int     `mapstructure:"callback_failures_burst"`
+		MaxKeys               int     `mapstructure:"max_keys"`
+	} `mapstructure:"rate"`
 	StatLog struct {
 		Path          string        `mapstructure:"path"`
 		BufferBytes   int           `mapstructure:"buffer_bytes"`
@@ -141,9 +163,6 @@ type Config struct {
 		Level  string `mapstructure:"level"`
 		Format string `mapstructure:"format"`
 	} `mapstructure:"log"`
-	Debug struct {
-		PprofAddr string `mapstructure:"pprof_addr"`
-	} `mapstructure:"debug"`
 	Runtime struct {
 		GCPercent int `mapstructure:"gc_percent"`
 	} `mapstructure:"runtime"`
@@ -322,6 +341,12 @@ func (c *Config) Validate() error {
 		sh.MaxBudgetCents < 1 || sh.MaxAmountCents < 1 || sh.MaxCampaigns < 1 {
 		bad = append(bad, "shake: buckets, tick, burst and every max_* must be positive, buffer_percent >= 0")
 	}
+	if c.HTTP.MaxConns < 1 || c.HTTP.ConnReserve < 0 || c.HTTP.IdleTimeout <= 0 {
+		bad = append(bad, "http.max_conns and http.idle_timeout must be positive, http.conn_reserve >= 0")
+	}
+	if r := c.Rate; r.PerUser < 0 || r.PerIP < 0 || r.CallbackFailuresPerIP < 0 || r.MaxKeys < 1 {
+		bad = append(bad, "rate: rates must be >= 0 (0 is off) and max_keys positive")
+	}
 	if c.Wallet.RecentEntries < 1 {
 		bad = append(bad, "wallet.recent_entries must be positive")
 	}
@@ -335,26 +360,38 @@ func (c *Config) Validate() error {
 // (http.request_deadline); the admission line takes half of it at most.
 func (c *Config) RequestDeadline() time.Duration { return c.HTTP.RequestDeadline }
 
-// YAML renders c with every key, for `flashsale config`.
-// Secrets are shown as "<set>" (or empty): never printed.
+// SecretKeys are the keys whose values are never printed.
+var SecretKeys = []string{"admin.token", "auth.secret", "payment.secret", "redis.password", "waiting_room.secret"}
+
+// YAML renders c with every key, for `flashsale config`. Secrets are
+// replaced by where they come from and whether they are set, never shown.
 func (c *Config) YAML() ([]byte, error) {
-	out := make(map[string]any, len(c.settings))
-	for k, v := range c.settings {
+	return yaml.Marshal(Redacted(c.settings))
+}
+
+// Redacted returns a copy of a settings tree with every SecretKeys value
+// replaced by a note saying whether it is set and which env variable sets it.
+func Redacted(settings map[string]any) map[string]any {
+	out := make(map[string]any, len(settings))
+	for k, v := range settings {
 		out[k] = v
 	}
-	for _, key := range [][2]string{{"admin", "token"}, {"redis", "password"}, {"waiting_room", "secret"}} {
-		sec, ok := out[key[0]].(map[string]any)
+	for _, key := range SecretKeys {
+		section, name, _ := strings.Cut(key, ".")
+		m, ok := out[section].(map[string]any)
 		if !ok {
 			continue
 		}
-		masked := make(map[string]any, len(sec))
-		for k, v := range sec {
-			masked[k] = v
+		cp := make(map[string]any, len(m))
+		for k, v := range m {
+			cp[k] = v
 		}
-		if s, _ := masked[key[1]].(string); s != "" {
-			masked[key[1]] = "<set>"
+		state := "unset"
+		if s, _ := cp[name].(string); s != "" {
+			state = fmt.Sprintf("set, %d bytes", len(s))
 		}
-		out[key[0]] = masked
+		cp[name] = fmt.Sprintf("<secret %s; from %s or %s in a --config file>", state, EnvName(key), key)
+		out[section] = cp
 	}
-	return yaml.Marshal(out)
+	return out
 }

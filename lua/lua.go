@@ -83,7 +83,7 @@ func (k SaleKeys) settle() []string { return []string{k.Meta, k.Users, k.Orders}
 // requests of a sale do not all pay for EVAL. Optional: Run reloads on demand.
 func Load(ctx context.Context, rdb redis.Scripter) error {
 	for _, s := range []*redis.Script{createSale, buy, settle, envCreate, envOpen, envUndo, envRefund,
-		walletApply, shakeCreate, shakeTake, batchVoid} {
+		walletApply, shakeCreate, shakeTake, batchVoid, payScript} {
 		if err := s.Load(ctx, rdb).Err(); err != nil {
 			return fmt.Errorf("load lua script: %w", err)
 		}

@@ -5,12 +5,12 @@ package node
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
-	_ "net/http/pprof" // served only on debug.pprof_addr
 	"os"
 	"runtime/debug"
 	"strings"
@@ -19,9 +19,11 @@ import (
 
 	"github.com/flashsale/flashsale/admit"
 	"github.com/flashsale/flashsale/api"
+	"github.com/flashsale/flashsale/auth"
 	"github.com/flashsale/flashsale/cluster"
 	"github.com/flashsale/flashsale/configs"
 	"github.com/flashsale/flashsale/envelope"
+	"github.com/flashsale/flashsale/limit"
 	"github.com/flashsale/flashsale/lua"
 	"github.com/flashsale/flashsale/order"
 	"github.com/flashsale/flashsale/shake"
@@ -76,6 +78,10 @@ type Node struct {
 
 	listener net.Listener
 	server   *http.Server
+	conns    *connCap
+	// The admin listener (http.admin_addr): /metrics, pprof, detailed /readyz.
+	adminListener net.Listener
+	adminServer   *http.Server
 }
 
 // redisLogger routes go-redis's internal log lines (dial retries while Redis
@@ -108,6 +114,10 @@ func Open(cfg *configs.Config, log *slog.Logger) (*Node, error) {
 	if _, set := os.LookupEnv("GOGC"); !set && cfg.Runtime.GCPercent > 0 {
 		debug.SetGCPercent(cfg.Runtime.GCPercent)
 	}
+	ident, err := NewIdentity(cfg)
+	if err != nil {
+		return nil, err
+	}
 	n := &Node{Config: cfg, Log: log, Registry: prometheus.NewRegistry()}
 	redis.SetLogger(redisLogger{log})
 	n.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -121,7 +131,6 @@ func Open(cfg *configs.Config, log *slog.Logger) (*Node, error) {
 	}
 	cancel()
 
-	var err error
 	n.Membership, err = cluster.NewMembership(n.Redis, cluster.MembershipConfig{NodeID: cfg.Node.ID,
 		Beat: cfg.Cluster.Heartbeat, TTL: cfg.Cluster.TTL})
 	if err != nil {
@@ -195,7 +204,7 @@ func Open(cfg *configs.Config, log *slog.Logger) (*Node, error) {
 	n.API = api.New(api.Config{
 		NodeID: cfg.Node.ID, AdminToken: cfg.Admin.Token, MaxBodyBytes: cfg.HTTP.MaxBodyBytes,
 		Admission: admissionConfig(cfg), DefaultPayTimeout: cfg.PayTimeout, RedisTimeout: redisTimeout,
-		Envelope: envLimits, Shake: shakeLimits, WalletRecent: cfg.Wallet.RecentEntries,
+		Envelope: envLimits, Shake: shakeLimits, WalletRecent: cfg.Wallet.RecentEntries, Identity: ident,
 	}, api.Deps{Redis: n.Redis, Seller: n.Seller, Orders: n.Orders, StatLog: n.StatLog, Registry: n.Registry, Log: log,
 		Envelopes: n.Envelopes, Shakes: n.Shakes, Rooms: n.Rooms,
 		Ready: map[string]func(context.Context) error{
@@ -210,14 +219,74 @@ func Open(cfg *configs.Config, log *slog.Logger) (*Node, error) {
 		IdleTimeout:       cfg.HTTP.IdleTimeout,
 		MaxHeaderBytes:    16 << 10,
 	}
-	if n.listener, err = net.Listen("tcp", cfg.HTTP.Addr); err != nil {
+	ln, err := net.Listen("tcp", cfg.HTTP.Addr)
+	if err != nil {
 		n.API.Close()
 		n.Rooms.Close()
 		n.StatLog.Close()
 		n.Redis.Close()
 		return nil, fmt.Errorf("listen on %s: %w", cfg.HTTP.Addr, err)
 	}
+	maxConns := capConns(cfg.HTTP.MaxConns, cfg.HTTP.ConnReserve)
+	if maxConns < cfg.HTTP.MaxConns {
+		log.Warn("http.max_conns lowered to fit the open-files limit", "max_conns", maxConns, "configured", cfg.HTTP.MaxConns)
+	}
+	n.conns = newConnCap(ln, maxConns)
+	n.listener = n.conns
+	n.server.ConnState = n.conns.ConnState
+	n.Registry.MustRegister(connCollector{n.conns})
+	if addr := cfg.HTTP.AdminAddr; addr != "" {
+		if n.adminListener, err = net.Listen("tcp", addr); err != nil {
+			ln.Close()
+			n.API.Close()
+			n.Rooms.Close()
+			n.StatLog.Close()
+			n.Redis.Close()
+			return nil, fmt.Errorf("listen on http.admin_addr %s: %w", addr, err)
+		}
+		n.adminServer = &http.Server{Handler: n.API.AdminHandler(), ReadHeaderTimeout: cfg.HTTP.ReadHeaderTimeout,
+			IdleTimeout: cfg.HTTP.IdleTimeout}
+	}
 	return n, nil
+}
+
+// AdminAddr returns the admin listener's address, "" when it is off.
+func (n *Node) AdminAddr() string {
+	if n.adminListener == nil {
+		return ""
+	}
+	return n.adminListener.Addr().String()
+}
+
+// NewIdentity builds the API's identity settings from cfg: the token
+// verifier (an auth.secret under 32 bytes is an error: the node refuses to
+// start), the order id codec, the payment key and the abuse limits.
+func NewIdentity(cfg *configs.Config) (api.Identity, error) {
+	var pub ed25519.PublicKey
+	if f := cfg.Auth.PublicKeyFile; f != "" {
+		var err error
+		if pub, err = auth.LoadPublicKey(f); err != nil {
+			return api.Identity{}, err
+		}
+	}
+	v, err := auth.NewVerifier([]byte(cfg.Auth.Secret), pub)
+	if err != nil {
+		return api.Identity{}, err
+	}
+	proxies, err := api.ParseProxies(cfg.HTTP.TrustedProxies)
+	if err != nil {
+		return api.Identity{}, err
+	}
+	r := cfg.Rate
+	return api.Identity{
+		Auth:           v,
+		OrderIDs:       auth.NewOrderIDs(auth.DeriveKey([]byte(cfg.Auth.Secret), "order-id")),
+		PaymentSecret:  []byte(cfg.Payment.Secret),
+		UserLimit:      limit.New(r.PerUser, r.PerUserBurst, r.MaxKeys),
+		IPLimit:        limit.New(r.PerIP, r.PerIPBurst, r.MaxKeys),
+		CallbackLimit:  limit.New(r.CallbackFailuresPerIP, r.CallbackFailuresBurst, r.MaxKeys),
+		TrustedProxies: proxies,
+	}, nil
 }
 
 // NewRedisClient returns the node's Redis client for cfg (see RedisOptions),
@@ -304,13 +373,11 @@ func (n *Node) Run(ctx context.Context) error {
 	go func() { defer wg.Done(); n.EnvelopeSweeper.Run(bg, n.Log) }()
 	go func() { defer wg.Done(); n.Shakes.Run(bg) }()
 
-	if addr := n.Config.Debug.PprofAddr; addr != "" {
-		// pprof handlers register on http.DefaultServeMux; serve only that mux,
-		// on its own listener, so it never shares the API's port.
+	if n.adminServer != nil {
 		go func() {
-			n.Log.Info("pprof listening", "addr", addr)
-			if err := http.ListenAndServe(addr, http.DefaultServeMux); err != nil {
-				n.Log.Warn("pprof listener stopped", "err", err)
+			n.Log.Info("admin listener serving /metrics, /readyz and /debug/pprof/", "addr", n.AdminAddr())
+			if err := n.adminServer.Serve(n.adminListener); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				n.Log.Warn("admin listener stopped", "err", err)
 			}
 		}()
 	}
@@ -330,6 +397,9 @@ func (n *Node) Run(ctx context.Context) error {
 	defer cancel()
 	if serr := n.server.Shutdown(sctx); serr != nil && !errors.Is(serr, http.ErrServerClosed) {
 		err = errors.Join(err, fmt.Errorf("drain http: %w", serr))
+	}
+	if n.adminServer != nil {
+		_ = n.adminServer.Close()
 	}
 	n.API.Close()
 	n.Rooms.Close()
@@ -385,6 +455,29 @@ func pingKafka(ctx context.Context, brokers []string) error {
 		errs = append(errs, err.Error())
 	}
 	return fmt.Errorf("no kafka broker answered: %s", strings.Join(errs, "; "))
+}
+
+// connCollector exports the connection cap's counters.
+type connCollector struct{ cc *connCap }
+
+var (
+	connOpen    = prometheus.NewDesc("flashsale_http_connections", "Open client connections.", nil, nil)
+	connEvicted = prometheus.NewDesc("flashsale_http_connections_evicted_total",
+		"Idle (or never used) connections closed to admit a new client at http.max_conns.", nil, nil)
+	connRefused = prometheus.NewDesc("flashsale_http_connections_refused_total",
+		"New connections closed at http.max_conns because every connection was busy.", nil, nil)
+)
+
+func (c connCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- connOpen
+	ch <- connEvicted
+	ch <- connRefused
+}
+func (c connCollector) Collect(ch chan<- prometheus.Metric) {
+	open, evicted, refused := c.cc.Stats()
+	ch <- prometheus.MustNewConstMetric(connOpen, prometheus.GaugeValue, float64(open))
+	ch <- prometheus.MustNewConstMetric(connEvicted, prometheus.CounterValue, float64(evicted))
+	ch <- prometheus.MustNewConstMetric(connRefused, prometheus.CounterValue, float64(refused))
 }
 
 type statLogCollector struct{ w *statlog.Writer }

@@ -26,17 +26,17 @@ func roomNode(t *testing.T) (*e2e.Env, *e2e.Node) {
 
 func join(t *testing.T, url, sale, user string) e2e.Reply {
 	t.Helper()
-	return e2e.Do(t, "POST", fmt.Sprintf("%s/v1/sales/%s/queue?user_id=%s", url, sale, user), "")
+	return e2e.Do(t, "POST", fmt.Sprintf("%s/v1/sales/%s/queue", url, sale), "", e2e.As(t, user)...)
 }
 
 func poll(t *testing.T, url, sale, user, ticket string) e2e.Reply {
 	t.Helper()
-	return e2e.Do(t, "GET", fmt.Sprintf("%s/v1/sales/%s/queue?user_id=%s", url, sale, user), "", api.QueueTicketHeader, ticket)
+	return e2e.Do(t, "GET", fmt.Sprintf("%s/v1/sales/%s/queue", url, sale), "", append(e2e.As(t, user), api.QueueTicketHeader, ticket)...)
 }
 
 func buyWith(t *testing.T, url, sale, user, ticket string) e2e.Reply {
 	t.Helper()
-	return e2e.Do(t, "GET", fmt.Sprintf("%s/v1/sales/%s/buy?user_id=%s", url, sale, user), "", api.QueueTicketHeader, ticket)
+	return e2e.Do(t, "GET", fmt.Sprintf("%s/v1/sales/%s/buy", url, sale), "", append(e2e.As(t, user), api.QueueTicketHeader, ticket)...)
 }
 
 // The waiting room's promises: tickets that are forged, expired, someone

@@ -32,7 +32,9 @@ func TestReconcileCatchesCorruptBooks(t *testing.T) {
 	paid := 0
 	for _, r := range rs {
 		if r.Status == 201 && paid < 20 {
-			e2e.Do(t, "POST", a.URL+"/v1/orders/"+r.Body["order_id"].(string)+"/pay", "")
+			if p := e2e.Pay(t, a.URL, r.Body["order_id"].(string), "pay-"+r.Body["user_id"].(string), 0); p.Status != 200 {
+				t.Fatalf("pay: %d %s", p.Status, p.Raw)
+			}
 			paid++
 		}
 	}

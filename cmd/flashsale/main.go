@@ -31,6 +31,7 @@ func newRootCommand() *cobra.Command {
 	root.AddCommand(
 		newNodeCommand(),
 		newConfigCommand(),
+		newTokenCommand(),
 		newReconcileCommand(),
 		bench.Command(),
 		cluster.Command(),
