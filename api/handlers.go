@@ -9,6 +9,7 @@ import (
 	"github.com/flashsale/flashsale/internal/jsonw"
 	"github.com/flashsale/flashsale/statlog"
 	"github.com/flashsale/flashsale/stock"
+	"github.com/flashsale/flashsale/waitroom"
 	"github.com/gin-gonic/gin"
 )
 
@@ -58,6 +59,14 @@ type SaleView struct {
 	Expired      int64      `json:"expired"`
 	Cancelled    int64      `json:"cancelled"`
 	Aborted      int64      `json:"aborted"`
+	WaitingRoom  *RoomView  `json:"waiting_room,omitempty"`
+}
+
+// RoomView is a sale's waiting-room settings.
+type RoomView struct {
+	Enabled     bool   `json:"enabled"`
+	AdmitPerSec int64  `json:"admit_per_sec"`
+	PreQueue    string `json:"pre_queue"`
 }
 
 func (s *Server) respondSale(c *gin.Context, status int, id string) {
@@ -79,6 +88,9 @@ func (s *Server) respondSale(c *gin.Context, status int, id string) {
 	if !sale.EndsAt.IsZero() {
 		v.EndsAt = &sale.EndsAt
 	}
+	if w := sale.WaitingRoom; w.Enabled {
+		v.WaitingRoom = &RoomView{Enabled: true, AdmitPerSec: w.AdmitPerSec, PreQueue: w.PreQueue.String()}
+	}
 	c.JSON(status, v)
 }
 
@@ -99,7 +111,20 @@ func (s *Server) buy(c *gin.Context) {
 		return
 	}
 
+	var permit waitroom.Permit
+	if s.Rooms != nil {
+		if permit, err = s.Rooms.Admit(c.Request.Context(), saleID, user, c.GetHeader(QueueTicketHeader)); err != nil {
+			// Refused by the waiting room before anything was held: like bad
+			// input, no buy outcome and no stat.log line.
+			setResult(c, flashsale.ErrorCode(err))
+			s.writeError(c, err)
+			return
+		}
+	}
 	r, err := s.Seller.Buy(c.Request.Context(), saleID, user)
+	if err != nil && s.Rooms != nil {
+		s.Rooms.Release(permit)
+	}
 	rec := statlog.Record{Time: start, Node: s.cfg.NodeID, Kind: "buy", Sale: saleID, User: user, Result: "ok"}
 	var idBuf, pubBuf [96]byte
 	var public []byte
