@@ -57,6 +57,7 @@ fuzz:
 	$(GO) test ./api -run '^$$' -fuzz '^FuzzParseCreateShake$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./statlog -run '^$$' -fuzz '^FuzzRead$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./internal/jsonw -run '^$$' -fuzz '^FuzzString$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./waitroom -run '^$$' -fuzz '^FuzzParseTicket$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./order -run '^$$' -fuzz '^FuzzParseEvent$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./order -run '^$$' -fuzz '^FuzzParseDue$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./dashboard -run '^$$' -fuzz '^FuzzParseMetrics$$' -fuzztime $(FUZZTIME)

@@ -30,6 +30,7 @@ const (
 	EEMPTY         = "empty"              // an envelope has no share left
 	EALREADYOPENED = "already_opened"     // the user opened this envelope before
 	EINSUFFICIENT  = "insufficient_funds" // the wallet's balance does not cover the envelope
+	ENOTADMITTED   = "not_admitted"       // the sale has a waiting room and this buyer's turn has not come
 )
 
 // Error is an application error: a code for programs and a message for people.

@@ -40,6 +40,17 @@ type Sale struct {
 	PayTimeout   time.Duration
 	StartsAt     time.Time // zero: open from creation
 	EndsAt       time.Time // zero: open until sold out
+	WaitingRoom  WaitingRoom
+}
+
+// WaitingRoom is a sale's optional fair queue (package waitroom): buyers
+// join it, are admitted AdmitPerSec a second, and only admitted buyers may
+// buy. Everyone who joined in the PreQueue window before StartsAt is
+// shuffled once at the opening; later joiners are served in arrival order.
+type WaitingRoom struct {
+	Enabled     bool
+	AdmitPerSec int64
+	PreQueue    time.Duration // how long before StartsAt joining opens; 0: from the opening
 }
 
 // Books are a sale's counters. Once in-flight operations settle,

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/flashsale/flashsale"
+	"github.com/flashsale/flashsale/admit"
 	"github.com/flashsale/flashsale/api"
 	"github.com/flashsale/flashsale/auth"
 	"github.com/flashsale/flashsale/internal/testenv"
@@ -52,8 +53,9 @@ func TestSoldOutAllocatesOnlyIdentity(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := api.New(api.Config{NodeID: "n1", MaxBodyBytes: 1 << 10, MaxInflight: 8,
+	srv := api.New(api.Config{NodeID: "n1", MaxBodyBytes: 1 << 10, Admission: admit.Config{Slots: 8, MaxWaiting: 8},
 		Identity: api.Identity{Auth: v, OrderIDs: auth.NewOrderIDs(secret)}}, api.Deps{Redis: rdb, Seller: seller})
+	defer srv.Close()
 	h := srv.Handler()
 	as := func(user string) *http.Request {
 		r := httptest.NewRequest(http.MethodGet, "/v1/sales/gone/buy", nil)
@@ -85,5 +87,34 @@ func TestSoldOutAllocatesOnlyIdentity(t *testing.T) {
 	}
 	if n > 4 {
 		t.Fatalf("sold-out answer allocates %.1f times per request, want at most 4", n)
+	}
+}
+
+// The overload refusal is what a node sends most when it is past capacity:
+// admission's refusal, the middleware and the pre-rendered 503 with
+// Retry-After must not allocate either.
+func TestShedAllocatesNothing(t *testing.T) {
+	if testenv.RaceEnabled {
+		t.Skip("the race detector allocates on its own; `go test ./api` (no -race) checks this")
+	}
+	// One slot, no line: with the slot held every request is refused at once.
+	srv := api.New(api.Config{NodeID: "n1", MaxBodyBytes: 1 << 10, Admission: admit.Config{Slots: 1, MaxWaiting: 0}}, api.Deps{})
+	defer srv.Close()
+	if !srv.Admission().Acquire(context.Background()) {
+		t.Fatal("free slot refused")
+	}
+	defer srv.Admission().Release()
+	h := srv.Handler()
+	req := httptest.NewRequest(http.MethodGet, "/v1/sales/any/buy?user_id=u1", nil)
+	w := &discard{h: http.Header{}}
+	n := testing.AllocsPerRun(1000, func() {
+		clear(w.h)
+		h.ServeHTTP(w, req)
+	})
+	if w.status != http.StatusServiceUnavailable || w.h.Get("Retry-After") != "1" {
+		t.Fatalf("status %d, Retry-After %q", w.status, w.h.Get("Retry-After"))
+	}
+	if n != 0 {
+		t.Fatalf("overload refusal allocates %.1f times per request, want 0", n)
 	}
 }

@@ -28,6 +28,7 @@ var statusOf = map[string]int{
 	flashsale.EENDED:         http.StatusConflict,
 	flashsale.EEMPTY:         http.StatusConflict,
 	flashsale.EALREADYOPENED: http.StatusConflict,
+	flashsale.ENOTADMITTED:   http.StatusForbidden,
 	flashsale.EEXPIRED:       http.StatusGone,
 	flashsale.EUNAVAILABLE:   http.StatusServiceUnavailable,
 	flashsale.EOVERLOADED:    http.StatusServiceUnavailable,
@@ -67,7 +68,7 @@ func writeJSON(c *gin.Context, status int, body []byte) {
 	_, _ = c.Writer.Write(body)
 }
 
-// errAtCapacity is the refusal limitInflight sends: a package-level value so
+// errAtCapacity is the refusal admission sends: a package-level value so
 // its body is rendered once, keeping a refusal as cheap as it can be while
 // the node is overloaded.
 var errAtCapacity = &flashsale.Error{Code: flashsale.EOVERLOADED, Message: "node is at capacity; retry shortly"}

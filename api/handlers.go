@@ -12,6 +12,7 @@ import (
 	"github.com/flashsale/flashsale/internal/jsonw"
 	"github.com/flashsale/flashsale/statlog"
 	"github.com/flashsale/flashsale/stock"
+	"github.com/flashsale/flashsale/waitroom"
 	"github.com/gin-gonic/gin"
 )
 
@@ -61,6 +62,14 @@ type SaleView struct {
 	Expired      int64      `json:"expired"`
 	Cancelled    int64      `json:"cancelled"`
 	Aborted      int64      `json:"aborted"`
+	WaitingRoom  *RoomView  `json:"waiting_room,omitempty"`
+}
+
+// RoomView is a sale's waiting-room settings.
+type RoomView struct {
+	Enabled     bool   `json:"enabled"`
+	AdmitPerSec int64  `json:"admit_per_sec"`
+	PreQueue    string `json:"pre_queue"`
 }
 
 func (s *Server) respondSale(c *gin.Context, status int, id string) {
@@ -81,6 +90,9 @@ func (s *Server) respondSale(c *gin.Context, status int, id string) {
 	}
 	if !sale.EndsAt.IsZero() {
 		v.EndsAt = &sale.EndsAt
+	}
+	if w := sale.WaitingRoom; w.Enabled {
+		v.WaitingRoom = &RoomView{Enabled: true, AdmitPerSec: w.AdmitPerSec, PreQueue: w.PreQueue.String()}
 	}
 	c.JSON(status, v)
 }
@@ -111,6 +123,16 @@ func (s *Server) buy(c *gin.Context) {
 		return
 	}
 
+	var permit waitroom.Permit
+	if s.Rooms != nil {
+		if permit, err = s.Rooms.Admit(c.Request.Context(), saleID, user, c.GetHeader(QueueTicketHeader)); err != nil {
+			// Refused by the waiting room before anything was held: like bad
+			// input, no buy outcome and no stat.log line.
+			setResult(c, flashsale.ErrorCode(err))
+			s.writeError(c, err)
+			return
+		}
+	}
 	r, err := s.Seller.BuyKeyed(c.Request.Context(), saleID, user, key, deadline)
 	if err == nil && c.Request.Context().Err() != nil {
 		// The client (or the proxy) left while the batch was settled: a
@@ -121,6 +143,10 @@ func (s *Server) buy(c *gin.Context) {
 			s.Seller.Undo(saleID, r.Order)
 		}
 		err = stock.ErrDeadline
+	}
+	// A failed (or undone) buy gives its waiting-room permit back.
+	if err != nil && s.Rooms != nil {
+		s.Rooms.Release(permit)
 	}
 	rec := statlog.Record{Time: start, Node: s.cfg.NodeID, Kind: "buy", Sale: saleID, User: user, Result: "ok"}
 	if r.Repeat && err == nil {
@@ -266,16 +292,6 @@ func ParseRequestStart(v string) (time.Time, bool) {
 	return time.Unix(sec, us*1000), true
 }
 
-// buyer is the one place a request says who the buyer is: the bearer
-// token's subject. A user id the request still names (body or query) must
-// be the same one, or the request is 403 and changes nothing.
-func (s *Server) buyer(c *gin.Context, named string) (string, error) {
-	if err := sameUser(c, named); err != nil {
-		return "", err
-	}
-	return subject(c), nil
-}
-
 // idempotencyKey returns the buy attempt's Idempotency-Key ("" if none):
 // the idempotency_key query parameter of the GET form, the header of the
 // POST form; given twice it is invalid. Keys are scoped to the token's
@@ -313,13 +329,10 @@ func (s *Server) myOrders(c *gin.Context) {
 	if err == nil && !flashsale.ValidID(sale) {
 		err = fieldErr("sale")
 	}
-	var named string
-	if err == nil {
-		named, _, err = queryParam(raw, "user_id")
-	}
 	var user string
 	if err == nil {
-		user, err = s.buyer(c, named)
+		// The token's subject; a user_id still named must be it (403).
+		user, err = s.buyer(c)
 	}
 	if err != nil {
 		s.writeError(c, err)

@@ -131,6 +131,11 @@ type CreateSaleRequest struct {
 	PayTimeout   string     `json:"pay_timeout"`
 	StartsAt     *time.Time `json:"starts_at"`
 	EndsAt       *time.Time `json:"ends_at"`
+	WaitingRoom  *struct {
+		Enabled     bool   `json:"enabled"`
+		AdmitPerSec int64  `json:"admit_per_sec"`
+		PreQueue    string `json:"pre_queue"` // a duration before starts_at, e.g. "10m"
+	} `json:"waiting_room"`
 }
 
 // ParseCreateSale parses and validates a sale; defaultPay applies when the
@@ -169,6 +174,16 @@ func ParseCreateSale(body []byte, defaultPay time.Duration) (flashsale.Sale, err
 	}
 	if !printable(s.Name) {
 		return flashsale.Sale{}, flashsale.Errorf(flashsale.EINVALID, "name must be valid UTF-8 without control characters")
+	}
+	if w := r.WaitingRoom; w != nil && w.Enabled {
+		s.WaitingRoom = flashsale.WaitingRoom{Enabled: true, AdmitPerSec: w.AdmitPerSec}
+		if w.PreQueue != "" {
+			d, err := time.ParseDuration(w.PreQueue)
+			if err != nil {
+				return flashsale.Sale{}, flashsale.Errorf(flashsale.EINVALID, "waiting_room.pre_queue must be a duration like \"10m\"")
+			}
+			s.WaitingRoom.PreQueue = d
+		}
 	}
 	if err := stock.ValidateSale(s); err != nil {
 		return flashsale.Sale{}, err

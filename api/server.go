@@ -13,11 +13,13 @@ import (
 	"time"
 
 	"github.com/flashsale/flashsale"
+	"github.com/flashsale/flashsale/admit"
 	"github.com/flashsale/flashsale/envelope"
 	"github.com/flashsale/flashsale/order"
 	"github.com/flashsale/flashsale/shake"
 	"github.com/flashsale/flashsale/statlog"
 	"github.com/flashsale/flashsale/stock"
+	"github.com/flashsale/flashsale/waitroom"
 	"github.com/gin-gonic/gin"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -26,10 +28,12 @@ import (
 
 // Config is what the HTTP layer needs to know.
 type Config struct {
-	NodeID            string
-	AdminToken        string
-	MaxBodyBytes      int64
-	MaxInflight       int
+	NodeID       string
+	AdminToken   string
+	MaxBodyBytes int64
+	// Admission bounds the requests worked on at once (Slots) and how long
+	// the rest wait in line; see package admit.
+	Admission         admit.Config
 	DefaultPayTimeout time.Duration
 	RedisTimeout      time.Duration
 	Envelope          envelope.Limits // send-envelope validation
@@ -53,9 +57,12 @@ type Deps struct {
 	// Envelopes and Shakes are optional: without them their routes are absent.
 	Envelopes *envelope.Service
 	Shakes    *shake.Service
-	StatLog   *statlog.Writer
-	Registry  *prometheus.Registry
-	Ready     map[string]func(context.Context) error
+	// Rooms is optional: without it the queue routes are absent and no
+	// sale's buys are checked against a waiting room.
+	Rooms    *waitroom.Service
+	StatLog  *statlog.Writer
+	Registry *prometheus.Registry
+	Ready    map[string]func(context.Context) error
 	// Degraded lists checks /readyz shows without failing on: the node
 	// still sells, but something an operator must see is wrong (stat.log
 	// losing lines on a full disk).
@@ -69,7 +76,7 @@ type Server struct {
 	Deps
 	log      *slog.Logger
 	engine   *gin.Engine
-	inflight chan struct{}
+	gate     *admit.Controller
 	metrics  *httpMetrics
 	nodeHdr  []string     // X-Flashsale-Node value, shared by every response
 	perSale  *saleMetrics // buy outcomes and latency per sale, for the dashboard
@@ -95,8 +102,9 @@ func New(cfg Config, d Deps) *Server {
 		cfg.RequestDeadline = 2 * time.Second
 	}
 	s := &Server{cfg: cfg, Deps: d, log: d.Log, engine: gin.New(),
-		inflight: make(chan struct{}, max(cfg.MaxInflight, 1)), metrics: newHTTPMetrics(), nodeHdr: []string{cfg.NodeID},
+		gate: admit.New(cfg.Admission), nodeHdr: []string{cfg.NodeID},
 		id: cfg.Identity, payments: newPaymentMetrics(), perSale: newSaleMetrics()}
+	s.metrics = newHTTPMetrics(s.gate)
 	d.Registry.MustRegister(s.metrics, s.perSale, nodeInfo(cfg.NodeID), s.payments.results, s.payments.doubleCharge)
 	e := s.engine
 	e.HandleMethodNotAllowed = true
@@ -108,7 +116,7 @@ func New(cfg Config, d Deps) *Server {
 	e.GET("/healthz", s.healthz)
 	e.GET("/readyz", s.readyzPublic)
 
-	v1 := e.Group("/v1", s.limitInflight, s.capBody)
+	v1 := e.Group("/v1", s.admit, s.capBody)
 	v1.POST("/sales", s.observe("create_sale"), s.admin, s.createSale)
 	v1.GET("/sales/:id", s.observe("get_sale"), s.getSale)
 	// Per-person routes: the person is the bearer token's subject. Buy,
@@ -123,8 +131,21 @@ func New(cfg Config, d Deps) *Server {
 	v1.POST("/payments/callback", s.observe("payment_callback"), s.paymentCallback)
 	v1.GET("/users/me/orders", s.observe("my_orders"), s.identify, s.myOrders)
 	s.registerEnvelopes(v1)
+	if d.Rooms != nil {
+		// A ticket is the token's subject's: joining is limited like a buy;
+		// status polls are answered from memory, so only per IP.
+		v1.POST("/sales/:id/queue", s.observe("queue_join"), s.limitIP, s.identify, s.limitUser, s.joinQueue)
+		v1.GET("/sales/:id/queue", s.observe("queue_status"), s.limitIP, s.identify, s.queueStatus)
+	}
 	return s
 }
+
+// Close stops the admission line's sweeper and refuses whoever still waits
+// in it. Call it after the HTTP server has stopped taking requests.
+func (s *Server) Close() { s.gate.Close() }
+
+// Admission exposes the admission controller (for tests and metrics).
+func (s *Server) Admission() *admit.Controller { return s.gate }
 
 // Handler returns the http.Handler serving every public route.
 func (s *Server) Handler() http.Handler { return s.engine }
@@ -173,17 +194,17 @@ func (s *Server) nodeHeader(c *gin.Context) {
 	c.Next()
 }
 
-// limitInflight answers 503 at once when MaxInflight requests are already
-// being handled: under overload a fast "no" beats a slow timeout.
-func (s *Server) limitInflight(c *gin.Context) {
-	select {
-	case s.inflight <- struct{}{}:
-		defer func() { <-s.inflight }()
-		c.Next()
-	default:
-		s.metrics.shed.Inc()
+// admit lets a request through when a work slot is free or frees in time
+// (package admit decides by the time spent waiting, not by how many wait),
+// and otherwise answers the pre-rendered 503 overloaded with Retry-After:
+// no Redis, no allocation.
+func (s *Server) admit(c *gin.Context) {
+	if !s.gate.Acquire(c.Request.Context()) {
 		s.writeError(c, errAtCapacity)
+		return
 	}
+	defer s.gate.Release()
+	c.Next()
 }
 
 // capBody rejects bodies over MaxBodyBytes: at once when Content-Length says
@@ -283,7 +304,7 @@ func (s *Server) checkReady(ctx context.Context) (bool, gin.H) {
 type httpMetrics struct {
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
-	shed     prometheus.Counter
+	gate     *admit.Controller
 	limited  prometheus.Counter
 }
 
@@ -295,14 +316,25 @@ type routeMetrics struct {
 	vec     *prometheus.CounterVec
 }
 
-func newHTTPMetrics() *httpMetrics {
-	return &httpMetrics{
+var (
+	shedDesc = prometheus.NewDesc("flashsale_http_shed_total",
+		"Requests answered 503 overloaded by admission, by reason: full (admission.max_waiting), codel (the control law), deadline (waited half of http.request_deadline), gone (the client left while waiting).",
+		[]string{"reason"}, nil)
+	waitedDesc = prometheus.NewDesc("flashsale_http_admitted_after_wait_total",
+		"Requests admitted after waiting in the admission line.", nil, nil)
+	waitingDesc = prometheus.NewDesc("flashsale_http_admission_waiting",
+		"Requests waiting in the admission line now.", nil, nil)
+	droppingDesc = prometheus.NewDesc("flashsale_http_admission_shedding",
+		"1 while the CoDel control law is shedding (the line's sojourn stayed above admission.target for an interval).", nil, nil)
+	shedReasons = [...]string{admit.ReasonFull: "full", admit.ReasonCoDel: "codel", admit.ReasonDeadline: "deadline", admit.ReasonGone: "gone"}
+)
+
+func newHTTPMetrics(gate *admit.Controller) *httpMetrics {
+	return &httpMetrics{gate: gate,
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "flashsale_http_requests_total",
 			Help: "HTTP requests by route and result (ok or an error code)."}, []string{"route", "result"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "flashsale_http_request_duration_seconds",
 			Help: "HTTP request latency by route.", Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16)}, []string{"route"}),
-		shed: prometheus.NewCounter(prometheus.CounterOpts{Name: "flashsale_http_shed_total",
-			Help: "Requests answered 503 because max_inflight requests were already in flight."}),
 		limited: prometheus.NewCounter(prometheus.CounterOpts{Name: "flashsale_http_rate_limited_total",
 			Help: "Requests answered 429 rate_limited (per user, per IP or failed callbacks per IP)."}),
 	}
@@ -311,14 +343,27 @@ func newHTTPMetrics() *httpMetrics {
 func (m *httpMetrics) Describe(ch chan<- *prometheus.Desc) {
 	m.requests.Describe(ch)
 	m.duration.Describe(ch)
-	m.shed.Describe(ch)
+	ch <- shedDesc
+	ch <- waitedDesc
+	ch <- waitingDesc
+	ch <- droppingDesc
 	m.limited.Describe(ch)
 }
 
 func (m *httpMetrics) Collect(ch chan<- prometheus.Metric) {
 	m.requests.Collect(ch)
 	m.duration.Collect(ch)
-	m.shed.Collect(ch)
+	st := m.gate.Stats()
+	for r, name := range shedReasons {
+		ch <- prometheus.MustNewConstMetric(shedDesc, prometheus.CounterValue, float64(st.Refused[r]), name)
+	}
+	ch <- prometheus.MustNewConstMetric(waitedDesc, prometheus.CounterValue, float64(st.Waited))
+	ch <- prometheus.MustNewConstMetric(waitingDesc, prometheus.GaugeValue, float64(st.Waiting))
+	dropping := 0.0
+	if st.Dropping {
+		dropping = 1
+	}
+	ch <- prometheus.MustNewConstMetric(droppingDesc, prometheus.GaugeValue, dropping)
 	m.limited.Collect(ch)
 }
 
@@ -354,8 +399,7 @@ func setResult(c *gin.Context, result string) {
 	c.Set(resultKey, v)
 }
 
-// observe returns middleware that times and counts a route (the less busy
-// routes; buy records its own).
+// observe returns middleware that times and counts a route.
 func (s *Server) observe(route string) gin.HandlerFunc {
 	m := s.metrics.route(route)
 	return func(c *gin.Context) {

@@ -38,6 +38,7 @@ const (
 	ScenarioShake = "shake" // POST /v1/shakes/{campaign}/shake: win = 200 with won:true
 	ScenarioSend  = "send"  // POST /v1/envelopes: win = 201 with an envelope id
 	ScenarioGet   = "get"   // GET Path: win = any 2xx; the ceiling measurement against a hello server
+	ScenarioQueue = "queue" // a sale's waiting room: join, poll, buy when admitted (RunQueue, not Run)
 )
 
 // Step is one stage of a time-slot step profile: QPS requests per second

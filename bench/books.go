@@ -29,6 +29,14 @@ type SaleSpec struct {
 	PayTimeout   string `json:"pay_timeout,omitempty"`
 	StartsAt     string `json:"starts_at,omitempty"`
 	EndsAt       string `json:"ends_at,omitempty"`
+	WaitingRoom  *Room  `json:"waiting_room,omitempty"`
+}
+
+// Room is a sale's waiting-room settings as POST /v1/sales takes them.
+type Room struct {
+	Enabled     bool   `json:"enabled"`
+	AdmitPerSec int64  `json:"admit_per_sec"`
+	PreQueue    string `json:"pre_queue,omitempty"`
 }
 
 // SaleView is the part of GET /v1/sales/{id} the books need.

@@ -30,6 +30,10 @@ type Options struct {
 	JSON      string
 	Plot      string
 	Check     bool
+	// queue scenario: the waiting room's rate and how long after creation
+	// the sale opens (the pre-queue window).
+	AdmitPerSec int64
+	OpensIn     time.Duration
 }
 
 // Command returns `flashsale bench` and its `hello` subcommand.
@@ -83,7 +87,9 @@ the intended send time, so a stalled server cannot hide its queue
 	}
 	f := cmd.Flags()
 	f.StringVar(&targets, "target", "http://127.0.0.1:8080", "base URL(s), comma-separated; requests go round-robin over them")
-	f.StringVar(&o.Scenario, "scenario", ScenarioBuy, "buy | open | shake | send | get")
+	f.StringVar(&o.Scenario, "scenario", ScenarioBuy, "buy | open | shake | send | get | queue (waiting room: join, poll with backoff, buy when admitted; --users buyers)")
+	f.Int64Var(&o.AdmitPerSec, "admit-per-sec", 200, "queue with --create-sale: the waiting room's admission rate")
+	f.DurationVar(&o.OpensIn, "opens-in", 2*time.Second, "queue with --create-sale: the sale opens this long after creation; buyers joining before are shuffled")
 	f.StringVar(&o.Sale, "sale", "", "buy: the sale id (default with --create-sale: bench-<unix time>)")
 	f.StringVar(&o.Envelope, "envelope", "", "open: the envelope id")
 	f.StringVar(&o.Campaign, "campaign", "", "shake: the shake campaign id")
@@ -133,6 +139,9 @@ func Main(ctx context.Context, o Options, out io.Writer) error {
 	api.AuthSecret = o.AuthSecret
 	if !strings.Contains(api.Base, "://") {
 		api.Base = "http://" + api.Base
+	}
+	if o.Scenario == ScenarioQueue {
+		return mainQueue(ctx, o, api, out)
 	}
 	if o.CreateSale {
 		if o.Scenario != ScenarioBuy {

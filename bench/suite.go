@@ -90,6 +90,12 @@ type OverloadRow struct {
 	Non2xx       int64
 	SocketErrors int64 // wrk's connect, read, write errors and timeouts
 	Statuses     string
+	// GoodVsSelling is GoodRPS over the same round's selling-path req/s
+	// (256 connections): the overload target is >= 0.9.
+	GoodVsSelling float64
+	// EvalPer201 is buy-script calls per unit sold: batches grow under load
+	// when this falls below the selling row's script calls/req.
+	EvalPer201 float64
 	// The node's go_goroutines and process_resident_memory_bytes, scraped
 	// from /metrics right after wrk exits; -1 when the scrape failed.
 	Goroutines int64
@@ -260,6 +266,12 @@ func Suite(ctx context.Context, cfg SuiteConfig) (SuiteResult, error) {
 				return res, fmt.Errorf("%s: %w", sc.name, err)
 			}
 			o := overloadRow(sc.name, round, cfg.OverloadConnections, r.wrk)
+			if sold := r.wrk.Statuses["201"]; sold > 0 {
+				o.EvalPer201 = float64(r.redis.evals) / float64(sold)
+			}
+			if n := len(res.Rows); n > 0 && res.Rows[n-1].RPS > 0 {
+				o.GoodVsSelling = o.GoodRPS / res.Rows[n-1].RPS
+			}
 			o.Goroutines, o.RSS = -1, -1
 			if text, err := getText(ctx, st.Nodes[0].AdminURL+"/metrics"); err != nil {
 				fmt.Fprintf(out, "note: scrape %s/metrics: %v\n", st.Nodes[0].AdminURL, err)
@@ -427,13 +439,14 @@ func WriteTable(w io.Writer, res SuiteResult) {
 	}
 	fmt.Fprintln(w)
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "round\toverload\treq/s\t201/s\t503 share\tp50\tp99\tnon-2xx\tsocket errors\tgoroutines after\tRSS after\t")
+	fmt.Fprintln(tw, "round\toverload\treq/s\t201/s\t201/s vs selling\tscript calls/201\t503 share\tp50\tp99\tnon-2xx\tsocket errors\tgoroutines after\tRSS after\t")
 	for _, o := range res.Overload {
 		rss := "?"
 		if o.RSS >= 0 {
 			rss = fmt.Sprintf("%.0f MiB", float64(o.RSS)/(1<<20))
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%.0f\t%.0f\t%.3f\t%v\t%v\t%d\t%d\t%d\t%s\t\n", o.Round, o.Scenario, o.RPS, o.GoodRPS, o.Share503,
+		fmt.Fprintf(tw, "%d\t%s\t%.0f\t%.0f\t%.2f\t%.4f\t%.3f\t%v\t%v\t%d\t%d\t%d\t%s\t\n", o.Round, o.Scenario, o.RPS, o.GoodRPS,
+			o.GoodVsSelling, o.EvalPer201, o.Share503,
 			o.P50, o.P99, o.Non2xx, o.SocketErrors, o.Goroutines, rss)
 	}
 	tw.Flush()

@@ -305,6 +305,9 @@ func prepare(cfg Config) (*Cluster, error) {
 	}
 	c.st.Broker = &Proc{Name: "broker", Kind: "broker", Addr: addr(bp), Dir: bdir, Log: filepath.Join(bdir, "broker.log"), Argv: bargv}
 
+	rs := make([]byte, 32)
+	_, _ = rand.Read(rs)
+	roomSecret := hex.EncodeToString(rs)
 	for i := 1; i <= cfg.Nodes; i++ {
 		np := 0
 		if cfg.BasePort > 0 {
@@ -332,6 +335,8 @@ func prepare(cfg Config) (*Cluster, error) {
 			"FLASHSALE_PAYMENT_SECRET=" + cfg.PaymentSecret,
 			"FLASHSALE_HTTP_ADMIN_ADDR=" + addr(ap),
 			"FLASHSALE_STATLOG_PATH=" + n.StatLog,
+			// One queue-ticket key for all nodes, so a ticket from one is good on all.
+			"FLASHSALE_WAITING_ROOM_SECRET=" + roomSecret,
 		}
 		if cfg.NoRateLimits {
 			n.Env = append(n.Env, "FLASHSALE_RATE_PER_USER=0", "FLASHSALE_RATE_PER_IP=0")

@@ -81,8 +81,10 @@ func TestCLIUpNoNodes(t *testing.T) {
 	if info, err := os.Stat(filepath.Join(dir, StateFile)); err != nil || info.Mode().Perm() != 0o600 {
 		t.Fatalf("state file mode: %v %v", info.Mode(), err)
 	}
-	if !strings.Contains(out, st.Redis.Addr) || !strings.Contains(out, st.Broker.Addr) || !strings.Contains(out, st.AdminToken) {
-		t.Errorf("summary lacks addresses or token:\n%s", out)
+	// Secrets are never printed, only where they are (issue 11).
+	if !strings.Contains(out, st.Redis.Addr) || !strings.Contains(out, st.Broker.Addr) || !strings.Contains(out, StateFile) ||
+		strings.Contains(out, st.AdminToken) || strings.Contains(out, st.AuthSecret) || strings.Contains(out, st.PaymentSecret) {
+		t.Errorf("summary lacks addresses or the secrets' place, or prints a secret:\n%s", out)
 	}
 	want := []string{"redis", "broker"}
 	if _, err := exec.LookPath("nginx"); err == nil {

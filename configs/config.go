@@ -43,10 +43,27 @@ type Config struct {
 		TrustedProxies    []string      `mapstructure:"trusted_proxies"`
 		// Issue 13 (a buyer's answer is the truth): how long a buy, pay or
 		// cancel may take before the node stops trying (env also
-		// FLASHSALE_REQUEST_DEADLINE).
+		// FLASHSALE_REQUEST_DEADLINE); issue 16's admission line takes half
+		// of it at most (read it through Config.RequestDeadline).
 		RequestDeadline    time.Duration `mapstructure:"request_deadline"`
 		RequestStartHeader string        `mapstructure:"request_start_header"`
 	} `mapstructure:"http"`
+	// Admission is the controlled-delay admission in front of the routes.
+	Admission struct {
+		MaxWaiting int           `mapstructure:"max_waiting"`
+		Target     time.Duration `mapstructure:"target"`
+		Interval   time.Duration `mapstructure:"interval"`
+		Shed       string        `mapstructure:"shed"`
+		LIFO       bool          `mapstructure:"lifo"`
+	} `mapstructure:"admission"`
+	// WaitingRoom configures the per-sale waiting rooms (package waitroom).
+	WaitingRoom struct {
+		Secret    string        `mapstructure:"secret"`
+		TicketTTL time.Duration `mapstructure:"ticket_ttl"`
+		Tick      time.Duration `mapstructure:"tick"`
+		Lease     time.Duration `mapstructure:"lease"`
+		MaxRooms  int           `mapstructure:"max_rooms"`
+	} `mapstructure:"waiting_room"`
 	Redis struct {
 		Addrs        []string      `mapstructure:"addrs"`
 		Password     string        `mapstructure:"password"`
@@ -300,8 +317,14 @@ func (c *Config) Validate() error {
 	if c.HTTP.MaxBodyBytes <= 0 || c.HTTP.MaxInflight <= 0 {
 		bad = append(bad, "http.max_body_bytes and http.max_inflight must be positive")
 	}
-	if c.HTTP.RequestDeadline <= 0 {
-		bad = append(bad, "http.request_deadline must be positive")
+	if c.HTTP.RequestDeadline <= 0 || c.Admission.MaxWaiting < 0 || c.Admission.Target <= 0 || c.Admission.Interval <= 0 {
+		bad = append(bad, "http.request_deadline, admission.target and admission.interval must be positive, admission.max_waiting >= 0")
+	}
+	if w := c.WaitingRoom; w.TicketTTL <= 0 || w.Tick <= 0 || w.Lease <= w.Tick || w.MaxRooms < 1 {
+		bad = append(bad, "waiting_room: ticket_ttl, tick and max_rooms must be positive and lease longer than tick")
+	}
+	if c.Admission.Shed != "newest" && c.Admission.Shed != "oldest" {
+		bad = append(bad, "admission.shed must be newest or oldest")
 	}
 	if c.Stock.BatchMax <= 0 || c.Stock.Flushers <= 0 || c.Stock.QueueSize <= 0 {
 		bad = append(bad, "stock.batch_max, stock.flushers and stock.queue_size must be positive")
@@ -340,8 +363,12 @@ func (c *Config) Validate() error {
 	return nil
 }
 
+// RequestDeadline is how long a request may take from arrival to answer
+// (http.request_deadline); the admission line takes half of it at most.
+func (c *Config) RequestDeadline() time.Duration { return c.HTTP.RequestDeadline }
+
 // SecretKeys are the keys whose values are never printed.
-var SecretKeys = []string{"admin.token", "auth.secret", "payment.secret", "redis.password"}
+var SecretKeys = []string{"admin.token", "auth.secret", "payment.secret", "redis.password", "waiting_room.secret"}
 
 // YAML renders c with every key, for `flashsale config`. Secrets are
 // replaced by where they come from and whether they are set, never shown.

@@ -17,6 +17,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/flashsale/flashsale/admit"
 	"github.com/flashsale/flashsale/api"
 	"github.com/flashsale/flashsale/auth"
 	"github.com/flashsale/flashsale/cluster"
@@ -28,11 +29,22 @@ import (
 	"github.com/flashsale/flashsale/shake"
 	"github.com/flashsale/flashsale/statlog"
 	"github.com/flashsale/flashsale/stock"
+	"github.com/flashsale/flashsale/waitroom"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/redis/go-redis/v9"
 	"github.com/segmentio/kafka-go"
 )
+
+// admissionConfig maps the admission keys to the controller's config: the
+// line takes at most half of the request deadline, so an admitted buy keeps
+// the other half for its batch.
+func admissionConfig(cfg *configs.Config) admit.Config {
+	shed, _ := admit.ParseShed(cfg.Admission.Shed) // Validate checked it
+	return admit.Config{Slots: cfg.HTTP.MaxInflight, MaxWaiting: cfg.Admission.MaxWaiting,
+		Target: cfg.Admission.Target, Interval: cfg.Admission.Interval, MaxWait: cfg.RequestDeadline() / 2,
+		Shed: shed, LIFO: cfg.Admission.LIFO}
+}
 
 // Node is one running flashsale node. Open it, Run it, and it closes itself
 // when Run returns.
@@ -56,7 +68,9 @@ type Node struct {
 	EnvelopeSweeper   *envelope.Sweeper
 	Shakes            *shake.Service
 	API               *api.Server
-	Registry          *prometheus.Registry
+	// Rooms serves the sales' waiting rooms (package waitroom).
+	Rooms    *waitroom.Service
+	Registry *prometheus.Registry
 
 	// Membership registers this node in Redis and counts the live ones, so
 	// the stock is shared among them.
@@ -185,13 +199,16 @@ func Open(cfg *configs.Config, log *slog.Logger) (*Node, error) {
 	n.Registry.MustRegister(n.Seller, n.Publisher, n.Expirer, n.Sweeper, statLogCollector{n.StatLog},
 		n.EnvelopePublisher, n.Envelopes, n.Refunder, n.EnvelopeSweeper, n.Shakes)
 
+	n.Rooms = waitroom.New(waitroom.Config{Node: cfg.Node.ID, Secret: []byte(cfg.WaitingRoom.Secret),
+		TicketTTL: cfg.WaitingRoom.TicketTTL, Tick: cfg.WaitingRoom.Tick, Lease: cfg.WaitingRoom.Lease,
+		RedisTimeout: redisTimeout, MaxRooms: cfg.WaitingRoom.MaxRooms}, n.Redis, log.With("component", "waitroom"))
 	n.API = api.New(api.Config{
 		NodeID: cfg.Node.ID, AdminToken: cfg.Admin.Token, MaxBodyBytes: cfg.HTTP.MaxBodyBytes,
-		MaxInflight: cfg.HTTP.MaxInflight, DefaultPayTimeout: cfg.PayTimeout, RedisTimeout: redisTimeout,
+		Admission: admissionConfig(cfg), DefaultPayTimeout: cfg.PayTimeout, RedisTimeout: redisTimeout,
 		Envelope: envLimits, Shake: shakeLimits, WalletRecent: cfg.Wallet.RecentEntries, Identity: ident,
 		RequestDeadline: cfg.HTTP.RequestDeadline, RequestStartHeader: cfg.HTTP.RequestStartHeader,
 	}, api.Deps{Redis: n.Redis, Seller: n.Seller, Orders: n.Orders, StatLog: n.StatLog, Registry: n.Registry, Log: log,
-		Envelopes: n.Envelopes, Shakes: n.Shakes,
+		Envelopes: n.Envelopes, Shakes: n.Shakes, Rooms: n.Rooms,
 		Ready: map[string]func(context.Context) error{
 			"redis": func(ctx context.Context) error { return n.Redis.Ping(ctx).Err() },
 			"kafka": func(ctx context.Context) error { return pingKafka(ctx, cfg.Kafka.Brokers) },
@@ -207,6 +224,8 @@ func Open(cfg *configs.Config, log *slog.Logger) (*Node, error) {
 	}
 	ln, err := net.Listen("tcp", cfg.HTTP.Addr)
 	if err != nil {
+		n.API.Close()
+		n.Rooms.Close()
 		n.StatLog.Close()
 		n.Redis.Close()
 		return nil, fmt.Errorf("listen on %s: %w", cfg.HTTP.Addr, err)
@@ -222,6 +241,8 @@ func Open(cfg *configs.Config, log *slog.Logger) (*Node, error) {
 	if addr := cfg.HTTP.AdminAddr; addr != "" {
 		if n.adminListener, err = net.Listen("tcp", addr); err != nil {
 			ln.Close()
+			n.API.Close()
+			n.Rooms.Close()
 			n.StatLog.Close()
 			n.Redis.Close()
 			return nil, fmt.Errorf("listen on http.admin_addr %s: %w", addr, err)
@@ -383,6 +404,8 @@ func (n *Node) Run(ctx context.Context) error {
 	if n.adminServer != nil {
 		_ = n.adminServer.Close()
 	}
+	n.API.Close()
+	n.Rooms.Close()
 	n.Seller.Close()
 	n.Envelopes.Close()
 	n.Shakes.Close()
