@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/flashsale/flashsale/auth"
-	"github.com/flashsale/flashsale/cluster"
 	"github.com/flashsale/flashsale/lua"
 	"github.com/flashsale/flashsale/reconcile"
 	"github.com/redis/go-redis/v9"
@@ -42,6 +41,7 @@ func TestFreezeNodeMidSale(t *testing.T) {
 	log := newLog()
 	c := upCluster(t, log)
 	lb := c.LBURL()
+	secret := []byte(c.AuthSecret())
 	if lb == "" {
 		t.Skip("nginx not installed: the freeze test needs the load balancer")
 	}
@@ -70,7 +70,7 @@ func TestFreezeNodeMidSale(t *testing.T) {
 		defer func() { <-sem }()
 		a := answer{user: fmt.Sprint("f", i), keyed: i%2 == 0, sent: time.Now()}
 		r, _ := http.NewRequest("POST", lb+"/v1/sales/frz/buy", strings.NewReader(`{"user_id":"`+a.user+`"}`))
-		r.Header.Set("Authorization", bearer(t, c, a.user))
+		r.Header.Set("Authorization", bearer(t, secret, a.user))
 		if a.keyed {
 			r.Header.Set("Idempotency-Key", "k-"+a.user)
 		}
@@ -241,8 +241,10 @@ func TestFreezeNodeMidSale(t *testing.T) {
 
 // bearer is the Authorization value of user for the cluster's nodes: a
 // buyer token signed with the cluster's auth secret (issue 11).
-func bearer(t testing.TB, c *cluster.Cluster, user string) string {
-	tok, err := auth.Mint([]byte(c.AuthSecret()), user, time.Hour)
+// secret is read once before the buyers start: the cluster's state is
+// rewritten by restarts while they run.
+func bearer(t testing.TB, secret []byte, user string) string {
+	tok, err := auth.Mint(secret, user, time.Hour)
 	if err != nil {
 		t.Error(err)
 	}
