@@ -29,8 +29,13 @@ func (s *Server) buyer(c *gin.Context) (string, error) {
 // ticket bound to the token's subject, the buyer's place and the
 // estimated wait.
 func (s *Server) joinQueue(c *gin.Context) {
-	saleID, user, ok := s.queueCaller(c)
-	if !ok {
+	saleID := c.Param("id")
+	user, err := s.buyer(c)
+	if err == nil && !flashsale.ValidID(saleID) {
+		err = fieldErr("sale id")
+	}
+	if err != nil {
+		s.writeError(c, err)
 		return
 	}
 	v, err := s.Rooms.Join(c.Request.Context(), saleID, user)
@@ -46,8 +51,13 @@ func (s *Server) joinQueue(c *gin.Context) {
 // ticket in X-Queue-Ticket: the state from what the node already knows (no Redis),
 // cacheable by the client for a second.
 func (s *Server) queueStatus(c *gin.Context) {
-	saleID, user, ok := s.queueCaller(c)
-	if !ok {
+	saleID := c.Param("id")
+	user, err := s.buyer(c)
+	if err == nil && !flashsale.ValidID(saleID) {
+		err = fieldErr("sale id")
+	}
+	if err != nil {
+		s.writeError(c, err)
 		return
 	}
 	v, err := s.Rooms.Status(c.Request.Context(), saleID, user, c.GetHeader(QueueTicketHeader))
@@ -58,19 +68,4 @@ func (s *Server) queueStatus(c *gin.Context) {
 	}
 	c.Header("Cache-Control", "private, max-age=1")
 	c.JSON(http.StatusOK, v)
-}
-
-// queueCaller is the sale and the buyer of a queue request, both checked;
-// on an error it has answered the request and ok is false.
-func (s *Server) queueCaller(c *gin.Context) (saleID, user string, ok bool) {
-	saleID = c.Param("id")
-	user, err := s.buyer(c)
-	if err == nil && !flashsale.ValidID(saleID) {
-		err = fieldErr("sale id")
-	}
-	if err != nil {
-		s.writeError(c, err)
-		return "", "", false
-	}
-	return saleID, user, true
 }
