@@ -13,7 +13,13 @@ const MaxIDLen = 64
 // [A-Za-z0-9_-:@]. Dots are reserved as the separator inside order ids and
 // '|' and braces never appear, so ids can sit inside Redis records and hash
 // tags without escaping.
-func ValidID(s string) bool {
+func ValidID(s string) bool { return validID(s) }
+
+// ValidIDBytes is ValidID for bytes, so a parser can check an id in its
+// input without converting it to a string first.
+func ValidIDBytes(b []byte) bool { return validID(b) }
+
+func validID[T ~string | ~[]byte](s T) bool {
 	if len(s) == 0 || len(s) > MaxIDLen {
 		return false
 	}

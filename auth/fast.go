@@ -88,7 +88,7 @@ func (v *Verifier) fast(token string) (string, fastResult) {
 	case !c.hasExp, !now.Before(time.Unix(c.exp, 0)),
 		c.hasNbf && now.Before(time.Unix(c.nbf, 0)),
 		c.hasIat && now.Before(time.Unix(c.iat, 0)),
-		!validIDBytes(c.sub):
+		!flashsale.ValidIDBytes(c.sub):
 		return "", fastBad
 	}
 	return string(c.sub), fastOK
@@ -110,21 +110,6 @@ func indexByte(s string, c byte, from int) int {
 		}
 	}
 	return -1
-}
-
-func validIDBytes(b []byte) bool {
-	if len(b) == 0 || len(b) > flashsale.MaxIDLen {
-		return false
-	}
-	for _, c := range b {
-		switch {
-		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
-		case c == '_' || c == '-' || c == ':' || c == '@':
-		default:
-			return false
-		}
-	}
-	return true
 }
 
 // b64val maps a base64url character to its value, 0xFF for any other byte.
