@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/flashsale/flashsale/auth"
 	"github.com/flashsale/flashsale/client"
 )
 
@@ -17,6 +18,10 @@ import (
 // SaleSpec is the body of POST /v1/sales: the SDK's type.
 type SaleSpec = client.CreateSale
 
+// Room is a sale's waiting-room settings as POST /v1/sales takes them: the
+// SDK's type.
+type Room = client.Room
+
 // SaleView is GET /v1/sales/{id}: the SDK's type.
 type SaleView = client.Sale
 
@@ -24,11 +29,18 @@ type SaleView = client.Sale
 // concurrent use.
 type API struct {
 	c *client.Client
+	// AuthSecret mints the buyer tokens an order is read with: an order
+	// answers only its owner.
+	AuthSecret []byte
 }
 
 // NewAPI returns an API for base (one node's URL) with a 10 s per-call
-// timeout; token is the admin bearer token, for creating sales.
+// timeout; token is the admin bearer token, for creating sales and
+// crediting wallets.
 func NewAPI(base, token string) *API { return &API{c: client.New(base, token)} }
+
+// Base is the node's base URL the API calls.
+func (a *API) Base() string { return a.c.Base }
 
 // CreateSale creates the sale; an existing id is an error (409 conflict),
 // because a run against a half-sold sale would not mean what it says.
@@ -59,10 +71,15 @@ func (a *API) pool(ctx context.Context, cfg *Config) (pool, error) {
 	return pool{TotalCents: v.TotalCents, Count: v.Count, Issued: v.Opened, IssuedCents: v.OpenedCents}, err
 }
 
-// Order reads one order; an order the server does not know is returned with
-// Found == false and no error.
-func (a *API) Order(ctx context.Context, id string) (BookOrder, error) {
-	v, err := a.c.Order(ctx, id)
+// Order reads one order as user, who the client says won it; an order the
+// server does not know — or does not give to user, which it answers the
+// same way — is returned with Found == false and no error.
+func (a *API) Order(ctx context.Context, id, user string) (BookOrder, error) {
+	tok, err := auth.Mint(a.AuthSecret, user, time.Minute)
+	if err != nil {
+		return BookOrder{}, err
+	}
+	v, err := a.c.As(tok).Order(ctx, id)
 	if client.IsNotFound(err) {
 		return BookOrder{}, nil
 	}
@@ -70,6 +87,14 @@ func (a *API) Order(ctx context.Context, id string) (BookOrder, error) {
 		return BookOrder{}, err
 	}
 	return BookOrder{Found: true, User: v.UserID, Status: v.Status}, nil
+}
+
+// Credit puts cents into user's wallet (admin), once per reference.
+func (a *API) Credit(ctx context.Context, user string, cents int64, reference string) error {
+	if _, err := a.c.Credit(ctx, user, client.Credit{Cents: cents, Reference: reference}); err != nil {
+		return fmt.Errorf("credit %s: %w", user, err)
+	}
+	return nil
 }
 
 // Envelope reads one envelope as a BookOrder (its sender as User), for send.
@@ -147,23 +172,23 @@ func (a *API) ReadBooks(ctx context.Context, cfg *Config, t Tally, base Baseline
 		mu       sync.Mutex
 		firstErr error
 		wg       sync.WaitGroup
-		next     = make(chan string)
+		next     = make(chan Win)
 	)
 	for range 16 {
 		wg.Go(func() {
-			for id := range next {
+			for w := range next {
 				var o BookOrder
 				var err error
 				if cfg.Scenario == ScenarioSend {
-					o, err = a.Envelope(ctx, id)
+					o, err = a.Envelope(ctx, w.ID)
 				} else {
-					o, err = a.Order(ctx, id)
+					o, err = a.Order(ctx, w.ID, w.User)
 				}
 				mu.Lock()
 				if err != nil && firstErr == nil {
-					firstErr = fmt.Errorf("look up %s: %w", id, err)
+					firstErr = fmt.Errorf("look up %s: %w", w.ID, err)
 				} else if err == nil {
-					b.Orders[id] = o
+					b.Orders[w.ID] = o
 				}
 				mu.Unlock()
 			}
@@ -171,7 +196,7 @@ func (a *API) ReadBooks(ctx context.Context, cfg *Config, t Tally, base Baseline
 	}
 	for _, w := range ids {
 		if w.ID != "" {
-			next <- w.ID
+			next <- w
 		}
 	}
 	close(next)
@@ -197,10 +222,17 @@ func (a *API) settledSale(ctx context.Context, id string) (v SaleView, settled b
 		if err != nil {
 			return v, false, err
 		}
-		if v == prev {
+		if sameBooks(v, prev) {
 			return v, true, nil
 		}
 		prev = v
 	}
 	return prev, false, nil
+}
+
+// sameBooks compares two reads of a sale's counters (not its pointer
+// fields, which differ on every decode).
+func sameBooks(a, b SaleView) bool {
+	return a.Stock == b.Stock && a.Remaining == b.Remaining && a.Pending == b.Pending && a.Paid == b.Paid &&
+		a.Expired == b.Expired && a.Cancelled == b.Cancelled && a.Aborted == b.Aborted
 }

@@ -47,10 +47,12 @@ func IsNotFound(err error) bool {
 }
 
 // Client calls one flashsale node (or nginx in front of many). It is safe
-// for concurrent use.
+// for concurrent use. Per-person routes (buy, orders, open, shake, wallet)
+// act as the subject of Token, a buyer token; admin routes need the admin
+// token. As gives a copy for another token.
 type Client struct {
 	Base  string       // base URL, e.g. http://127.0.0.1:8080
-	Token string       // bearer token sent on every call (admin routes need the admin token)
+	Token string       // bearer token sent on every call
 	HTTP  *http.Client // nil: a client with a 10 s timeout
 	// Strict makes decoding refuse fields the types here do not know, so a
 	// test learns at once that the server's answer and this SDK drifted.
@@ -62,9 +64,21 @@ func New(base, token string) *Client {
 	return &Client{Base: base, Token: token, HTTP: &http.Client{Timeout: 10 * time.Second}}
 }
 
+// As returns a copy of c that sends token instead (a buyer's, say).
+func (c *Client) As(token string) *Client {
+	cp := *c
+	cp.Token = token
+	return &cp
+}
+
 // Do sends one request with in (when not nil) as its JSON body and decodes
 // a 2xx answer into out (when not nil); any other status is an *Error.
 func (c *Client) Do(ctx context.Context, method, path string, in, out any) error {
+	return c.do(ctx, method, path, nil, in, out)
+}
+
+// do is Do with extra request headers (name, value pairs).
+func (c *Client) do(ctx context.Context, method, path string, hdr []string, in, out any) error {
 	var body io.Reader
 	if in != nil {
 		b, err := json.Marshal(in)
@@ -82,6 +96,9 @@ func (c *Client) Do(ctx context.Context, method, path string, in, out any) error
 	}
 	if c.Token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.Token)
+	}
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
 	}
 	hc := c.HTTP
 	if hc == nil {
@@ -134,29 +151,52 @@ func (c *Client) Sale(ctx context.Context, id string) (Sale, error) {
 	return v, err
 }
 
-// Buy buys one unit of sale for user.
-func (c *Client) Buy(ctx context.Context, sale, user string) (Bought, error) {
+// IdempotencyHeader names a buy attempt: while the order an earlier
+// attempt with the same key made is live, a retry gets that order back
+// instead of a second one.
+const IdempotencyHeader = "Idempotency-Key"
+
+// Buy buys one unit of sale for the token's subject. key ("" for none) is
+// the attempt's Idempotency-Key: retry a lost answer with the same key.
+func (c *Client) Buy(ctx context.Context, sale, key string) (Bought, error) {
+	var hdr []string
+	if key != "" {
+		hdr = []string{IdempotencyHeader, key}
+	}
 	var v Bought
-	err := c.Do(ctx, http.MethodPost, "/v1/sales/"+url.PathEscape(sale)+"/buy", map[string]string{"user_id": user}, &v)
+	err := c.do(ctx, http.MethodPost, "/v1/sales/"+url.PathEscape(sale)+"/buy", hdr, nil, &v)
 	return v, err
 }
 
-// Order reads one order.
+// Order reads one of the token subject's orders (another's is a 404).
 func (c *Client) Order(ctx context.Context, id string) (Order, error) {
 	var v Order
 	err := c.Do(ctx, http.MethodGet, "/v1/orders/"+url.PathEscape(id), nil, &v)
 	return v, err
 }
 
-// Pay pays a pending order; paying twice answers the paid order again, so a
-// lost answer may be retried.
-func (c *Client) Pay(ctx context.Context, id string) (Order, error) {
-	var v Order
-	err := c.Do(ctx, http.MethodPost, "/v1/orders/"+url.PathEscape(id)+"/pay", nil, &v)
+// MyOrders lists the token subject's live orders of sale: the way to learn
+// the truth after a lost answer.
+func (c *Client) MyOrders(ctx context.Context, sale string) (MyOrders, error) {
+	var v MyOrders
+	err := c.Do(ctx, http.MethodGet, "/v1/users/me/orders?sale="+url.QueryEscape(sale), nil, &v)
 	return v, err
 }
 
-// Cancel cancels a pending order; its unit is back at once.
+// SignatureHeader carries the payment provider's signature of a callback.
+const SignatureHeader = "Flashsale-Signature"
+
+// PaymentCallback posts the provider's signed confirmation that p paid its
+// order: body is the exact JSON that signature signs (see PaymentCallback).
+// The same payment id again answers the paid order again.
+func (c *Client) PaymentCallback(ctx context.Context, body []byte, signature string) (Order, error) {
+	var v Order
+	err := c.do(ctx, http.MethodPost, "/v1/payments/callback", []string{SignatureHeader, signature}, json.RawMessage(body), &v)
+	return v, err
+}
+
+// Cancel cancels one of the token subject's pending orders; its unit is
+// back at once.
 func (c *Client) Cancel(ctx context.Context, id string) (Order, error) {
 	var v Order
 	err := c.Do(ctx, http.MethodPost, "/v1/orders/"+url.PathEscape(id)+"/cancel", nil, &v)
@@ -170,10 +210,10 @@ func (c *Client) SendEnvelope(ctx context.Context, e SendEnvelope) (Sent, error)
 	return v, err
 }
 
-// OpenEnvelope opens envelope id for user.
-func (c *Client) OpenEnvelope(ctx context.Context, id, user string) (Opened, error) {
+// OpenEnvelope opens envelope id for the token's subject.
+func (c *Client) OpenEnvelope(ctx context.Context, id string) (Opened, error) {
 	var v Opened
-	err := c.Do(ctx, http.MethodPost, "/v1/envelopes/"+url.PathEscape(id)+"/open", map[string]string{"user_id": user}, &v)
+	err := c.Do(ctx, http.MethodPost, "/v1/envelopes/"+url.PathEscape(id)+"/open", nil, &v)
 	return v, err
 }
 
@@ -191,10 +231,10 @@ func (c *Client) CreateShake(ctx context.Context, s CreateShake) (ShakeCreated, 
 	return v, err
 }
 
-// Shake shakes campaign id once for user.
-func (c *Client) Shake(ctx context.Context, id, user string) (Shaken, error) {
+// Shake shakes campaign id once for the token's subject.
+func (c *Client) Shake(ctx context.Context, id string) (Shaken, error) {
 	var v Shaken
-	err := c.Do(ctx, http.MethodPost, "/v1/shakes/"+url.PathEscape(id)+"/shake", map[string]string{"user_id": user}, &v)
+	err := c.Do(ctx, http.MethodPost, "/v1/shakes/"+url.PathEscape(id)+"/shake", nil, &v)
 	return v, err
 }
 
@@ -205,7 +245,14 @@ func (c *Client) Campaign(ctx context.Context, id string) (Shake, error) {
 	return v, err
 }
 
-// Wallet reads a user's wallet.
+// Credit puts cents into user's wallet (admin), once per cr.Reference.
+func (c *Client) Credit(ctx context.Context, user string, cr Credit) (Credited, error) {
+	var v Credited
+	err := c.Do(ctx, http.MethodPost, "/v1/users/"+url.PathEscape(user)+"/wallet/credit", cr, &v)
+	return v, err
+}
+
+// Wallet reads a user's wallet (the token's subject's only).
 func (c *Client) Wallet(ctx context.Context, user string) (Wallet, error) {
 	var v Wallet
 	err := c.Do(ctx, http.MethodGet, "/v1/users/"+url.PathEscape(user)+"/wallet", nil, &v)

@@ -13,6 +13,15 @@ type CreateSale struct {
 	PayTimeout   string     `json:"pay_timeout,omitempty"` // a Go duration, e.g. "5m"
 	StartsAt     *time.Time `json:"starts_at,omitempty"`
 	EndsAt       *time.Time `json:"ends_at,omitempty"`
+	WaitingRoom  *Room      `json:"waiting_room,omitempty"`
+}
+
+// Room is a sale's waiting-room settings: AdmitPerSec buyers let through a
+// second, the queue opening PreQueue (a Go duration) before starts_at.
+type Room struct {
+	Enabled     bool   `json:"enabled"`
+	AdmitPerSec int64  `json:"admit_per_sec"`
+	PreQueue    string `json:"pre_queue,omitempty"`
 }
 
 // Sale is GET /v1/sales/{id} (and the 201 of POST /v1/sales): a sale's
@@ -32,6 +41,7 @@ type Sale struct {
 	Expired      int64      `json:"expired"`
 	Cancelled    int64      `json:"cancelled"`
 	Aborted      int64      `json:"aborted"`
+	WaitingRoom  *Room      `json:"waiting_room,omitempty"`
 }
 
 // Created is the number of orders the sale ever created that stood: in any
@@ -44,7 +54,7 @@ func (s Sale) Created() int64 { return s.Pending + s.Paid + s.Expired + s.Cancel
 func (s Sale) Released() int64 { return s.Expired + s.Cancelled }
 
 // Bought is the 201 of POST /v1/sales/{id}/buy: a pending order to pay by
-// ExpiresAt.
+// ExpiresAt. OrderID is the opaque public id ("<sale>.<seq>.<tag>").
 type Bought struct {
 	OrderID   string    `json:"order_id"`
 	SaleID    string    `json:"sale_id"`
@@ -52,7 +62,8 @@ type Bought struct {
 	ExpiresAt time.Time `json:"expires_at"`
 }
 
-// Order is GET /v1/orders/{id} (and the 200 of pay and cancel).
+// Order is GET /v1/orders/{id} (and the 200 of the payment callback and of
+// cancel).
 type Order struct {
 	OrderID   string    `json:"order_id"`
 	SaleID    string    `json:"sale_id"`
@@ -63,9 +74,23 @@ type Order struct {
 	ExpiresAt time.Time `json:"expires_at"`
 }
 
+// MyOrders is GET /v1/users/me/orders?sale=: the buyer's live (pending or
+// paid) orders of one sale.
+type MyOrders struct {
+	Orders []Order `json:"orders"`
+}
+
+// PaymentCallback is the body of POST /v1/payments/callback, which the
+// payment provider signs (header Flashsale-Signature).
+type PaymentCallback struct {
+	OrderID     string `json:"order_id"`
+	PaymentID   string `json:"payment_id"`
+	AmountCents int64  `json:"amount_cents"`
+}
+
 // SendEnvelope is the body of POST /v1/envelopes.
 type SendEnvelope struct {
-	SenderID   string `json:"sender_id"`
+	SenderID   string `json:"sender_id,omitempty"` // the token's subject when empty; another user is 403
 	TotalCents int64  `json:"total_cents"`
 	Count      int64  `json:"count"`
 	ExpiresIn  string `json:"expires_in,omitempty"` // a Go duration
@@ -177,7 +202,24 @@ type Shake struct {
 	Problems       []string  `json:"problems,omitempty"`
 }
 
-// Wallet is GET /v1/users/{id}/wallet.
+// Credit is the body of POST /v1/users/{id}/wallet/credit (admin): money
+// entering a wallet, once per Reference.
+type Credit struct {
+	Cents     int64  `json:"cents"`
+	Reference string `json:"reference"`
+}
+
+// Credited is the 200 of a credit; Applied is false when the reference was
+// credited before (nothing changed).
+type Credited struct {
+	UserID       string `json:"user_id"`
+	Reference    string `json:"reference"`
+	Cents        int64  `json:"cents"`
+	BalanceCents int64  `json:"balance_cents"`
+	Applied      bool   `json:"applied"`
+}
+
+// Wallet is GET /v1/users/{id}/wallet (its owner only).
 type Wallet struct {
 	UserID       string  `json:"user_id"`
 	BalanceCents int64   `json:"balance_cents"`

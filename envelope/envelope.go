@@ -17,7 +17,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"log/slog"
 	"strconv"
@@ -165,18 +164,28 @@ type Envelope struct {
 	ExpiresAt  time.Time
 }
 
-// NewID returns a fresh envelope id: 24 random hex digits, so envelope links
-// cannot be guessed.
-func NewID() string {
-	var b [12]byte
-	_, _ = rand.Read(b[:])
-	return "e" + hex.EncodeToString(b[:])
+// NewID returns a fresh envelope id of sender: 20 random hex digits and
+// four letters or digits that put its keys in the Redis Cluster slot of the
+// sender's wallet (lua.EnvelopeIDForSender), so envelope links cannot be
+// guessed and the debit is one script with the envelope's record.
+func NewID(sender string) string {
+	for {
+		var b [10]byte
+		_, _ = rand.Read(b[:])
+		if id, ok := lua.EnvelopeIDForSender("e"+hex.EncodeToString(b[:]), sender); ok {
+			return id
+		}
+	}
 }
 
-// Create sends an envelope: it pre-splits the total, stores the envelope,
-// debits the sender and announces it on Kafka (which schedules the refund).
-// If it cannot be announced, it is refunded at once and the sender gets an
-// ErrNotDurable error; the ledger nets to zero either way.
+// ErrInsufficientFunds is a send the sender's balance does not cover.
+var ErrInsufficientFunds = flashsale.Errorf(flashsale.EINSUFFICIENT, "the wallet's balance does not cover the envelope")
+
+// Create sends an envelope: it pre-splits the total, stores the envelope and
+// debits the sender in one step (ErrInsufficientFunds, nothing written, when
+// the balance does not cover it), and announces it on Kafka (which
+// schedules the refund). If it cannot be announced, it is refunded at once
+// and the sender gets an ErrNotDurable error; the ledger nets to zero.
 func (s *Service) Create(ctx context.Context, r Request) (Envelope, error) {
 	if err := s.cfg.Limits.Validate(r); err != nil {
 		return Envelope{}, err
@@ -185,14 +194,18 @@ func (s *Service) Create(ctx context.Context, r Request) (Envelope, error) {
 	var id string
 	var nowMs, expMs int64
 	for attempt := 0; ; attempt++ {
-		id = NewID()
+		id = NewID(r.SenderID)
 		rctx, cancel := context.WithTimeout(ctx, s.cfg.RedisTimeout)
-		created, now, exp, err := lua.EnvCreate(rctx, s.rdb, id, r.SenderID, r.TotalCents, r.ExpiresIn.Milliseconds(), shares)
+		created, now, exp, _, err := lua.EnvCreate(rctx, s.rdb, id, r.SenderID, wallet.SendID(id), s.cfg.RecentEntries,
+			r.TotalCents, r.ExpiresIn.Milliseconds(), shares)
 		cancel()
 		if err != nil {
 			return Envelope{}, fmt.Errorf("%w: %w", ErrRedis, err)
 		}
-		if created {
+		if created == -1 {
+			return Envelope{}, ErrInsufficientFunds
+		}
+		if created == 1 {
 			nowMs, expMs = now, exp
 			break
 		}
@@ -210,26 +223,20 @@ func (s *Service) Create(ctx context.Context, r Request) (Envelope, error) {
 	pipe.ZAdd(rctx, lua.EnvelopesKey, redis.Z{Score: float64(expMs), Member: id})
 	pipe.ZAdd(rctx, DueKey, redis.Z{Score: float64(expMs), Member: id})
 	_, idxErr := pipe.Exec(rctx)
-	_, debitErr := wallet.ApplyAll(rctx, s.rdb, s.cfg.RecentEntries,
-		[]wallet.Credit{{User: r.SenderID, Entry: lua.Entry{ID: wallet.SendID(id), Amount: -r.TotalCents}}})
 	cancel()
 	if idxErr != nil {
 		s.log.Warn("index envelope", "envelope", id, "err", idxErr)
 	}
-	var pubErr error
-	if debitErr == nil {
-		ev := kafka.EnvelopeEvent{Type: kafka.TypeEnvelopeCreated, EnvelopeID: id, SenderID: r.SenderID, TotalCents: r.TotalCents,
-			Count: int64(r.Count), AtMs: nowMs, ExpiresAtMs: expMs}
-		errs := make([]error, 1)
-		pctx, cancel := context.WithTimeout(ctx, s.cfg.PublishTimeout)
-		s.pub.Publish(pctx, []kafkago.Message{{Key: []byte(id), Value: kafka.AppendEnvelopeEvent(nil, &ev)}}, errs)
-		cancel()
-		pubErr = errs[0]
-	}
-	if err := errors.Join(debitErr, pubErr); err != nil {
+	ev := kafka.EnvelopeEvent{Type: kafka.TypeEnvelopeCreated, EnvelopeID: id, SenderID: r.SenderID, TotalCents: r.TotalCents,
+		Count: int64(r.Count), AtMs: nowMs, ExpiresAtMs: expMs}
+	errs := make([]error, 1)
+	pctx, pcancel := context.WithTimeout(ctx, s.cfg.PublishTimeout)
+	s.pub.Publish(pctx, []kafkago.Message{{Key: []byte(id), Value: kafka.AppendEnvelopeEvent(nil, &ev)}}, errs)
+	pcancel()
+	if err := errs[0]; err != nil {
 		// Nobody can have opened it yet in a way that matters: the abort
 		// refunds whatever is unopened and the ledger settles to zero.
-		s.log.Warn("envelope could not be debited or announced; refunding it now", "envelope", id, "err", err)
+		s.log.Warn("envelope could not be announced; refunding it now", "envelope", id, "err", err)
 		if _, serr := s.Settle(context.WithoutCancel(ctx), id, lua.RefundAbort); serr != nil {
 			s.log.Error("abort of an unannounced envelope failed; the refund sweeper will settle it", "envelope", id, "err", serr)
 		}
@@ -411,10 +418,17 @@ func (e envelopes) AppendEvent(b []byte, st *envState, req openReq, res *openRes
 	return kafka.AppendEnvelopeEvent(b, &ev)
 }
 
-// Undo puts back the shares of opens Kafka did not take; an open of an
+// Deadline: an open has no request deadline of its own.
+func (envelopes) Deadline(openReq) time.Time { return time.Time{} }
+
+// Answer puts back the shares of opens Kafka did not take; an open of an
 // envelope refunded meanwhile stands (its rest is already the sender's),
-// without its event.
-func (e envelopes) Undo(ctx context.Context, st *envState, reqs []openReq, res []openRes, wins []int, errs []error) {
+// without its event. Opens Kafka took stand as they are.
+func (e envelopes) Answer(ctx context.Context, st *envState, reqs []openReq, res []openRes, wins []int, errs []error) {
+	wins, errs = refused(wins, errs)
+	if len(wins) == 0 {
+		return
+	}
 	users := make([]string, len(wins))
 	for j, i := range wins {
 		users[j] = reqs[i].user
@@ -451,6 +465,18 @@ func (e envelopes) Settled(reqs []openReq, res []openRes) {
 		e.s.metrics.creditsDeferred.Inc()
 		e.s.log.Warn("wallet credit deferred to the refund", "opens", len(credits), "err", err)
 	}
+}
+
+// refused keeps the wins whose events Kafka refused, with their errors.
+func refused(wins []int, errs []error) ([]int, []error) {
+	var w []int
+	var e []error
+	for j, err := range errs {
+		if err != nil {
+			w, e = append(w, wins[j]), append(e, err)
+		}
+	}
+	return w, e
 }
 
 func fillErr(res []openRes, err error) {

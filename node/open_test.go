@@ -11,8 +11,8 @@ import (
 	"github.com/flashsale/flashsale/node"
 )
 
-// Invariant: an Open that fails part-way (here at the very end: the listen
-// address is taken) leaves nothing running behind — no flusher, resolver,
+// Invariant: an Open that fails part-way (here at the end: the listen
+// address, or the admin address, is taken) leaves nothing running behind — no flusher, resolver,
 // Kafka or Redis goroutine — and a node opened but never run closes with
 // Close.
 func TestOpenCleansUpOnFailureAndCloseStopsAnOpenNode(t *testing.T) {
@@ -33,6 +33,8 @@ func TestOpenCleansUpOnFailureAndCloseStopsAnOpenNode(t *testing.T) {
 		cfg.Kafka.Brokers = []string{e.Kafka.Addr}
 		cfg.StatLog.Path = t.TempDir() + "/stat.log"
 		cfg.Log.Level = "error"
+		cfg.Auth.Secret = e2e.AuthSecret
+		cfg.Payment.Secret = e2e.PaymentSecret
 		return cfg
 	}
 	settle := func(want int) int {
@@ -51,6 +53,16 @@ func TestOpenCleansUpOnFailureAndCloseStopsAnOpenNode(t *testing.T) {
 	}
 	if after := settle(before); after > before {
 		t.Fatalf("%d goroutines before a failed Open, %d after", before, after)
+	}
+	// The admin listener is the last thing Open binds: its failure closes
+	// the public listener and everything before it too.
+	withAdmin := config("127.0.0.1:0")
+	withAdmin.HTTP.AdminAddr = busy.Addr().String()
+	if _, err := node.Open(withAdmin, nil); err == nil {
+		t.Fatal("Open on a taken admin address succeeded")
+	}
+	if after := settle(before); after > before {
+		t.Fatalf("%d goroutines before a failed Open (admin address), %d after", before, after)
 	}
 
 	n, err := node.Open(config("127.0.0.1:0"), nil)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -24,6 +25,9 @@ type Reservation struct {
 	Order      int64 // order number within the sale
 	CreatedMs  int64 // Redis clock
 	DeadlineMs int64 // pay deadline, Redis clock
+	// Repeat is true when the buyer's Idempotency-Key named this order,
+	// created by an earlier attempt: nothing was sold now.
+	Repeat bool
 }
 
 // SellerConfig tunes a Seller. Zero durations and sizes take the defaults
@@ -59,14 +63,29 @@ type saleState struct {
 	endsMs   int64
 }
 
+// buyReq is one queued buyer of sale. ctx is the request's context
+// (cancelled when the client or the proxy gives up) and deadline its request
+// deadline (zero: none); both are checked before the batch is sent and again
+// before the answer, so a buyer nobody is waiting for is never sold to.
 type buyReq struct {
-	sale *saleState
-	user string
+	sale      *saleState
+	user, key string
+	ctx       context.Context
+	deadline  time.Time
+}
+
+// late reports whether nobody will hear this buyer's answer any more.
+func (r *buyReq) late(now time.Time) bool {
+	return r.ctx.Err() != nil || !r.deadline.IsZero() && !now.Before(r.deadline)
 }
 
 type buyRes struct {
 	r   Reservation
 	err error
+	// payBy is when r's pay window closes on this node's clock (the Redis
+	// deadline read against the reply's Redis time): a "yes" after it is
+	// taken back.
+	payBy time.Time
 }
 
 // Errors the Seller answers with; api maps their codes to statuses.
@@ -79,12 +98,15 @@ var (
 	ErrOverloaded = flashsale.Errorf(flashsale.EOVERLOADED, "too many buyers at once; retry shortly")
 	ErrRedis      = flashsale.Errorf(flashsale.EUNAVAILABLE, "stock service unavailable; retry shortly")
 	ErrNotDurable = flashsale.Errorf(flashsale.EUNAVAILABLE, "order could not be recorded; retry shortly")
+	// ErrDeadline is the answer to a buyer whose request deadline passed (or
+	// who went away) before the sale could be confirmed: nothing is held.
+	ErrDeadline = flashsale.Errorf(flashsale.EUNAVAILABLE, "the request deadline passed before the order was confirmed; nothing is held, retry shortly")
 )
 
 // Sentinels lists the Seller's package-level errors, so the API can render
 // their bodies once.
 func Sentinels() []*flashsale.Error {
-	return []*flashsale.Error{ErrSoldOut, ErrLimit, ErrNotStarted, ErrEnded, ErrNoSale, ErrOverloaded, ErrRedis}
+	return []*flashsale.Error{ErrSoldOut, ErrLimit, ErrNotStarted, ErrEnded, ErrNoSale, ErrOverloaded, ErrRedis, ErrDeadline}
 }
 
 // NewSeller returns a Seller that deducts from Redis and makes each order
@@ -116,8 +138,31 @@ func NewSeller(cfg SellerConfig, rdb redis.UniversalClient, pub stock.Publisher,
 // Buy sells one unit of sale saleID to userID. On success the order is in
 // Redis and confirmed (durable); on any error nothing is held: the unit is
 // back in Redis and in the local share. The order number is returned with an
-// ErrNotDurable error too, so the outcome log can name the undone order.
+// ErrNotDurable or ErrDeadline error too, so the outcome log can name the
+// undone order.
+//
+// ctx is the buyer's request: its deadline (ctx.Deadline) and its
+// cancellation are the request deadline. A buyer whose deadline passes
+// before its batch is sent is left out of it (ErrDeadline); one whose
+// deadline passes, or whose pay deadline passes, after the script ran but
+// before the answer is undone through the same abort as a lost reply.
 func (s *Seller) Buy(ctx context.Context, saleID, userID string) (Reservation, error) {
+	return s.BuyKeyed(ctx, saleID, userID, "", time.Time{})
+}
+
+// BuyKeyed is Buy with an Idempotency-Key (key "" for none; otherwise it
+// must pass lua.ValidIdempotencyKey): while the order an earlier attempt
+// with the same key made is live, the same buyer gets that order back
+// (Reservation.Repeat) instead of a second one or ErrLimit. deadline is the
+// request deadline; zero means ctx.Deadline(). It is passed apart from ctx
+// so the hot path needs no timer per request.
+func (s *Seller) BuyKeyed(ctx context.Context, saleID, userID, key string, deadline time.Time) (Reservation, error) {
+	if deadline.IsZero() {
+		deadline, _ = ctx.Deadline()
+	}
+	if !deadline.IsZero() && !time.Now().Before(deadline) || ctx.Err() != nil {
+		return Reservation{}, ErrDeadline
+	}
 	st, err := s.sale(ctx, saleID)
 	if err != nil {
 		return Reservation{}, err
@@ -138,7 +183,7 @@ func (s *Seller) Buy(ctx context.Context, saleID, userID string) (Reservation, e
 		}
 		return Reservation{}, ErrSoldOut
 	}
-	res, ok := s.frame.Do(buyReq{sale: st, user: userID})
+	res, ok := s.frame.Do(buyReq{sale: st, user: userID, key: key, ctx: ctx, deadline: deadline})
 	if !ok {
 		st.share.Give(1)
 		return Reservation{}, ErrOverloaded
@@ -204,37 +249,76 @@ var errTooManySales = flashsale.Errorf(flashsale.EOVERLOADED, "this node serves 
 
 // tickets is the ticket product of the batch frame: one buy.lua call per
 // batch of one sale's buyers, order.created for every order, an abort of
-// every order Kafka did not take.
+// every order Kafka did not take or whose answer would come too late.
 type tickets struct{ s *Seller }
 
 func (tickets) Item(r buyReq) *saleState    { return r.sale }
 func (tickets) ItemID(st *saleState) string { return st.id }
 
+// Deadline is the buyer's request deadline: the frame waits for Kafka no
+// longer than the last buyer of the batch waits for its answer.
+func (tickets) Deadline(r buyReq) time.Time { return r.deadline }
+
 // Call settles one batch of buyers with one buy script call and gives the
-// local share back what the batch did not use.
+// local share back what the batch did not use. Buyers nobody waits for any
+// more are not sent: they hear 503 and nothing is sold to them.
 func (t tickets) Call(ctx context.Context, st *saleState, batch string, reqs []buyReq, res []buyRes) ([]int, error) {
 	s := t.s
-	users := make([]string, len(reqs))
-	for i, r := range reqs {
-		users[i] = r.user
+	now := time.Now()
+	users := make([]string, 0, len(reqs))
+	var keys []string
+	pos := make([]int, 0, len(reqs)) // pos[j]: the request of the script's buyer j
+	for i := range reqs {
+		r := &reqs[i]
+		if r.late(now) {
+			res[i].err = ErrDeadline
+			continue
+		}
+		if r.key != "" && keys == nil {
+			keys = make([]string, len(users), len(reqs))
+		}
+		users = append(users, r.user)
+		if keys != nil {
+			keys = append(keys, r.key)
+		}
+		pos = append(pos, i)
 	}
-	reply, err := lua.Buy(ctx, s.rdb, st.id, s.cfg.Node, batch, users, nil)
+	if late := len(reqs) - len(users); late > 0 {
+		st.share.Give(int64(late))
+	}
+	if len(users) == 0 {
+		return nil, nil
+	}
+	reply, err := lua.BuyKeyed(ctx, s.rdb, st.id, s.cfg.Node, batch, users, keys, nil)
 	if err != nil {
 		return nil, err
 	}
+	replied := time.Now()
 	if v, refusal := saleVerdict(reply.SaleCode); refusal != nil {
-		st.share.Refuse(v, len(reqs))
-		fill(res, refusal)
+		st.share.Refuse(v, len(users))
+		fillAt(res, pos, refusal)
 		return nil, nil
 	}
 	var unused int64
 	soldOut := false
-	won := make([]int, 0, len(reqs))
-	for i, n := range reply.Results {
+	won := make([]int, 0, len(users))
+	rep := 0
+	for j, n := range reply.Results {
+		i := pos[j]
+		r := Reservation{SaleID: st.id, UserID: users[j], Node: s.cfg.Node, Order: n,
+			CreatedMs: reply.NowMs, DeadlineMs: reply.DeadlineMs}
+		if rep < len(reply.Repeats) && reply.Repeats[rep].I == j {
+			// The buyer's Idempotency-Key named a live order: Answer
+			// settles it once this batch's own orders are settled.
+			r.DeadlineMs, r.Repeat = reply.Repeats[rep].DeadlineMs, true
+			res[i] = buyRes{r: r, payBy: payBy(replied, reply.NowMs, r.DeadlineMs)}
+			rep++
+			unused++ // a repeat took no unit
+			continue
+		}
 		switch {
 		case n > 0:
-			res[i].r = Reservation{SaleID: st.id, UserID: users[i], Node: s.cfg.Node, Order: n,
-				CreatedMs: reply.NowMs, DeadlineMs: reply.DeadlineMs}
+			res[i] = buyRes{r: r, payBy: payBy(replied, reply.NowMs, r.DeadlineMs)}
 			won = append(won, i)
 		case n == lua.BuySoldOut:
 			soldOut = true
@@ -247,6 +331,12 @@ func (t tickets) Call(ctx context.Context, st *saleState, batch string, reqs []b
 	// Sold out: Redis is out even though this node still had an allowance.
 	st.share.Settle(soldOut, unused)
 	return won, nil
+}
+
+// payBy reads a Redis-clock deadline against the local time of the reply
+// that carried Redis's clock nowMs.
+func payBy(replied time.Time, nowMs, deadlineMs int64) time.Time {
+	return replied.Add(time.Duration(deadlineMs-nowMs) * time.Millisecond)
 }
 
 // saleVerdict maps the buy script's sale-level code; a nil error: the
@@ -265,36 +355,130 @@ func saleVerdict(code int64) (stock.Verdict, error) {
 	return 0, nil
 }
 
-func (tickets) Unavailable(st *saleState, reqs []buyReq, res []buyRes, _ error) {
-	st.share.Give(int64(len(reqs)))
-	fill(res, ErrRedis)
+// Unavailable answers 503 to the buyers the failed call was sent for (the
+// late ones already have their answer) and gives their units back.
+func (tickets) Unavailable(st *saleState, _ []buyReq, res []buyRes, _ error) {
+	var n int64
+	for i := range res {
+		if res[i].err == nil {
+			res[i].err = ErrRedis
+			n++
+		}
+	}
+	st.share.Give(n)
 }
 
 func (tickets) AppendEvent(b []byte, _ *saleState, _ buyReq, res *buyRes) []byte {
-	return kafka.AppendOrderCreated(b, kafka.OrderCreated(res.r))
+	r := &res.r
+	return kafka.AppendOrderCreated(b, kafka.OrderCreated{SaleID: r.SaleID, UserID: r.UserID, Node: r.Node,
+		Order: r.Order, CreatedMs: r.CreatedMs, DeadlineMs: r.DeadlineMs})
 }
 
-// Undo aborts the orders Kafka did not take. Their buyers hear 503 with the
-// order number, so the outcome log can name the undone order. If Redis fails
-// too, the orders stay pending with their deadline and the sweeper returns
-// them, so nothing is stranded.
-func (t tickets) Undo(ctx context.Context, st *saleState, _ []buyReq, res []buyRes, wins []int, errs []error) {
-	orders := make([]int64, len(wins))
+// Answer is the last look before the answer. An order Kafka did not take,
+// or whose buyer no longer waits, or whose pay window has closed, is
+// aborted: its buyer hears 503 with the order number, so the outcome log
+// can name the undone order. Then the repeats are settled.
+func (t tickets) Answer(ctx context.Context, st *saleState, reqs []buyReq, res []buyRes, wins []int, errs []error) {
+	now := time.Now()
+	var undo []int64
 	for j, i := range wins {
-		orders[j] = res[i].r.Order
-		res[i].err = fmt.Errorf("%w: %w", ErrNotDurable, errs[j])
+		switch {
+		case errs[j] != nil:
+			res[i].err = fmt.Errorf("%w: %w", ErrNotDurable, errs[j])
+		case reqs[i].late(now) || !now.Before(res[i].payBy):
+			res[i].err = ErrDeadline
+		default:
+			continue
+		}
+		undo = append(undo, res[i].r.Order)
 	}
-	st.share.Give(int64(len(orders)))
-	if _, _, err := lua.Settle(ctx, t.s.rdb, st.id, lua.Abort, orders); err != nil {
-		t.s.log.Error("abort of unconfirmed orders failed; the sweeper will release them after their deadline",
-			"sale", st.id, "orders", len(orders), "err", err)
+	if len(undo) > 0 {
+		st.share.Give(int64(len(undo)))
+		t.s.abort(ctx, st.id, undo)
+	}
+	t.answerRepeats(ctx, st, reqs, res, wins, undo, now)
+}
+
+// answerRepeats settles the buyers whose Idempotency-Key named a live
+// order. A repeat of an order made by this very batch shares its outcome.
+// Any other is claimed in Redis before it is answered, so a late abort of
+// the first attempt (on another node, say one that was frozen) cannot take
+// back the order this buyer is now told of; an order that ended in between
+// cannot be claimed, and the buyer hears 503 (a retry buys anew).
+func (t tickets) answerRepeats(ctx context.Context, st *saleState, reqs []buyReq, res []buyRes, wins []int, undo []int64, now time.Time) {
+	var claim []int64
+	var claimAt []int
+	for i := range res {
+		r := &res[i]
+		if r.err != nil || !r.r.Repeat {
+			continue
+		}
+		if slices.ContainsFunc(wins, func(w int) bool { return res[w].r.Order == r.r.Order }) {
+			if slices.Contains(undo, r.r.Order) || reqs[i].late(now) {
+				r.err = ErrDeadline // undone, or the first of the batch is answered and this one is late
+			}
+			continue
+		}
+		if reqs[i].late(now) || !now.Before(r.payBy) {
+			r.err = ErrDeadline
+			continue
+		}
+		claim = append(claim, r.r.Order)
+		claimAt = append(claimAt, i)
+	}
+	if len(claim) == 0 {
+		return
+	}
+	_, out, err := lua.Settle(ctx, t.s.rdb, st.id, lua.Claim, claim)
+	for k, i := range claimAt {
+		switch {
+		case err != nil:
+			// The claim may have run: the order is then kept for this
+			// buyer, who holds its key and learns it on the next retry.
+			res[i].err = ErrRedis
+		case out[k].Code == lua.SettleDone || out[k].Code == lua.SettleRepeat:
+			res[i].r.CreatedMs = out[k].Record.CreatedMs
+			res[i].r.DeadlineMs = out[k].Record.DeadlineMs
+			res[i].r.Node = out[k].Record.Node
+		default:
+			res[i].err = ErrDeadline
+		}
+	}
+	if err != nil {
+		t.s.log.Warn("claim of repeated idempotency keys failed", "sale", st.id, "orders", len(claim), "err", err)
 	}
 }
 
 func (tickets) Settled([]buyReq, []buyRes) {}
 
-func fill(res []buyRes, err error) {
-	for i := range res {
+// abort undoes orders whose buyers hear no. If Redis fails too, the orders
+// stay pending with their deadline and the sweeper returns them, so nothing
+// is stranded.
+func (s *Seller) abort(ctx context.Context, sale string, orders []int64) {
+	if _, _, err := lua.Settle(ctx, s.rdb, sale, lua.Abort, orders); err != nil {
+		s.log.Error("abort of unconfirmed orders failed; the sweeper will release them after their deadline",
+			"sale", sale, "orders", len(orders), "err", err)
+	}
+}
+
+// Undo takes back an order this node sold but whose buyer will never hear
+// of it (the connection closed after the batch settled): the same abort as
+// a lost reply, so the unit and the limit slot go back at once.
+func (s *Seller) Undo(saleID string, order int64) {
+	st, ok := s.sales.Get(saleID)
+	if !ok {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.RedisTimeout)
+	defer cancel()
+	s.abort(ctx, saleID, []int64{order})
+	st.share.Give(1)
+}
+
+// fillAt answers err to the requests the script saw (pos); the others
+// already have their answer.
+func fillAt(res []buyRes, pos []int, err error) {
+	for _, i := range pos {
 		res[i].err = err
 	}
 }

@@ -430,7 +430,11 @@ func (shakes) Unavailable(c *campaign, reqs []takeReq, res []takeRes, _ error) {
 
 func (shakes) AppendEvent(b []byte, _ *campaign, _ takeReq, _ *takeRes) []byte { return b }
 
-func (shakes) Undo(context.Context, *campaign, []takeReq, []takeRes, []int, []error) {}
+// Answer: a take has no event, so nothing can be refused after the script.
+func (shakes) Answer(context.Context, *campaign, []takeReq, []takeRes, []int, []error) {}
+
+// Deadline: a shake has no request deadline of its own.
+func (shakes) Deadline(takeReq) time.Time { return time.Time{} }
 
 // Settled credits every win of the batch in one pipelined round. The wins
 // are recorded in their campaigns: if the credit fails, SettleLedger

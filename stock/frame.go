@@ -41,10 +41,17 @@ type Product[K comparable, Req, Res any] interface {
 	// AppendEvent appends the event announcing win res (of reqs' item k).
 	// A product without events returns no wins from Call and is never asked.
 	AppendEvent(b []byte, k K, req Req, res *Res) []byte
-	// Undo undoes the wins res[wins[j]] of item k that Kafka refused with
-	// errs[j], and answers them; a win that can no longer be undone may
-	// stand.
-	Undo(ctx context.Context, k K, reqs []Req, res []Res, wins []int, errs []error)
+	// Answer settles item k's part of the batch once its wins' events were
+	// published: errs[j] is what Kafka said of wins[j] (nil: durable). The
+	// product undoes and answers the wins Kafka refused, and takes back any
+	// answer that went stale meanwhile (a buyer nobody waits for any more);
+	// a win that can no longer be undone may stand. It is called for every
+	// item whose Call succeeded, with or without wins.
+	Answer(ctx context.Context, k K, reqs []Req, res []Res, wins []int, errs []error)
+	// Deadline is the time after which nobody hears req's answer; zero:
+	// none. The Publish of a batch's events is bounded by the latest
+	// deadline of its wins, since waiting longer cannot save an answer.
+	Deadline(req Req) time.Time
 	// Settled sees every answer of the batch once it is final, for the steps
 	// that follow durability (wallet credits) and for counting.
 	Settled(reqs []Req, res []Res)
@@ -66,7 +73,8 @@ type FrameConfig struct {
 // item, calls the product's script once per item under a fresh batch id,
 // puts a batch whose reply was lost in doubt (the resolver writes it off or
 // undoes it, so a 503 is always true), publishes every win's event in one
-// Publish, has the product undo what Kafka refused, and answers. It is safe
+// Publish, has the product undo what Kafka refused or what came too late,
+// and answers. It is safe
 // for concurrent use.
 type Frame[K comparable, Req, Res any] struct {
 	cfg     FrameConfig
@@ -128,6 +136,7 @@ type group[K comparable, Req, Res any] struct {
 	reqs []Req
 	res  []Res
 	wins []int
+	ok   bool // Call had the script's reply
 }
 
 func (f *Frame[K, Req, Res]) flush(reqs []Req, res []Res) {
@@ -151,12 +160,14 @@ func (f *Frame[K, Req, Res]) flush(reqs []Req, res []Res) {
 			f.p.Unavailable(g.k, g.reqs, g.res, err)
 			continue
 		}
-		g.wins = wins
+		g.wins, g.ok = wins, true
 		nwins += len(wins)
 	}
+	var errs []error
 	if nwins > 0 && f.pub != nil {
-		f.publish(groups, nwins)
+		errs = f.publish(groups, nwins)
 	}
+	f.answer(groups, errs)
 	for _, g := range groups {
 		for j, i := range g.idx {
 			res[i] = g.res[j]
@@ -197,11 +208,13 @@ func (f *Frame[K, Req, Res]) group(reqs []Req, res []Res) []group[K, Req, Res] {
 	return groups
 }
 
-// publish makes every win of the batch durable with one Publish, then has
-// the product undo, item by item, the wins Kafka did not take.
-func (f *Frame[K, Req, Res]) publish(groups []group[K, Req, Res], nwins int) {
+// publish makes every win of the batch durable with one Publish and
+// returns what Kafka said of each, in the order of the groups' wins.
+func (f *Frame[K, Req, Res]) publish(groups []group[K, Req, Res], nwins int) []error {
 	msgs := make([]kafkago.Message, 0, nwins)
 	buf := make([]byte, 0, 192*nwins) // one buffer for the whole batch
+	var latest time.Time              // the latest deadline of a win; zero: some win has none
+	bounded := true
 	for _, g := range groups {
 		if len(g.wins) == 0 {
 			continue
@@ -211,28 +224,43 @@ func (f *Frame[K, Req, Res]) publish(groups []group[K, Req, Res], nwins int) {
 			start := len(buf)
 			buf = f.p.AppendEvent(buf, g.k, g.reqs[i], &g.res[i])
 			msgs = append(msgs, kafkago.Message{Key: key, Value: buf[start:len(buf):len(buf)]})
+			if d := f.p.Deadline(g.reqs[i]); d.IsZero() {
+				bounded = false
+			} else if d.After(latest) {
+				latest = d
+			}
 		}
 	}
 	errs := make([]error, len(msgs))
-	ctx, cancel := context.WithTimeout(context.Background(), f.cfg.PublishTimeout)
+	until := time.Now().Add(f.cfg.PublishTimeout)
+	if bounded && latest.Before(until) {
+		until = latest
+	}
+	ctx, cancel := context.WithDeadline(context.Background(), until)
 	f.pub.Publish(ctx, msgs, errs)
 	cancel()
+	return errs
+}
+
+// answer hands every group whose Call succeeded to the product's Answer
+// with its share of errs (nil errs: nothing was published).
+func (f *Frame[K, Req, Res]) answer(groups []group[K, Req, Res], errs []error) {
 	m := 0
-	for _, g := range groups {
-		var failed []int
-		var ferrs []error
-		for _, i := range g.wins {
-			if errs[m] != nil {
-				failed = append(failed, i)
-				ferrs = append(ferrs, errs[m])
-			}
-			m++
+	for gi := range groups {
+		g := &groups[gi]
+		if !g.ok {
+			continue
 		}
-		if len(failed) > 0 {
-			ctx, cancel := context.WithTimeout(context.Background(), f.cfg.RedisTimeout)
-			f.p.Undo(ctx, g.k, g.reqs, g.res, failed, ferrs)
-			cancel()
+		var gerrs []error
+		if errs != nil {
+			gerrs = errs[m : m+len(g.wins) : m+len(g.wins)]
+			m += len(g.wins)
+		} else {
+			gerrs = make([]error, len(g.wins))
 		}
+		ctx, cancel := context.WithTimeout(context.Background(), f.cfg.RedisTimeout)
+		f.p.Answer(ctx, g.k, g.reqs, g.res, g.wins, gerrs)
+		cancel()
 	}
 }
 

@@ -32,6 +32,7 @@ func newRootCommand() *cobra.Command {
 	root.AddCommand(
 		node.Command(),
 		node.ConfigCommand(),
+		newTokenCommand(),
 		newReconcileCommand(),
 		bench.Command(),
 		cluster.Command(),
