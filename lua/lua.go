@@ -273,6 +273,37 @@ func claimBatch(ctx context.Context, rdb redis.Scripter, key string) ([]string, 
 	return strings.Split(list, ","), nil
 }
 
+// SaleOrders reads every order record of sale by order number, the limit
+// slots of every user (SaleKeys.Users values; see HeldCount) and the
+// sale's order sequence (how many orders it ever numbered), for an audit.
+// It reads whole hashes: it is for reconcile, never for a hot path.
+func SaleOrders(ctx context.Context, rdb redis.UniversalClient, sale string) (map[int64]Record, map[string]string, int64, error) {
+	k := KeysFor(sale)
+	raw, err := rdb.HGetAll(ctx, k.Orders).Result()
+	if err != nil {
+		return nil, nil, 0, fmt.Errorf("orders of %q: %w", sale, err)
+	}
+	held, err := rdb.HGetAll(ctx, k.Users).Result()
+	if err != nil {
+		return nil, nil, 0, fmt.Errorf("users of %q: %w", sale, err)
+	}
+	seq, err := rdb.HGet(ctx, k.Meta, "seq").Int64()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return nil, nil, 0, fmt.Errorf("order sequence of %q: %w", sale, err)
+	}
+	recs := make(map[int64]Record, len(raw))
+	for f, v := range raw {
+		n, err := strconv.ParseInt(f, 10, 64)
+		if err != nil {
+			return nil, nil, 0, fmt.Errorf("orders of %q: bad order number %q", sale, f)
+		}
+		if recs[n], err = ParseRecord(v); err != nil {
+			return nil, nil, 0, err
+		}
+	}
+	return recs, held, seq, nil
+}
+
 // UserOrders returns the live orders (pending or paid) of user in sale, as
 // listed in SaleKeys.Users, with their records. An order whose record is
 // missing is left out.

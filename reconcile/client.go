@@ -44,37 +44,51 @@ func ReadClientLog(r io.Reader) ([]ClientAnswer, error) {
 	return out, nil
 }
 
-// clientChecks adds the client view: every 201 a client saw is an order of
-// that buyer that was not undone (live, paid, or ended after it was told);
-// and a buyer told 5xx holds no order made between sending that request and
-// ClientInDoubt after its answer (the documented in-doubt window: the
-// node's last check before writing a "yes" and the bytes reaching the
-// client). A request with no answer at all is unknown and only counted.
-func clientChecks(in Input, orders map[string]orderRec, add func(string, bool, string, []string)) {
-	told := map[string]bool{} // order ids clients were told of
+// clientSuccessesAreOrders: every 201 a client saw is an order of that
+// buyer that was not undone (live, paid, or ended after it was told) and
+// was answered before its pay deadline.
+func clientSuccessesAreOrders(ev *evidence, _ *Report) Check {
 	var bad []string
-	successes, failures, unknown := 0, 0, 0
+	successes := 0
+	for _, a := range ev.client {
+		if a.Sale != "" && a.Sale != ev.sale || a.Status != 201 {
+			continue
+		}
+		successes++
+		id := recordID(a.Order)
+		o, ok := ev.orders[id]
+		switch {
+		case !ok:
+			bad = append(bad, id+": 201 to "+a.User+", no such order")
+		case o.rec.User != a.User:
+			bad = append(bad, id+": 201 to "+a.User+", order of "+o.rec.User)
+		case o.rec.Status == lua.StatusAborted:
+			bad = append(bad, id+": 201 to "+a.User+", but undone (aborted)")
+		case o.rec.DeadlineMs <= a.Got.UnixMilli():
+			bad = append(bad, id+": 201 to "+a.User+" after its pay deadline")
+		}
+	}
+	sort.Strings(bad)
+	return verdict("client_successes_are_orders", len(bad) == 0,
+		fmt.Sprintf("%d 201s seen by clients, %d not a payable order of theirs", successes, len(bad)), bad)
+}
+
+// clientToldNoHoldsNothing: a buyer told 5xx holds no order made between
+// sending that request and ClientInDoubt after its answer (the documented
+// in-doubt window: the node's last check before writing a "yes" and the
+// bytes reaching the client), unless a 201 told of that order. A request
+// with no answer at all is unknown and only counted.
+func clientToldNoHoldsNothing(ev *evidence, _ *Report) Check {
+	told := map[string]bool{} // order ids clients were told of
 	failed := map[string][]ClientAnswer{}
-	for _, a := range in.Client {
-		if a.Sale != "" && a.Sale != in.Sale {
+	failures, unknown := 0, 0
+	for _, a := range ev.client {
+		if a.Sale != "" && a.Sale != ev.sale {
 			continue
 		}
 		switch {
 		case a.Status == 201:
-			successes++
-			a.Order = recordID(a.Order)
-			told[a.Order] = true
-			o, ok := orders[a.Order]
-			switch {
-			case !ok:
-				bad = append(bad, a.Order+": 201 to "+a.User+", no such order")
-			case o.rec.User != a.User:
-				bad = append(bad, a.Order+": 201 to "+a.User+", order of "+o.rec.User)
-			case o.rec.Status == lua.StatusAborted:
-				bad = append(bad, a.Order+": 201 to "+a.User+", but undone (aborted)")
-			case o.rec.DeadlineMs <= a.Got.UnixMilli():
-				bad = append(bad, a.Order+": 201 to "+a.User+" after its pay deadline")
-			}
+			told[recordID(a.Order)] = true
 		case a.Status == 0:
 			unknown++
 		case a.Status >= 500:
@@ -82,29 +96,23 @@ func clientChecks(in Input, orders map[string]orderRec, add func(string, bool, s
 			failed[a.User] = append(failed[a.User], a)
 		}
 	}
-	sort.Strings(bad)
-	add("client_successes_are_orders", len(bad) == 0,
-		fmt.Sprintf("%d 201s seen by clients, %d not a payable order of theirs", successes, len(bad)), bad)
-
 	var holding []string
-	if len(failed) > 0 {
-		for id, o := range orders {
-			fs := failed[o.rec.User]
-			if len(fs) == 0 || told[id] || o.rec.Status == lua.StatusAborted {
-				continue
-			}
-			for _, a := range fs {
-				if o.rec.CreatedMs >= a.Sent.UnixMilli() && o.rec.CreatedMs <= a.Got.Add(in.ClientInDoubt).UnixMilli() {
-					holding = append(holding, fmt.Sprintf("%s: %s was told %d but holds it (status %c)", id, a.User, a.Status, o.rec.Status))
-					break
-				}
+	for id, o := range ev.orders {
+		fs := failed[o.rec.User]
+		if len(fs) == 0 || told[id] || o.rec.Status == lua.StatusAborted {
+			continue
+		}
+		for _, a := range fs {
+			if o.rec.CreatedMs >= a.Sent.UnixMilli() && o.rec.CreatedMs <= a.Got.Add(ev.clientInDoubt).UnixMilli() {
+				holding = append(holding, fmt.Sprintf("%s: %s was told %d but holds it (status %c)", id, a.User, a.Status, o.rec.Status))
+				break
 			}
 		}
 	}
 	sort.Strings(holding)
-	add("client_told_no_holds_nothing", len(holding) == 0,
+	return verdict("client_told_no_holds_nothing", len(holding) == 0,
 		fmt.Sprintf("%d answers 5xx, %d with an order made for that request (in-doubt window %v); %d requests had no answer (unknown, not checked)",
-			failures, len(holding), in.ClientInDoubt, unknown), holding)
+			failures, len(holding), ev.clientInDoubt, unknown), holding)
 }
 
 // recordID is the record id ("<sale>.<seq>", as in Redis) of an order id a
