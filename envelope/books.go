@@ -58,28 +58,22 @@ func (b Book) OK() bool { return len(b.Problems) == 0 }
 // ErrNotFound for an unknown envelope. It is read-only; call it on settled
 // envelopes (after the refund) for the ledger to be final.
 func Books(ctx context.Context, rdb redis.UniversalClient, id string) (Book, error) {
-	k := lua.EnvelopeKeysFor(id)
-	pipe := rdb.Pipeline()
-	metaCmd := pipe.HGetAll(ctx, k.Meta)
-	openedCmd := pipe.HGetAll(ctx, k.Opened)
-	sharesCmd := pipe.LRange(ctx, k.Shares, 0, -1)
-	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
-		return Book{}, fmt.Errorf("read envelope %q: %w: %w", id, ErrRedis, err)
+	e, found, err := lua.ReadEnvelope(ctx, rdb, id, true)
+	if err != nil {
+		return Book{}, fmt.Errorf("%w: %w", ErrRedis, err)
 	}
-	m := metaCmd.Val()
-	if len(m) == 0 {
+	if !found {
 		return Book{}, ErrNotFound
 	}
-	n := func(f string) int64 { v, _ := strconv.ParseInt(m[f], 10, 64); return v }
-	b := Book{ID: id, SenderID: m["sender"], TotalCents: n("total"), Count: n("count"), State: m["state"],
-		CreatedAt: time.UnixMilli(n("created_ms")).UTC(), ExpiresAt: time.UnixMilli(n("expires_at_ms")).UTC(),
-		Opened: n("opened"), OpenedCents: n("opened_cents"), Left: n("left"), LeftCents: n("left_cents"),
-		RefundedCents: n("refunded_cents"), Undone: n("undone"), Opens: []OpenRecord{}}
+	b := Book{ID: id, SenderID: e.Sender, TotalCents: e.TotalCents, Count: e.Count, State: e.State,
+		CreatedAt: time.UnixMilli(e.CreatedMs).UTC(), ExpiresAt: time.UnixMilli(e.ExpiresMs).UTC(),
+		Opened: e.Opened, OpenedCents: e.OpenedCents, Left: e.Left, LeftCents: e.LeftCents,
+		RefundedCents: e.RefundedCents, Undone: e.Undone, Opens: []OpenRecord{}}
 	bad := func(format string, args ...any) { b.Problems = append(b.Problems, fmt.Sprintf(format, args...)) }
 
 	var openSum int64
 	seqs := map[int64]bool{}
-	for user, rec := range openedCmd.Val() {
+	for user, rec := range e.Opens {
 		o, err := ParseOpenRecord(user, rec)
 		if err != nil {
 			bad("%v", err)
@@ -97,7 +91,7 @@ func Books(ctx context.Context, rdb redis.UniversalClient, id string) (Book, err
 	}
 	sort.Slice(b.Opens, func(i, j int) bool { return b.Opens[i].Seq < b.Opens[j].Seq })
 	var listSum int64
-	for _, s := range sharesCmd.Val() {
+	for _, s := range e.Shares {
 		a, err := strconv.ParseInt(s, 10, 64)
 		if err != nil || a < 1 {
 			bad("unopened share %q is not ≥ 1 cent", s)
@@ -111,18 +105,18 @@ func Books(ctx context.Context, rdb redis.UniversalClient, id string) (Book, err
 	if openSum != b.OpenedCents || int64(len(b.Opens)) != b.Opened {
 		bad("%d open records summing to %d, books say %d opens of %d", len(b.Opens), openSum, b.Opened, b.OpenedCents)
 	}
-	if listSum != b.LeftCents || int64(len(sharesCmd.Val())) != b.Left {
-		bad("%d shares in Redis summing to %d, books say %d of %d", len(sharesCmd.Val()), listSum, b.Left, b.LeftCents)
+	if listSum != b.LeftCents || int64(len(e.Shares)) != b.Left {
+		bad("%d shares in Redis summing to %d, books say %d of %d", len(e.Shares), listSum, b.Left, b.LeftCents)
 	}
 	switch b.State {
-	case "open":
+	case lua.EnvStateOpen:
 		if b.Opened+b.Left != b.Count {
 			bad("opened %d + unopened %d shares != count %d", b.Opened, b.Left, b.Count)
 		}
 		if b.RefundedCents != 0 {
 			bad("open envelope has refunded %d", b.RefundedCents)
 		}
-	case "refunded":
+	case lua.EnvStateRefunded:
 		if b.Left != 0 || b.RefundedCents != b.TotalCents-b.OpenedCents {
 			bad("refunded %d with %d shares left, want total - opened = %d", b.RefundedCents, b.Left, b.TotalCents-b.OpenedCents)
 		}
@@ -162,7 +156,7 @@ func (b *Book) checkLedger(ctx context.Context, rdb redis.UniversalClient, bad f
 		b.Ledger.Entries++
 		b.Ledger.SumCents += amount
 	}
-	if b.State == "refunded" {
+	if b.State == lua.EnvStateRefunded {
 		if len(b.Ledger.Missing) > 0 {
 			bad("refunded, but wallet entries are missing: %v", b.Ledger.Missing)
 		}

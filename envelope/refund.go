@@ -62,13 +62,12 @@ func (s *Service) Settle(ctx context.Context, id, mode string) (Settled, error) 
 	}
 	rctx, cancel = context.WithTimeout(ctx, s.cfg.RedisTimeout)
 	defer cancel()
-	k := lua.EnvelopeKeysFor(id)
-	m, err := s.rdb.HMGet(rctx, k.Meta, "sender", "refunded_ms", "refund_published").Result()
+	rec, _, err := lua.ReadEnvRecord(rctx, s.rdb, id)
 	if err != nil {
 		return out, fmt.Errorf("read refund of envelope %q: %w", id, err)
 	}
-	if m[2] == nil {
-		if err := s.publishRefund(ctx, id, str(m[0]), v, lua.ToInt(m[1])); err != nil {
+	if !rec.RefundPublished {
+		if err := s.publishRefund(ctx, id, rec.Sender, v, rec.RefundedMs); err != nil {
 			return out, err
 		}
 	}
@@ -90,8 +89,7 @@ var errRefundInFlight = errors.New("another node is publishing this refund; retr
 // Kafka's ack and the mark leaves a duplicate behind (at least once, keyed
 // by envelope id for consumers to deduplicate).
 func (s *Service) publishRefund(ctx context.Context, id, sender string, amount, atMs int64) error {
-	k := lua.EnvelopeKeysFor(id)
-	claim := k.Meta + ":refund_claim"
+	claim := lua.EnvelopeKeysFor(id).RefundClaim
 	rctx, cancel := context.WithTimeout(ctx, s.cfg.RedisTimeout)
 	ok, err := s.rdb.SetNX(rctx, claim, s.cfg.Node, 2*s.cfg.PublishTimeout+s.cfg.RedisTimeout).Result()
 	cancel()
@@ -108,7 +106,7 @@ func (s *Service) publishRefund(ctx context.Context, id, sender string, amount, 
 	}
 	// The claim may have been taken just after another settler marked it.
 	rctx, cancel = context.WithTimeout(ctx, s.cfg.RedisTimeout)
-	done, err := s.rdb.HExists(rctx, k.Meta, "refund_published").Result()
+	done, err := lua.RefundPublished(rctx, s.rdb, id)
 	cancel()
 	if err != nil || done {
 		release()
@@ -124,10 +122,10 @@ func (s *Service) publishRefund(ctx context.Context, id, sender string, amount, 
 		return errs[0]
 	}
 	rctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), s.cfg.RedisTimeout)
-	err = s.rdb.HSet(rctx, k.Meta, "refund_published", 1).Err()
+	err = lua.MarkRefundPublished(rctx, s.rdb, id)
 	cancel()
 	if err != nil {
-		return fmt.Errorf("mark refund of envelope %q published: %w", id, err)
+		return err
 	}
 	release()
 	return nil
@@ -139,8 +137,6 @@ func (s *Service) forgetAllowance(id string) {
 		st.share.Set(0)
 	}
 }
-
-func str(v any) string { x, _ := v.(string); return x }
 
 // SettleLedger applies every wallet entry envelope id's record implies —
 // the sender's debit, each opener's credit, and the refund once refunded —
@@ -161,25 +157,15 @@ func (s *Service) SettleLedger(ctx context.Context, id string) (int, error) {
 
 // implied lists the wallet entries an envelope's record implies.
 func implied(ctx context.Context, rdb redis.UniversalClient, id string) ([]wallet.Credit, error) {
-	k := lua.EnvelopeKeysFor(id)
-	pipe := rdb.Pipeline()
-	meta := pipe.HMGet(ctx, k.Meta, "sender", "total", "state", "refunded_cents")
-	opened := pipe.HGetAll(ctx, k.Opened)
-	if _, err := pipe.Exec(ctx); err != nil {
-		return nil, fmt.Errorf("read envelope %q: %w", id, err)
+	e, found, err := lua.ReadEnvelope(ctx, rdb, id, false)
+	if err != nil || !found {
+		return nil, err
 	}
-	m := meta.Val()
-	if m[0] == nil {
-		return nil, nil
+	credits := []wallet.Credit{{User: e.Sender, Entry: lua.Entry{ID: wallet.SendID(id), Amount: -e.TotalCents}}}
+	if e.State == lua.EnvStateRefunded && e.RefundedCents > 0 {
+		credits = append(credits, wallet.Credit{User: e.Sender, Entry: lua.Entry{ID: wallet.RefundID(id), Amount: e.RefundedCents}})
 	}
-	sender := str(m[0])
-	credits := []wallet.Credit{{User: sender, Entry: lua.Entry{ID: wallet.SendID(id), Amount: -lua.ToInt(m[1])}}}
-	if str(m[2]) == "refunded" {
-		if r := lua.ToInt(m[3]); r > 0 {
-			credits = append(credits, wallet.Credit{User: sender, Entry: lua.Entry{ID: wallet.RefundID(id), Amount: r}})
-		}
-	}
-	for user, rec := range opened.Val() {
+	for user, rec := range e.Opens {
 		o, err := ParseOpenRecord(user, rec)
 		if err != nil {
 			return nil, err

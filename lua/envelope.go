@@ -41,12 +41,15 @@ type EnvelopeKeys struct {
 	Meta   string // hash: sender, total, count, expires_at_ms, left, left_cents, seq, opened, opened_cents, state, refunded_cents, ...
 	Shares string // list: unopened shares in cents, handed out from the head
 	Opened string // hash: user id -> "amount|opened_ms|node|seq"
+	// RefundClaim is a short lease (SET NX PX) of the settler publishing
+	// the envelope's refunded event.
+	RefundClaim string
 }
 
 // EnvelopeKeysFor returns the keys of envelope id.
 func EnvelopeKeysFor(id string) EnvelopeKeys {
 	p := "fs:{env:" + id + "}:"
-	return EnvelopeKeys{Meta: p + "meta", Shares: p + "shares", Opened: p + "opened"}
+	return EnvelopeKeys{Meta: p + "meta", Shares: p + "shares", Opened: p + "opened", RefundClaim: p + "meta:refund_claim"}
 }
 
 // EnvCreate stores a new envelope whose shares (in hand-out order) must sum
@@ -213,7 +216,7 @@ func LoadEnvState(ctx context.Context, rdb redis.Cmdable, id string) (st EnvStat
 		return EnvState{}, false, nil
 	}
 	state, _ := v[2].(string)
-	return EnvState{ExpiresMs: ToInt(v[0]), Left: ToInt(v[1]), Open: state == "open"}, true, nil
+	return EnvState{ExpiresMs: ToInt(v[0]), Left: ToInt(v[1]), Open: state == EnvStateOpen}, true, nil
 }
 
 // EnvLeft reads how many shares of an envelope are unopened; found is false

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
 	"time"
 
 	"github.com/flashsale/flashsale"
@@ -71,12 +70,10 @@ func CreateSale(ctx context.Context, rdb redis.UniversalClient, s flashsale.Sale
 	if err := ValidateSale(s); err != nil {
 		return err
 	}
-	created, err := lua.CreateSale(ctx, rdb, s.ID, []any{
-		"name", s.Name, "stock", s.Stock, "price_cents", s.PriceCents,
-		"per_user_limit", s.PerUserLimit, "pay_timeout_ms", s.PayTimeout.Milliseconds(),
-		"starts_at_ms", unixMs(s.StartsAt), "ends_at_ms", unixMs(s.EndsAt),
-		lua.FieldRoomAdmitPerSec, roomRate(s.WaitingRoom), lua.FieldRoomPreQueueMs, s.WaitingRoom.PreQueue.Milliseconds(),
-	})
+	created, err := lua.CreateSaleRecord(ctx, rdb, s.ID, lua.SaleRecord{Name: s.Name, Stock: s.Stock,
+		PriceCents: s.PriceCents, PerUserLimit: s.PerUserLimit, PayTimeoutMs: s.PayTimeout.Milliseconds(),
+		StartsMs: unixMs(s.StartsAt), EndsMs: unixMs(s.EndsAt),
+		RoomAdmitPerSec: roomRate(s.WaitingRoom), RoomPreQueueMs: s.WaitingRoom.PreQueue.Milliseconds()})
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrRedis, err)
 	}
@@ -96,29 +93,28 @@ func LoadSale(ctx context.Context, rdb redis.UniversalClient, id string) (flashs
 	if !flashsale.ValidID(id) {
 		return flashsale.Sale{}, flashsale.Books{}, ErrNoSale
 	}
-	m, err := rdb.HGetAll(ctx, lua.KeysFor(id).Meta).Result()
+	r, found, err := lua.ReadSale(ctx, rdb, id)
 	if err != nil {
 		return flashsale.Sale{}, flashsale.Books{}, fmt.Errorf("load sale %q: %w: %w", id, ErrRedis, err)
 	}
-	if len(m) == 0 {
+	if !found {
 		return flashsale.Sale{}, flashsale.Books{}, ErrNoSale
 	}
-	n := func(k string) int64 { v, _ := strconv.ParseInt(m[k], 10, 64); return v }
-	t := func(k string) time.Time {
-		if v := n(k); v > 0 {
-			return time.UnixMilli(v).UTC()
+	t := func(ms int64) time.Time {
+		if ms > 0 {
+			return time.UnixMilli(ms).UTC()
 		}
 		return time.Time{}
 	}
-	s := flashsale.Sale{ID: id, Name: m["name"], Stock: n("stock"), PriceCents: n("price_cents"),
-		PerUserLimit: n("per_user_limit"), PayTimeout: time.Duration(n("pay_timeout_ms")) * time.Millisecond,
-		StartsAt: t("starts_at_ms"), EndsAt: t("ends_at_ms")}
-	if rate := n(lua.FieldRoomAdmitPerSec); rate > 0 {
-		s.WaitingRoom = flashsale.WaitingRoom{Enabled: true, AdmitPerSec: rate,
-			PreQueue: time.Duration(n(lua.FieldRoomPreQueueMs)) * time.Millisecond}
+	s := flashsale.Sale{ID: id, Name: r.Name, Stock: r.Stock, PriceCents: r.PriceCents,
+		PerUserLimit: r.PerUserLimit, PayTimeout: time.Duration(r.PayTimeoutMs) * time.Millisecond,
+		StartsAt: t(r.StartsMs), EndsAt: t(r.EndsMs)}
+	if r.RoomAdmitPerSec > 0 {
+		s.WaitingRoom = flashsale.WaitingRoom{Enabled: true, AdmitPerSec: r.RoomAdmitPerSec,
+			PreQueue: time.Duration(r.RoomPreQueueMs) * time.Millisecond}
 	}
-	b := flashsale.Books{Stock: n("stock"), Remaining: n("remaining"), Pending: n("pending"), Paid: n("paid"),
-		Expired: n("expired"), Cancelled: n("cancelled"), Aborted: n("aborted")}
+	b := flashsale.Books{Stock: r.Stock, Remaining: r.Remaining, Pending: r.Pending, Paid: r.Paid,
+		Expired: r.Expired, Cancelled: r.Cancelled, Aborted: r.Aborted}
 	return s, b, nil
 }
 

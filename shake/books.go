@@ -101,25 +101,20 @@ func Wins(ctx context.Context, rdb redis.UniversalClient, id string) ([]WinRecor
 
 // Books reads campaign id's books from Redis and checks them.
 func Books(ctx context.Context, rdb redis.UniversalClient, id string) (Book, error) {
-	pipe := rdb.Pipeline()
-	metaCmd := pipe.HGetAll(ctx, lua.ShakeKeysFor(id).Meta)
-	usersCmd := pipe.HGetAll(ctx, lua.ShakeKeysFor(id).Users)
-	timeCmd := pipe.Time(ctx)
-	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
-		return Book{}, fmt.Errorf("read shake %q: %w: %w", id, ErrRedis, err)
+	r, found, err := lua.ReadShake(ctx, rdb, id)
+	if err != nil {
+		return Book{}, fmt.Errorf("%w: %w", ErrRedis, err)
 	}
-	m := metaCmd.Val()
-	if len(m) == 0 {
+	if !found {
 		return Book{}, ErrNotFound
 	}
-	n := func(f string) int64 { v, _ := strconv.ParseInt(m[f], 10, 64); return v }
-	now := timeCmd.Val()
-	b := Book{ID: id, Mode: m["mode"], Total: n("total"), RatePerSec: n("rate"), StartsAt: time.UnixMilli(n("starts_at_ms")).UTC(),
-		Now: now.UTC(), Taken: n("taken"), Undone: n("undone"), PaidCents: n("paid_cents")}
+	now := r.Now
+	b := Book{ID: id, Mode: r.Mode, Total: r.Total, RatePerSec: r.RatePerSec, StartsAt: time.UnixMilli(r.StartsMs).UTC(),
+		Now: now.UTC(), Taken: r.Taken, Undone: r.Undone, PaidCents: r.PaidCents}
 	if b.Mode == ModeSplit {
-		b.BudgetCents = n("budget")
+		b.BudgetCents = r.BudgetCents
 	}
-	b.Released = Released(b.Total, b.RatePerSec, n("starts_at_ms"), now.UnixMilli())
+	b.Released = Released(b.Total, b.RatePerSec, r.StartsMs, now.UnixMilli())
 	bad := func(format string, args ...any) { b.Problems = append(b.Problems, fmt.Sprintf(format, args...)) }
 
 	wins, err := Wins(ctx, rdb, id)
@@ -127,14 +122,11 @@ func Books(ctx context.Context, rdb redis.UniversalClient, id string) (Book, err
 		return Book{}, fmt.Errorf("%w: %w", ErrRedis, err)
 	}
 	perUser := map[string]int64{}
-	lo, hi := n("min"), n("max")
+	lo, hi := r.MinCents, r.MaxCents
 	// Win numbers count every win ever made, so they are 1..taken+undone
 	// with a hole for each undone win (a campaign from before seq existed
-	// has neither).
-	seq := b.Taken + b.Undone
-	if _, ok := m["seq"]; ok {
-		seq = n("seq")
-	}
+	// has neither: lua.ShakeRecord.Seq is then taken+undone).
+	seq := r.Seq
 	if seq != b.Taken+b.Undone {
 		bad("win numbers reached %d, but taken %d + undone %d", seq, b.Taken, b.Undone)
 	}
@@ -160,19 +152,19 @@ func Books(ctx context.Context, rdb redis.UniversalClient, id string) (Book, err
 		bad("%d wins of %d cents recorded, books say taken %d paid %d", b.Wins, b.WinsCents, b.Taken, b.PaidCents)
 	}
 	if b.Mode == ModeSplit {
-		if b.PaidCents+n("left_cents") != b.BudgetCents {
-			bad("paid %d + left %d != budget %d", b.PaidCents, n("left_cents"), b.BudgetCents)
+		if b.PaidCents+r.LeftCents != b.BudgetCents {
+			bad("paid %d + left %d != budget %d", b.PaidCents, r.LeftCents, b.BudgetCents)
 		}
 		if b.Taken == b.Total && b.PaidCents != b.BudgetCents {
 			bad("exhausted, but paid %d of a budget of %d", b.PaidCents, b.BudgetCents)
 		}
 	}
-	for u, c := range usersCmd.Val() {
+	for u, c := range r.Users {
 		if v, _ := strconv.ParseInt(c, 10, 64); v != perUser[u] {
 			bad("user %s: %s wins counted, %d recorded", u, c, perUser[u])
 		}
 	}
-	if cap := n("max_wins"); cap > 0 {
+	if cap := r.MaxWins; cap > 0 {
 		for u, c := range perUser {
 			if c > cap {
 				bad("user %s won %d times, cap %d", u, c, cap)

@@ -50,16 +50,13 @@ type Wallet struct {
 func Get(ctx context.Context, rdb redis.UniversalClient, user string, n int) (Wallet, error) {
 	k := lua.WalletKeysFor(user)
 	pipe := rdb.Pipeline()
-	meta := pipe.HMGet(ctx, k.Meta, "balance", "entries")
+	balance := lua.WalletBalance(ctx, pipe, user)
 	ids := pipe.LRange(ctx, k.Recent, 0, int64(max(n, 1))-1)
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return Wallet{}, fmt.Errorf("read wallet of %q: %w", user, err)
 	}
 	w := Wallet{UserID: user, Recent: []Entry{}}
-	if v := meta.Val(); len(v) == 2 {
-		w.Balance = lua.ToInt(v[0])
-		w.Entries = lua.ToInt(v[1])
-	}
+	w.Balance, w.Entries = balance()
 	if len(ids.Val()) == 0 {
 		return w, nil
 	}
