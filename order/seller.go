@@ -2,6 +2,7 @@ package order
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -15,6 +16,7 @@ import (
 	"github.com/flashsale/flashsale/stock"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
+	kafkago "github.com/segmentio/kafka-go"
 )
 
 // Reservation is a unit Redis has handed to a user: a pending order.
@@ -47,6 +49,7 @@ type SellerConfig struct {
 type Seller struct {
 	cfg     SellerConfig
 	rdb     redis.UniversalClient
+	pub     stock.Publisher
 	members stock.Membership
 	log     *slog.Logger
 
@@ -125,7 +128,7 @@ func NewSeller(cfg SellerConfig, rdb redis.UniversalClient, pub stock.Publisher,
 	if cfg.MaxSales <= 0 {
 		cfg.MaxSales = 1024
 	}
-	s := &Seller{cfg: cfg, rdb: rdb, members: members, log: log, sales: stock.NewCache[*saleState](cfg.MaxSales)}
+	s := &Seller{cfg: cfg, rdb: rdb, pub: pub, members: members, log: log, sales: stock.NewCache[*saleState](cfg.MaxSales)}
 	s.frame = stock.NewFrame(stock.FrameConfig{Node: cfg.Node, Subsystem: "order", RedisTimeout: cfg.RedisTimeout,
 		PublishTimeout: cfg.ConfirmTimeout, Coalescer: cfg.Coalescer}, tickets{s}, pub,
 		func(ctx context.Context, sale, batch string) (int, error) {
@@ -393,10 +396,40 @@ func (t tickets) Answer(ctx context.Context, st *saleState, reqs []buyReq, res [
 		undo = append(undo, res[i].r.Order)
 	}
 	if len(undo) > 0 {
-		st.share.Give(int64(len(undo)))
-		t.s.abort(ctx, st.id, undo)
+		kept := t.s.abort(ctx, st.id, undo)
+		st.share.Give(int64(len(undo) - len(kept)))
+		if len(kept) > 0 {
+			t.publishKept(st, res, wins, errs, kept)
+		}
 	}
 	t.answerRepeats(ctx, st, reqs, res, wins, undo, now)
+}
+
+// publishKept makes durable the orders whose abort was refused because a
+// repeat of their Idempotency-Key (on another node, while this one was
+// slow) was already answered with them: they stand, so their order.created
+// must be on Kafka like any other. Their events that Kafka refused (or that
+// the batch's deadline cut off) are published again, within the publish
+// timeout of their own; if that fails too, the order stays pending and the
+// sweeper returns it after its deadline.
+func (t tickets) publishKept(st *saleState, res []buyRes, wins []int, errs []error, kept []int64) {
+	var msgs []kafkago.Message
+	for j, i := range wins {
+		if errs[j] != nil && slices.Contains(kept, res[i].r.Order) {
+			msgs = append(msgs, kafkago.Message{Key: []byte(st.id), Value: t.AppendEvent(nil, st, buyReq{}, &res[i])})
+		}
+	}
+	if len(msgs) == 0 {
+		return
+	}
+	perrs := make([]error, len(msgs))
+	ctx, cancel := context.WithTimeout(context.Background(), t.s.cfg.ConfirmTimeout)
+	t.s.pub.Publish(ctx, msgs, perrs)
+	cancel()
+	if err := errors.Join(perrs...); err != nil {
+		t.s.log.Error("order.created of an order a repeat was told of could not be published; the sweeper will release it after its deadline",
+			"sale", st.id, "orders", len(msgs), "err", err)
+	}
 }
 
 // answerRepeats settles the buyers whose Idempotency-Key named a live
@@ -451,14 +484,23 @@ func (t tickets) answerRepeats(ctx context.Context, st *saleState, reqs []buyReq
 
 func (tickets) Settled([]buyReq, []buyRes) {}
 
-// abort undoes orders whose buyers hear no. If Redis fails too, the orders
-// stay pending with their deadline and the sweeper returns them, so nothing
-// is stranded.
-func (s *Seller) abort(ctx context.Context, sale string, orders []int64) {
-	if _, _, err := lua.Settle(ctx, s.rdb, sale, lua.Abort, orders); err != nil {
+// abort undoes orders whose buyers hear no, and returns those it had to
+// keep: a repeat of their Idempotency-Key was answered with them (claimed).
+// If Redis fails too, the orders stay pending with their deadline and the
+// sweeper returns them, so nothing is stranded.
+func (s *Seller) abort(ctx context.Context, sale string, orders []int64) (kept []int64) {
+	_, out, err := lua.Settle(ctx, s.rdb, sale, lua.Abort, orders)
+	if err != nil {
 		s.log.Error("abort of unconfirmed orders failed; the sweeper will release them after their deadline",
 			"sale", sale, "orders", len(orders), "err", err)
+		return nil
 	}
+	for k, r := range out {
+		if r.Code == lua.SettleClaimed {
+			kept = append(kept, orders[k])
+		}
+	}
+	return kept
 }
 
 // Undo takes back an order this node sold but whose buyer will never hear
@@ -471,8 +513,9 @@ func (s *Seller) Undo(saleID string, order int64) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.RedisTimeout)
 	defer cancel()
-	s.abort(ctx, saleID, []int64{order})
-	st.share.Give(1)
+	if kept := s.abort(ctx, saleID, []int64{order}); len(kept) == 0 {
+		st.share.Give(1)
+	}
 }
 
 // fillAt answers err to the requests the script saw (pos); the others

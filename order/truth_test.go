@@ -10,6 +10,7 @@ import (
 
 	"github.com/flashsale/flashsale"
 	"github.com/flashsale/flashsale/internal/testenv"
+	"github.com/flashsale/flashsale/kafka"
 	"github.com/flashsale/flashsale/lua"
 	"github.com/flashsale/flashsale/stock"
 	"github.com/redis/go-redis/v9"
@@ -242,5 +243,72 @@ func TestRepeatClaimBeatsLateAbort(t *testing.T) {
 	}
 	if b := truthBooks(t, rdb, "c1"); b.Pending != 2 || b.Aborted != 1 || b.Remaining != 8 {
 		t.Fatalf("books %+v", b)
+	}
+}
+
+// recordingPublisher refuses its first Publish (after hook: the seam where
+// a frozen node's produce is cut off by the batch's deadline) and records
+// every message of the later ones.
+type recordingPublisher struct {
+	hook  func()
+	calls atomic.Int64
+	mu    sync.Mutex
+	got   []kafkago.Message
+}
+
+func (p *recordingPublisher) Publish(_ context.Context, msgs []kafkago.Message, errs []error) {
+	if p.calls.Add(1) == 1 {
+		p.hook()
+		for i := range errs {
+			errs[i] = errors.New("deadline passed before the produce")
+		}
+		return
+	}
+	p.mu.Lock()
+	p.got = append(p.got, msgs...)
+	p.mu.Unlock()
+}
+
+// Invariant: an order that stands because a repeat on another node was told
+// of it has its order.created on Kafka, even when the first attempt's own
+// publish failed (its node was frozen past the deadline): its abort is
+// refused, and its event is published again.
+func TestClaimedOrderIsPublishedAfterAFailedPublish(t *testing.T) {
+	rdb := testenv.StartRedis(t, false).Client(t)
+	truthSale(t, rdb, "cp", 10, time.Minute)
+	ctx := context.Background()
+	entered := make(chan struct{})
+	release := make(chan struct{})
+	pub := &recordingPublisher{hook: func() { close(entered); <-release }}
+	frozen := oneFlusher(pub, rdb)
+	defer frozen.Close()
+	other := oneFlusher(&slowConfirmer{}, rdb)
+	defer other.Close()
+
+	firstErr := make(chan error, 1)
+	go func() {
+		_, err := frozen.BuyKeyed(ctx, "cp", "u", "key", time.Now().Add(100*time.Millisecond))
+		firstErr <- err
+	}()
+	<-entered
+	retry, err := other.BuyKeyed(ctx, "cp", "u", "key", time.Now().Add(time.Second))
+	if err != nil || !retry.Repeat {
+		t.Fatalf("retry on the other node: %+v %v, want the first order", retry, err)
+	}
+	close(release)
+	if err := <-firstErr; !errors.Is(err, ErrNotDurable) {
+		t.Fatalf("first attempt: %v, want ErrNotDurable", err)
+	}
+	if b := truthBooks(t, rdb, "cp"); b.Pending != 1 || b.Aborted != 0 || b.Remaining != 9 {
+		t.Fatalf("books %+v: the order told to the retry must stay", b)
+	}
+	pub.mu.Lock()
+	defer pub.mu.Unlock()
+	if len(pub.got) != 1 {
+		t.Fatalf("%d events published after the failed publish, want the claimed order's one", len(pub.got))
+	}
+	ev, err := kafka.ParseOrderEvent(pub.got[0].Value)
+	if err != nil || ev.OrderID != flashsale.OrderID("cp", retry.Order) || ev.UserID != "u" {
+		t.Fatalf("republished event %+v %v, want order %d of u", ev, err, retry.Order)
 	}
 }
