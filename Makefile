@@ -5,20 +5,21 @@ SHELL := /bin/bash
 GO    ?= go
 BIN   := bin/flashsale
 PKGS  := ./...
-APT_PKGS := redis-server nginx wrk apache2-utils
+APT_PKGS := redis-server nginx wrk apache2-utils postgresql
 SUDO  := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: all deps build test vet fmt-check fuzz run cluster cluster-down bench bench-go up down clean
 
 all: build
 
-## deps: install redis-server, nginx, wrk and ab (apache2-utils) with apt when missing
+## deps: install redis-server, nginx, wrk, ab (apache2-utils) and postgresql with apt when missing
 deps:
 	@missing=""; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing="$$missing nginx"; \
 	command -v wrk >/dev/null || missing="$$missing wrk"; \
 	command -v ab >/dev/null || missing="$$missing apache2-utils"; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
