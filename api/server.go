@@ -44,10 +44,13 @@ type Deps struct {
 	// Envelopes and Shakes are optional: without them their routes are absent.
 	Envelopes *envelope.Service
 	Shakes    *shake.Service
-	StatLog   *statlog.Writer
-	Registry  *prometheus.Registry
-	Ready     map[string]func(context.Context) error
-	Log       *slog.Logger
+	// History serves GET /v1/users/me/orders from the order store; nil
+	// (no store configured) answers 503.
+	History  OrderHistory
+	StatLog  *statlog.Writer
+	Registry *prometheus.Registry
+	Ready    map[string]func(context.Context) error
+	Log      *slog.Logger
 }
 
 // Server routes HTTP requests to the services. Create it with New.
@@ -99,6 +102,7 @@ func New(cfg Config, d Deps) *Server {
 	v1.GET("/orders/:id", s.observe("get_order"), s.getOrder)
 	v1.POST("/orders/:id/pay", s.observe("pay"), s.pay)
 	v1.POST("/orders/:id/cancel", s.observe("cancel"), s.cancel)
+	v1.GET("/users/me/orders", s.observe("list_my_orders"), s.listMyOrders)
 	s.registerEnvelopes(v1)
 	return s
 }

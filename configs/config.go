@@ -7,7 +7,9 @@ import (
 	"bytes"
 	_ "embed"
 	"fmt"
+	"net/url"
 	"reflect"
+	"regexp"
 	"sort"
 	"strings"
 	"time"
@@ -110,6 +112,17 @@ type Config struct {
 	Wallet struct {
 		RecentEntries int `mapstructure:"recent_entries"`
 	} `mapstructure:"wallet"`
+	// Store is the PostgreSQL order store (issue 15).
+	Store struct {
+		DSN             string        `mapstructure:"dsn"`
+		Group           string        `mapstructure:"group"`
+		BatchMax        int           `mapstructure:"batch_max"`
+		Linger          time.Duration `mapstructure:"linger"`
+		MaxConns        int32         `mapstructure:"max_conns"`
+		Timeout         time.Duration `mapstructure:"timeout"`
+		ArchiveInterval time.Duration `mapstructure:"archive_interval"`
+		ArchiveQuiet    time.Duration `mapstructure:"archive_quiet"`
+	} `mapstructure:"store"`
 	Cluster struct {
 		Heartbeat time.Duration `mapstructure:"heartbeat"`
 		TTL       time.Duration `mapstructure:"ttl"`
@@ -176,6 +189,8 @@ func Load(fs *pflag.FlagSet) (*Config, error) {
 	v.SetEnvPrefix("FLASHSALE")
 	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_"))
 	v.AutomaticEnv()
+	// The operator's name for the store's DSN (FLASHSALE_STORE_DSN works too).
+	_ = v.BindEnv("store.dsn", "FLASHSALE_STORE_DSN", "FLASHSALE_POSTGRES_DSN")
 	if fs != nil {
 		for _, k := range Keys() {
 			if f := fs.Lookup(FlagName(k)); f != nil && f.Changed {
@@ -255,6 +270,10 @@ func (c *Config) Validate() error {
 		sh.MaxBudgetCents < 1 || sh.MaxAmountCents < 1 || sh.MaxCampaigns < 1 {
 		bad = append(bad, "shake: buckets, tick, burst and every max_* must be positive, buffer_percent >= 0")
 	}
+	if st := c.Store; st.DSN != "" && (st.Group == "" || st.Group == c.Kafka.Group || st.Group == c.Envelope.Group ||
+		st.BatchMax < 1 || st.MaxConns < 2 || st.Timeout <= 0 || st.ArchiveInterval <= 0 || st.ArchiveQuiet < 30*time.Second) {
+		bad = append(bad, "store: group must be set and differ from kafka.group and envelope.group; batch_max >= 1, max_conns >= 2, timeout and archive_interval > 0, archive_quiet >= 30s")
+	}
 	if c.Wallet.RecentEntries < 1 {
 		bad = append(bad, "wallet.recent_entries must be positive")
 	}
@@ -266,5 +285,40 @@ func (c *Config) Validate() error {
 
 // YAML renders c with every key, for `flashsale config`.
 func (c *Config) YAML() ([]byte, error) {
-	return yaml.Marshal(c.settings)
+	out := c.settings
+	if st, ok := c.settings["store"].(map[string]any); ok {
+		// The DSN may carry a password: print it without.
+		if dsn, _ := st["dsn"].(string); dsn != "" {
+			out = map[string]any{}
+			for k, v := range c.settings {
+				out[k] = v
+			}
+			redacted := map[string]any{}
+			for k, v := range st {
+				redacted[k] = v
+			}
+			redacted["dsn"] = RedactDSN(dsn)
+			out["store"] = redacted
+		}
+	}
+	return yaml.Marshal(out)
+}
+
+var dsnPassword = regexp.MustCompile(`(?i)(password\s*=\s*)('[^']*'|\S+)`)
+
+// RedactDSN returns dsn with any password replaced by "xxxxx", for logs and
+// `flashsale config`.
+func RedactDSN(dsn string) string {
+	if u, err := url.Parse(dsn); err == nil && u.User != nil {
+		if _, has := u.User.Password(); has {
+			u.User = url.UserPassword(u.User.Username(), "xxxxx")
+		}
+		q := u.Query()
+		if q.Has("password") {
+			q.Set("password", "xxxxx")
+			u.RawQuery = q.Encode()
+		}
+		return u.String()
+	}
+	return dsnPassword.ReplaceAllString(dsn, "${1}xxxxx")
 }

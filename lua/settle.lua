@@ -5,6 +5,12 @@
 -- KEYS[1]  fs:{sale:ID}:meta
 -- KEYS[2]  fs:{sale:ID}:users
 -- KEYS[3]  fs:{sale:ID}:orders
+-- KEYS[4]  fs:{sale:ID}:outbox  transitions not yet on Kafka: field
+--          "<n>:<status>" -> "<now_ms>|<record>". Written here, in the same
+--          atomic step as the transition, so a transition whose order.* event
+--          is then lost (publish failed, node killed) is still known and is
+--          re-published by the sweeper; the publisher deletes the field once
+--          Kafka acknowledged the event.
 -- The deadline index (fs:{sale:ID}:deadlines) is not touched here: it holds
 -- one range per buy batch, which the sweeper drops once the range's deadline
 -- has passed and none of its orders is still pending.
@@ -57,6 +63,7 @@ for i = 2, #ARGV do
       if to then
         rec = to .. '|' .. deadline .. '|' .. rest
         redis.call('HSET', KEYS[3], n, rec)
+        redis.call('HSET', KEYS[4], n .. ':' .. to, now .. '|' .. rec)
         redis.call('HINCRBY', KEYS[1], 'pending', -1)
         redis.call('HINCRBY', KEYS[1], counter[to], 1)
         if to ~= 'y' then
@@ -76,6 +83,7 @@ for i = 2, #ARGV do
       -- unit is already back, so only the label and the counters move.
       rec = 'a' .. string.sub(rec, 2)
       redis.call('HSET', KEYS[3], n, rec)
+      redis.call('HSET', KEYS[4], n .. ':a', now .. '|' .. rec)
       redis.call('HINCRBY', KEYS[1], 'expired', -1)
       redis.call('HINCRBY', KEYS[1], 'aborted', 1)
       code = 1

@@ -26,6 +26,7 @@ import (
 	"github.com/flashsale/flashsale/shake"
 	"github.com/flashsale/flashsale/statlog"
 	"github.com/flashsale/flashsale/stock"
+	"github.com/flashsale/flashsale/store"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/redis/go-redis/v9"
@@ -42,6 +43,7 @@ type Node struct {
 	Publisher *order.Publisher
 	Seller    *stock.Seller
 	Orders    *order.Service
+	Outbox    *order.Outbox // order.* transition events (issue 15)
 	Expirer   *order.Expirer
 	Sweeper   *order.Sweeper
 	StatLog   *statlog.Writer
@@ -59,6 +61,10 @@ type Node struct {
 	// Membership registers this node in Redis and counts the live ones, so
 	// the stock is shared among them.
 	Membership *cluster.Membership
+
+	// Store is the order store's consumer and archiver (issue 15); nil when
+	// store.dsn is empty.
+	Store *store.Runner
 
 	listener net.Listener
 	server   *http.Server
@@ -132,13 +138,17 @@ func Open(cfg *configs.Config, log *slog.Logger) (*Node, error) {
 		defer cancel()
 		n.Seller.Reshare(ctx)
 	})
+	n.Outbox = order.NewOutbox(n.Redis, n.Publisher, redisTimeout, time.Second, log)
 	n.Orders = order.NewService(n.Redis, redisTimeout)
+	n.Orders.PublishTo(n.Outbox)
 	n.Expirer = order.NewExpirer(order.ExpirerConfig{
 		Brokers: cfg.Kafka.Brokers, Topic: cfg.Kafka.Topic, Group: cfg.Kafka.Group,
 		Workers: cfg.Expiry.Workers, QueueSize: cfg.Expiry.QueueSize, MaxHeld: cfg.Expiry.MaxHeld,
 		BatchMax: cfg.Expiry.BatchMax, RedisTimeout: redisTimeout, RetryDelay: cfg.Expiry.RetryDelay,
+		Events: n.Outbox,
 	}, n.Redis, log)
 	n.Sweeper = order.NewSweeper(n.Redis, cfg.Expiry.SweepInterval, cfg.Expiry.Grace, cfg.Expiry.BatchMax, redisTimeout, log)
+	n.Sweeper.PublishTo(n.Outbox)
 
 	coalescer := stock.CoalescerConfig{MaxBatch: cfg.Stock.BatchMax, Flushers: cfg.Stock.Flushers,
 		QueueSize: cfg.Stock.QueueSize, Linger: cfg.Stock.Linger}
@@ -170,15 +180,22 @@ func Open(cfg *configs.Config, log *slog.Logger) (*Node, error) {
 		n.Redis.Close()
 		return nil, err
 	}
-	n.Registry.MustRegister(n.Seller, n.Publisher, n.Expirer, n.Sweeper, statLogCollector{n.StatLog},
+	n.Registry.MustRegister(n.Seller, n.Publisher, n.Outbox, n.Expirer, n.Sweeper, statLogCollector{n.StatLog},
 		n.EnvelopePublisher, n.Envelopes, n.Refunder, n.EnvelopeSweeper, n.Shakes)
+
+	var history api.OrderHistory
+	if cfg.Store.DSN != "" {
+		n.Store = NewStoreRunner(cfg, n.Redis, log)
+		n.Registry.MustRegister(n.Store)
+		history = n.Store
+	}
 
 	n.API = api.New(api.Config{
 		NodeID: cfg.Node.ID, AdminToken: cfg.Admin.Token, MaxBodyBytes: cfg.HTTP.MaxBodyBytes,
 		MaxInflight: cfg.HTTP.MaxInflight, DefaultPayTimeout: cfg.PayTimeout, RedisTimeout: redisTimeout,
 		Envelope: envLimits, Shake: shakeLimits, WalletRecent: cfg.Wallet.RecentEntries,
 	}, api.Deps{Redis: n.Redis, Seller: n.Seller, Orders: n.Orders, StatLog: n.StatLog, Registry: n.Registry, Log: log,
-		Envelopes: n.Envelopes, Shakes: n.Shakes,
+		Envelopes: n.Envelopes, Shakes: n.Shakes, History: history,
 		Ready: map[string]func(context.Context) error{
 			"redis": func(ctx context.Context) error { return n.Redis.Ping(ctx).Err() },
 			"kafka": func(ctx context.Context) error { return pingKafka(ctx, cfg.Kafka.Brokers) },
@@ -197,6 +214,20 @@ func Open(cfg *configs.Config, log *slog.Logger) (*Node, error) {
 		return nil, fmt.Errorf("listen on %s: %w", cfg.HTTP.Addr, err)
 	}
 	return n, nil
+}
+
+// NewStoreRunner returns the order store's runner for cfg (store.dsn must
+// be set): `flashsale node` and `flashsale store` run the same one.
+func NewStoreRunner(cfg *configs.Config, rdb redis.UniversalClient, log *slog.Logger) *store.Runner {
+	return store.NewRunner(store.RunnerConfig{
+		Store: store.Config{DSN: cfg.Store.DSN, MaxConns: cfg.Store.MaxConns, Timeout: cfg.Store.Timeout},
+		Consumer: store.ConsumerConfig{Brokers: cfg.Kafka.Brokers, OrderTopic: cfg.Kafka.Topic, EnvelopeTopic: cfg.Envelope.Topic,
+			Group: cfg.Store.Group, BatchMax: cfg.Store.BatchMax, Linger: cfg.Store.Linger, RetryDelay: cfg.Expiry.RetryDelay / 5},
+		ArchiveInterval: cfg.Store.ArchiveInterval,
+		// Never below the batch records' life: see lua.BatchTTL.
+		ArchiveQuiet: max(cfg.Store.ArchiveQuiet, lua.BatchTTL),
+		RedisTimeout: cfg.Redis.ReadTimeout + cfg.Redis.WriteTimeout,
+	}, rdb, log)
 }
 
 // NewRedisClient returns the node's Redis client for cfg.
@@ -253,6 +284,15 @@ func (n *Node) Run(ctx context.Context) error {
 	}()
 	go func() { defer wg.Done(); n.EnvelopeSweeper.Run(bg, n.Log) }()
 	go func() { defer wg.Done(); n.Shakes.Run(bg) }()
+	if n.Store != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := n.Store.Run(bg); err != nil {
+				n.Log.Error("order store consumer stopped", "err", err)
+			}
+		}()
+	}
 
 	if addr := n.Config.Debug.PprofAddr; addr != "" {
 		// pprof handlers register on http.DefaultServeMux; serve only that mux,

@@ -10,11 +10,55 @@ import (
 
 	"github.com/flashsale/flashsale"
 	"github.com/flashsale/flashsale/internal/jsonw"
+	"github.com/flashsale/flashsale/lua"
 	"github.com/flashsale/flashsale/stock"
 )
 
 // TypeCreated is the type of the event published for every sold unit.
 const TypeCreated = "order.created"
+
+// Types of the events that end a pending order (or relabel an expired one
+// aborted), one per settle transition. They carry the whole order, so a
+// consumer can record the order from any one of them, in any order.
+const (
+	TypePaid      = "order.paid"
+	TypeCancelled = "order.cancelled"
+	TypeExpired   = "order.expired"
+	TypeAborted   = "order.aborted"
+)
+
+// TypeOfStatus returns the event type of a move to record status st, or "".
+func TypeOfStatus(st byte) string {
+	switch st {
+	case lua.StatusPaid:
+		return TypePaid
+	case lua.StatusCancelled:
+		return TypeCancelled
+	case lua.StatusExpired:
+		return TypeExpired
+	case lua.StatusAborted:
+		return TypeAborted
+	}
+	return ""
+}
+
+// StatusOfType returns the order status an event type announces
+// (order.created: pending), and false for any other type.
+func StatusOfType(typ string) (flashsale.OrderStatus, bool) {
+	switch typ {
+	case TypeCreated:
+		return flashsale.OrderPending, true
+	case TypePaid:
+		return flashsale.OrderPaid, true
+	case TypeCancelled:
+		return flashsale.OrderCancelled, true
+	case TypeExpired:
+		return flashsale.OrderExpired, true
+	case TypeAborted:
+		return flashsale.OrderAborted, true
+	}
+	return "", false
+}
 
 // Event is an order event on Kafka, keyed by sale id so one sale's events
 // keep their order within a partition.
@@ -26,6 +70,25 @@ type Event struct {
 	Node       string `json:"node"`
 	CreatedMs  int64  `json:"created_ms"`
 	DeadlineMs int64  `json:"deadline_ms"`
+	SettledMs  int64  `json:"settled_ms,omitempty"` // the transition's time (Redis clock); 0 on order.created
+}
+
+// AppendTransition appends the event of order n of sale moving to
+// rec.Status at settledMs (Redis clock), encoded as JSON.
+func AppendTransition(b []byte, sale string, n int64, rec lua.Record, settledMs int64) []byte {
+	b = append(b, '{')
+	b = jsonw.StrField(b, "type", TypeOfStatus(rec.Status))
+	b = jsonw.Field(b, "order_id")
+	b = append(b, '"')
+	b = flashsale.AppendOrderID(b, sale, n)
+	b = append(b, '"')
+	b = jsonw.StrField(b, "sale_id", sale)
+	b = jsonw.StrField(b, "user_id", rec.User)
+	b = jsonw.StrField(b, "node", rec.Node)
+	b = jsonw.IntField(b, "created_ms", rec.CreatedMs)
+	b = jsonw.IntField(b, "deadline_ms", rec.DeadlineMs)
+	b = jsonw.IntField(b, "settled_ms", settledMs)
+	return append(b, '}')
 }
 
 // AppendCreated appends the order.created event of r, encoded as JSON.
@@ -56,7 +119,7 @@ func ParseEvent(b []byte) (Event, error) {
 	if e.Type == "" {
 		return Event{}, fmt.Errorf("order event: no type")
 	}
-	if e.Type == TypeCreated {
+	if _, known := StatusOfType(e.Type); known {
 		sale, _, err := flashsale.ParseOrderID(e.OrderID)
 		if err != nil || sale != e.SaleID || e.DeadlineMs <= 0 {
 			return Event{}, fmt.Errorf("order event: bad order id %q for sale %q or deadline %d", e.OrderID, e.SaleID, e.DeadlineMs)
@@ -65,7 +128,8 @@ func ParseEvent(b []byte) (Event, error) {
 	return e, nil
 }
 
-// parseCreatedFast decodes the exact bytes AppendCreated writes (fields in
+// parseCreatedFast decodes the exact bytes AppendCreated (or
+// AppendTransition) writes (fields in
 // that order, strings without escapes) without reflection; anything else —
 // another producer's spacing, escapes, another event type — reports false
 // and goes to encoding/json. Every node consumes every order event, so this
@@ -80,7 +144,7 @@ func parseCreatedFast(b []byte) (Event, bool) {
 		p.lit(`,"node":"`) && p.str(&e.Node) &&
 		p.lit(`,"created_ms":`) && p.num(&e.CreatedMs) &&
 		p.lit(`,"deadline_ms":`) && p.num(&e.DeadlineMs) &&
-		p.lit(`}`) && p.i == len(b)
+		(p.lit(`}`) || p.lit(`,"settled_ms":`) && p.num(&e.SettledMs) && p.lit(`}`)) && p.i == len(b)
 	return e, ok
 }
 

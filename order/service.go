@@ -17,12 +17,18 @@ import (
 type Service struct {
 	rdb     redis.UniversalClient
 	timeout time.Duration
+	events  *Outbox
 }
 
 // NewService returns a Service whose Redis calls are bounded by timeout.
 func NewService(rdb redis.UniversalClient, timeout time.Duration) *Service {
 	return &Service{rdb: rdb, timeout: timeout}
 }
+
+// PublishTo makes the Service announce its transitions (order.paid,
+// order.cancelled, order.expired) through o. Without it they wait in the
+// Redis outbox for the sweeper.
+func (s *Service) PublishTo(o *Outbox) { s.events = o }
 
 // Get returns an order.
 func (s *Service) Get(ctx context.Context, id string) (flashsale.Order, error) {
@@ -73,10 +79,11 @@ func (s *Service) settle(ctx context.Context, id, action string) (flashsale.Orde
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
-	_, res, err := lua.Settle(ctx, s.rdb, sale, action, []int64{n})
+	nowMs, res, err := lua.Settle(ctx, s.rdb, sale, action, []int64{n})
 	if err != nil {
 		return flashsale.Order{}, fmt.Errorf("%s order %q: %w: %w", action, id, stock.ErrRedis, err)
 	}
+	s.events.Announce(ctx, sale, nowMs, []int64{n}, res)
 	r := res[0]
 	switch r.Code {
 	case lua.SettleDone, lua.SettleRepeat:

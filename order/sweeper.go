@@ -27,7 +27,13 @@ type Sweeper struct {
 	timeout  time.Duration
 	log      *slog.Logger
 	released prometheus.Counter
+	events   *Outbox
 }
+
+// PublishTo makes the sweeper announce what it expires through o, and
+// drain every sale's outbox on each sweep (publishing the transitions whose
+// event was lost). Without it the sweeper only releases.
+func (s *Sweeper) PublishTo(o *Outbox) { s.events = o }
 
 // NewSweeper returns a Sweeper; Run starts it.
 func NewSweeper(rdb redis.UniversalClient, interval, grace time.Duration, batch int, timeout time.Duration, log *slog.Logger) *Sweeper {
@@ -79,6 +85,13 @@ func (s *Sweeper) Sweep(ctx context.Context) (int, error) {
 		total += n
 		if err != nil {
 			return total, err
+		}
+		if s.events != nil {
+			if n, err := s.events.Drain(ctx, id); err != nil {
+				s.log.Warn("drain order outbox", "sale", id, "err", err)
+			} else if n > 0 {
+				s.log.Info("published order events from the outbox", "sale", id, "events", n)
+			}
 		}
 	}
 	return total, nil
@@ -133,10 +146,11 @@ func (s *Sweeper) expireRange(ctx context.Context, id string, first, last int64)
 		for n := lo; n <= last && n < lo+int64(s.batch); n++ {
 			orders = append(orders, n)
 		}
-		_, res, err := lua.Settle(ctx, s.rdb, id, lua.Expire, orders)
+		nowMs, res, err := lua.Settle(ctx, s.rdb, id, lua.Expire, orders)
 		if err != nil {
 			return released, false, err
 		}
+		s.events.Announce(ctx, id, nowMs, orders, res)
 		for _, r := range res {
 			switch r.Code {
 			case lua.SettleDone:

@@ -30,6 +30,7 @@ func newRootCommand() *cobra.Command {
 	}
 	root.AddCommand(
 		newNodeCommand(),
+		newStoreCommand(),
 		newConfigCommand(),
 		newReconcileCommand(),
 		bench.Command(),

@@ -1,0 +1,33 @@
+-- archive.lua: drop a finished sale's per-order state from Redis once the
+-- order store holds every one of its orders (the caller checked that).
+--
+-- KEYS[1]  fs:{sale:ID}:meta       kept: settings, counters, and the tombstone
+-- KEYS[2]  fs:{sale:ID}:users      dropped
+-- KEYS[3]  fs:{sale:ID}:orders     dropped
+-- KEYS[4]  fs:{sale:ID}:deadlines  dropped
+-- KEYS[5]  fs:{sale:ID}:outbox     must be empty (every transition on Kafka)
+-- ARGV[1]  the order sequence number the caller checked against the store
+-- ARGV[2]  now_ms, recorded as archived_at_ms
+--
+-- Returns 1 when archived (or already archived), 0 when the sale moved since
+-- the caller looked (an order is pending again, a new one was sold, or a
+-- transition still waits in the outbox): nothing is dropped then.
+--
+-- The counters stay, so the sale still answers GET /v1/sales/{id} and can
+-- never sell again: it is archived only when ended or with remaining 0 and
+-- nothing pending, so buy.lua answers "ended" or "sold out". Batch records
+-- expire on their own (lua.BatchTTL).
+if redis.call('HEXISTS', KEYS[1], 'archived_at_ms') == 1 then
+  return 1
+end
+local m = redis.call('HMGET', KEYS[1], 'pending', 'seq')
+if not m[1] or m[1] ~= '0' or m[2] ~= ARGV[1] then
+  return 0
+end
+if redis.call('HLEN', KEYS[5]) > 0 then
+  return 0
+end
+redis.call('UNLINK', KEYS[2], KEYS[3], KEYS[4], KEYS[5])
+redis.call('HSET', KEYS[1], 'archived_at_ms', ARGV[2])
+redis.call('HDEL', KEYS[1], 'finish_seen_ms', 'finish_books')
+return 1
