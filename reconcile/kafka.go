@@ -13,16 +13,17 @@ import (
 
 // EventLog is what reconcile read from the order topic.
 type EventLog struct {
-	Created   map[string][]order.Event // order id -> its order.created events (more than one is a defect)
-	Messages  int
-	Undecoded int
+	Created     map[string][]order.Event // order id -> its order.created events (more than one is a defect)
+	Transitions map[string][]order.Event // order id -> its order.paid/cancelled/expired/aborted events (repeats are harmless)
+	Messages    int
+	Undecoded   int
 }
 
 // ReadEvents reads every message of topic, partition by partition, from the
 // first offset to the end as it was when the call began. It uses no consumer
 // group, so it moves no one's offsets.
 func ReadEvents(ctx context.Context, brokers []string, topic string) (*EventLog, error) {
-	log := &EventLog{Created: map[string][]order.Event{}}
+	log := &EventLog{Created: map[string][]order.Event{}, Transitions: map[string][]order.Event{}}
 	var conn *kafka.Conn
 	var err error
 	for _, b := range brokers {
@@ -86,6 +87,8 @@ func readPartition(ctx context.Context, brokers []string, topic string, part int
 			log.Undecoded++
 		} else if ev.Type == order.TypeCreated {
 			log.Created[ev.OrderID] = append(log.Created[ev.OrderID], ev)
+		} else if _, ok := order.StatusOfType(ev.Type); ok {
+			log.Transitions[ev.OrderID] = append(log.Transitions[ev.OrderID], ev)
 		}
 		if m.Offset >= last-1 {
 			return nil

@@ -11,12 +11,14 @@ import (
 	"os"
 	"sort"
 	"strconv"
+	"time"
 
 	"github.com/flashsale/flashsale"
 	"github.com/flashsale/flashsale/lua"
 	"github.com/flashsale/flashsale/order"
 	"github.com/flashsale/flashsale/statlog"
 	"github.com/flashsale/flashsale/stock"
+	"github.com/flashsale/flashsale/store"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -34,6 +36,12 @@ type Input struct {
 	// order.created event (the node answered 503 without an order id).
 	// Such orders pass, counted, while unpaid: expiry returns their units.
 	RedisCrashed bool
+	// Store, when set, adds the third record: every order in Redis (or,
+	// for an archived sale, the store's own) and every order.* event match
+	// one row in PostgreSQL with the same final status. StoreWait bounds
+	// how long the check waits for the store's consumer to catch up.
+	Store     *store.Store
+	StoreWait time.Duration
 }
 
 // Check is one invariant's verdict.
@@ -69,6 +77,7 @@ type Report struct {
 	OK         bool            `json:"ok"`
 	UnloggedBy map[string]int  `json:"orders_without_statlog_line_by_node,omitempty"`
 	PerUserMax int64           `json:"per_user_max_active"`
+	Archived   bool            `json:"archived"` // the sale's records left Redis: orders are the store's
 	SaleLimit  int64           `json:"per_user_limit"`
 }
 
@@ -93,6 +102,10 @@ func Run(ctx context.Context, in Input) (*Report, error) {
 		return nil, fmt.Errorf("users of %q: %w", in.Sale, err)
 	}
 	seq, _ := in.Redis.HGet(ctx, keys.Meta, "seq").Int64()
+	archived := in.Redis.HExists(ctx, keys.Meta, "archived_at_ms").Val()
+	if archived && in.Store == nil {
+		return nil, fmt.Errorf("sale %q is archived: its orders are in the order store; give --postgres-dsn", in.Sale)
+	}
 	orders := map[string]orderRec{}
 	for n, s := range raw {
 		num, _ := strconv.ParseInt(n, 10, 64)
@@ -103,6 +116,20 @@ func Run(ctx context.Context, in Input) (*Report, error) {
 		id := flashsale.OrderID(in.Sale, num)
 		orders[id] = orderRec{id: id, rec: r}
 	}
+	if archived {
+		if orders, err = storeOrders(ctx, in.Store, in.Sale); err != nil {
+			return nil, err
+		}
+		// The user slots left Redis with the records: what the store says
+		// is active is what they were.
+		held = map[string]string{}
+		for _, o := range orders {
+			if o.rec.Status == lua.StatusPending || o.rec.Status == lua.StatusPaid {
+				n, _ := strconv.Atoi(held[o.rec.User])
+				held[o.rec.User] = strconv.Itoa(n + 1)
+			}
+		}
+	}
 	var events *EventLog
 	if len(in.Brokers) > 0 {
 		if events, err = ReadEvents(ctx, in.Brokers, in.Topic); err != nil {
@@ -111,7 +138,7 @@ func Run(ctx context.Context, in Input) (*Report, error) {
 	}
 
 	rep := &Report{Sale: in.Sale, Books: books, Orders: map[string]int{}, SaleLimit: sale.PerUserLimit,
-		UnloggedBy: map[string]int{}}
+		UnloggedBy: map[string]int{}, Archived: archived}
 	killed := map[string]bool{}
 	for _, k := range in.Killed {
 		killed[k] = true
@@ -332,6 +359,13 @@ func Run(ctx context.Context, in Input) (*Report, error) {
 		add("orders_have_one_event", len(badEv) == 0, detail, badEv)
 	} else {
 		rep.Warnings = append(rep.Warnings, "Kafka not read (no brokers given): event checks skipped")
+	}
+	if in.Store != nil {
+		if err := checkStore(ctx, in, orders, events, archived, add); err != nil {
+			return nil, err
+		}
+	} else {
+		rep.Warnings = append(rep.Warnings, "order store not read (no --postgres-dsn): store checks skipped")
 	}
 	if in.ExpectSellout {
 		add("no_undersell", b.Remaining == 0 && b.Pending+b.Paid == b.Stock,
