@@ -70,6 +70,7 @@ so any other FLASHSALE_* setting exported here reaches every node.`,
 	f.IntVar(&cfg.BasePort, "base-port", 8081, "node1's port; node i gets base-port+i-1 (0: free ports)")
 	f.IntVar(&cfg.NginxPort, "nginx-port", 8080, "load balancer port (0: a free port)")
 	f.BoolVar(&cfg.NoNginx, "no-nginx", false, "start no load balancer")
+	f.BoolVar(&cfg.NoPostgres, "no-postgres", false, "start no PostgreSQL order store (started by default when installed)")
 	f.BoolVar(&cfg.NginxAccessLog, "nginx-access-log", false, "write nginx's access log (costs throughput)")
 	f.IntVar(&cfg.NginxWorkers, "nginx-workers", 1, "nginx worker processes (the nodes need the other cores)")
 	f.IntVar(&cfg.RedisPort, "redis-port", 0, "redis-server port (0: a free port)")

@@ -79,6 +79,12 @@ type Config struct {
 	ReadyTimeout time.Duration
 	// Log receives progress lines; discarded when nil.
 	Log io.Writer
+	// NoPostgres starts no PostgreSQL order store (issue 15). Without it,
+	// and with PostgreSQL installed, the cluster runs one and the nodes
+	// write their events into it (FLASHSALE_POSTGRES_DSN).
+	NoPostgres bool
+	// PostgresPort is a free port when 0.
+	PostgresPort int
 	// Fresh deletes the data and logs of an earlier cluster in Dir (Redis's
 	// AOF, the broker's log, stat.logs) before starting. Without it they are
 	// kept and reused: Redis comes back with the old sales and stat.logs are
@@ -96,6 +102,7 @@ type State struct {
 	Redis      *Proc     `json:"redis"`
 	Broker     *Proc     `json:"broker"`
 	Nginx      *Proc     `json:"nginx,omitempty"`
+	Postgres   *Proc     `json:"postgres,omitempty"`
 	Nodes      []*Proc   `json:"nodes"`
 }
 
@@ -241,12 +248,26 @@ func prepare(cfg Config) (*Cluster, error) {
 		return nil, err
 	}
 	bdir := filepath.Join(dir, "broker")
-	bargv := []string{cfg.Binary, "broker", "--addr", addr(bp), "--topics", cfg.Topic,
+	// The envelope topic too: consumer groups reading both (the order
+	// store's) see only topics that exist when they join.
+	bargv := []string{cfg.Binary, "broker", "--addr", addr(bp), "--topics", cfg.Topic + "," + EnvelopeTopic,
 		"--partitions", strconv.Itoa(cfg.Partitions), "--data-dir", filepath.Join(bdir, "data")}
 	if cfg.BrokerSync {
 		bargv = append(bargv, "--sync")
 	}
 	c.st.Broker = &Proc{Name: "broker", Kind: "broker", Addr: addr(bp), Dir: bdir, Log: filepath.Join(bdir, "broker.log"), Argv: bargv}
+
+	if bin := PostgresBinDir(); !cfg.NoPostgres && bin != "" {
+		pp, err := port(cfg.PostgresPort)
+		if err != nil {
+			return nil, err
+		}
+		if c.st.Postgres, err = postgresProc(bin, dir, pp); err != nil {
+			return nil, err
+		}
+	} else if !cfg.NoPostgres {
+		fmt.Fprintln(cfg.Log, "PostgreSQL not installed (apt-get install -y postgresql, or `make deps`): starting without the order store")
+	}
 
 	for i := 1; i <= cfg.Nodes; i++ {
 		np := 0
@@ -272,6 +293,9 @@ func prepare(cfg Config) (*Cluster, error) {
 		}
 		if cfg.PayTimeout > 0 {
 			n.Env = append(n.Env, "FLASHSALE_PAY_TIMEOUT="+cfg.PayTimeout.String())
+		}
+		if c.st.Postgres != nil {
+			n.Env = append(n.Env, "FLASHSALE_POSTGRES_DSN="+PostgresDSN(c.st.Postgres.Addr))
 		}
 		n.Env = append(n.Env, cfg.Env...)
 		c.st.Nodes = append(c.st.Nodes, n)
@@ -334,7 +358,14 @@ func (c *Cluster) clearOld(fresh bool) error {
 // startAll starts the pieces in dependency order: Redis and the broker, then
 // the nodes, then nginx, each stage ready before the next begins.
 func (c *Cluster) startAll(ctx context.Context) error {
-	stages := [][]*Proc{{c.st.Redis, c.st.Broker}, c.st.Nodes}
+	first := []*Proc{c.st.Redis, c.st.Broker}
+	if c.st.Postgres != nil {
+		if err := initPostgres(c.st.Postgres); err != nil {
+			return err
+		}
+		first = append(first, c.st.Postgres)
+	}
+	stages := [][]*Proc{first, c.st.Nodes}
 	if c.st.Nginx != nil {
 		stages = append(stages, []*Proc{c.st.Nginx})
 	}
@@ -429,6 +460,8 @@ func (c *Cluster) probe(ctx context.Context, p *Proc) error {
 		return httpOK(ctx, p.URL+"/readyz")
 	case "nginx":
 		return httpOK(ctx, p.URL+"/lb-healthz")
+	case "postgres":
+		return pingPostgres(ctx, p.Addr)
 	}
 	return fmt.Errorf("unknown kind %q", p.Kind)
 }
@@ -553,7 +586,11 @@ func (st *State) procs() []*Proc {
 	if st.Nginx != nil {
 		ps = append(ps, st.Nginx)
 	}
-	return append(ps, st.Broker, st.Redis)
+	ps = append(ps, st.Broker, st.Redis)
+	if st.Postgres != nil {
+		ps = append(ps, st.Postgres)
+	}
+	return ps
 }
 
 func (st *State) anyAlive() bool {
@@ -747,7 +784,11 @@ func (c *Cluster) stopAll() error {
 	if c.st.Nginx != nil {
 		stages = append(stages, []*Proc{c.st.Nginx})
 	}
-	stages = append(stages, []*Proc{c.st.Broker}, []*Proc{c.st.Redis})
+	last := []*Proc{c.st.Redis}
+	if c.st.Postgres != nil {
+		last = append(last, c.st.Postgres)
+	}
+	stages = append(stages, []*Proc{c.st.Broker}, last)
 	var errs []error
 	for _, s := range stages {
 		errs = append(errs, c.stop(grace(s...), s...))
@@ -776,7 +817,7 @@ func (c *Cluster) Status(ctx context.Context) []ProcStatus {
 	defer c.mu.Unlock()
 	c.reload()
 	var out []ProcStatus
-	for _, p := range append([]*Proc{c.st.Redis, c.st.Broker}, append(c.st.Nodes, c.st.Nginx)...) {
+	for _, p := range append([]*Proc{c.st.Redis, c.st.Broker, c.st.Postgres}, append(c.st.Nodes, c.st.Nginx)...) {
 		if p == nil {
 			continue
 		}
@@ -828,6 +869,9 @@ func (c *Cluster) PrintSummary(w io.Writer) {
 	}
 	fmt.Fprintf(tw, "  redis\t%s\tAOF in %s\tlog %s\n", st.Redis.Addr, st.Redis.Dir, st.Redis.Log)
 	fmt.Fprintf(tw, "  broker\t%s\ttopic %s\tlog %s\n", st.Broker.Addr, st.Topic, st.Broker.Log)
+	if st.Postgres != nil {
+		fmt.Fprintf(tw, "  postgres\t%s\torder store %s\tlog %s\n", st.Postgres.Addr, PostgresDSN(st.Postgres.Addr), st.Postgres.Log)
+	}
 	tw.Flush()
 	fmt.Fprintf(w, "  admin token   %s\n", st.AdminToken)
 	fmt.Fprintf(w, "state in %s; from another shell: flashsale cluster status|kill NODE|restart NODE|down --dir %s\n",
@@ -864,6 +908,14 @@ func (c *Cluster) LBURL() string {
 		return ""
 	}
 	return c.st.Nginx.URL
+}
+
+// PostgresDSN returns the DSN of the cluster's order store, "" without one.
+func (c *Cluster) PostgresDSN() string {
+	if c.st.Postgres == nil {
+		return ""
+	}
+	return PostgresDSN(c.st.Postgres.Addr)
 }
 
 // RedisAddr returns Redis's host:port.

@@ -1,0 +1,296 @@
+package store_test
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/flashsale/flashsale/configs"
+	"github.com/flashsale/flashsale/internal/e2e"
+	"github.com/flashsale/flashsale/internal/testenv"
+	"github.com/flashsale/flashsale/lua"
+	"github.com/flashsale/flashsale/order"
+	"github.com/flashsale/flashsale/reconcile"
+	"github.com/flashsale/flashsale/store"
+	"github.com/redis/go-redis/v9"
+)
+
+func fastSweep(c *configs.Config) { c.Expiry.SweepInterval = 300 * time.Millisecond }
+
+// reconcileWithStore runs the books check with the store as third record.
+func reconcileWithStore(t *testing.T, e *e2e.Env, s *store.Store, sale string, statlogs ...string) *reconcile.Report {
+	t.Helper()
+	time.Sleep(100 * time.Millisecond) // stat.log flushes every 20 ms
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	rep, err := reconcile.Run(ctx, reconcile.Input{Sale: sale, Redis: e.Redis.Client(t), Brokers: []string{e.Kafka.Addr},
+		Topic: "flashsale.orders", StatLogs: statlogs, Store: s, StoreWait: 30 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rep.OK {
+		var b strings.Builder
+		rep.WriteText(&b)
+		t.Fatalf("reconcile failed:\n%s", b.String())
+	}
+	return rep
+}
+
+// Invariant: with PostgreSQL down for 10 s mid-sale, every buy is answered
+// as fast and as truly as before (no 503), the store's lag shows the
+// backlog, and once the database is back the store catches up and the
+// three records agree.
+func TestDatabaseDownMidSale(t *testing.T) {
+	e := e2e.NewEnv(t)
+	pg := e.WithStore(t)
+	n := e.StartNode(t, "n1", nil)
+	e2e.CreateSale(t, n.URL, `{"id":"dd","name":"G7","stock":1500,"price_cents":990}`)
+	s := openStore(t, pg.DSN)
+	select {
+	case <-n.Store.Ready():
+	case <-time.After(30 * time.Second):
+		t.Fatal("the node's store never opened")
+	}
+
+	// Buyers arrive in waves for ~12 s; the database is down from ~1 s to ~11 s.
+	type wave struct {
+		at   time.Duration
+		took time.Duration
+		rs   []e2e.Reply
+	}
+	start := time.Now()
+	var waves []wave
+	downAt, upAt := time.Second, 11*time.Second
+	stopped, restarted := false, false
+	var lagSeen int64
+	for i := 0; time.Since(start) < 12*time.Second; i++ {
+		if !stopped && time.Since(start) >= downAt {
+			pg.Stop()
+			stopped = true
+		}
+		if stopped && !restarted && time.Since(start) >= upAt {
+			lagSeen = n.Store.Consumer.Lag()
+			pg.Start()
+			restarted = true
+		}
+		t0 := time.Now()
+		rs := e2e.Hammer(t, []string{n.URL}, "dd", e2e.Users(fmt.Sprintf("dd-w%d-", i), 20), 20)
+		waves = append(waves, wave{at: t0.Sub(start), took: time.Since(t0), rs: rs})
+		time.Sleep(100 * time.Millisecond)
+	}
+	var during, outside []time.Duration
+	total := map[string]int{}
+	for _, w := range waves {
+		for k, v := range e2e.Count(w.rs) {
+			total[k] += v
+		}
+		if w.at > downAt && w.at+w.took < upAt {
+			during = append(during, w.took)
+		} else {
+			outside = append(outside, w.took)
+		}
+	}
+	if total["unavailable"] > 0 || total["ok"] == 0 {
+		t.Fatalf("outcomes %v: the database being down must not refuse buys", total)
+	}
+	med := func(d []time.Duration) time.Duration {
+		sort.Slice(d, func(i, j int) bool { return d[i] < d[j] })
+		return d[len(d)/2]
+	}
+	if len(during) == 0 || med(during) > max(3*med(outside), 200*time.Millisecond) {
+		t.Fatalf("waves of 20 buys took %v (median) with the database down, %v otherwise", med(during), med(outside))
+	}
+	if lagSeen <= 0 {
+		t.Fatalf("flashsale_store_lag_events was %d with the database down for 10 s mid-sale", lagSeen)
+	}
+	t.Logf("outcomes %v; median wave %v with the database down, %v up; store lag at restart %d events",
+		total, med(during), med(outside), lagSeen)
+	rep := reconcileWithStore(t, e, s, "dd", n.StatLog)
+	if rep.Orders["pending"] != total["ok"] {
+		t.Fatalf("%d pending orders, %d ok answers", rep.Orders["pending"], total["ok"])
+	}
+}
+
+// Invariant: an order.paid whose publish failed (the transition is in
+// Redis, the event is not on Kafka) is published from the outbox by the
+// sweeper, and the store converges to paid.
+func TestPaidPublishFailureRepaired(t *testing.T) {
+	e := e2e.NewEnv(t)
+	pg := e.WithStore(t)
+	n := e.StartNode(t, "n1", fastSweep)
+	e2e.CreateSale(t, n.URL, `{"id":"pf","name":"G8","stock":5,"price_cents":700}`)
+	r := e2e.Do(t, "POST", n.URL+"/v1/sales/pf/buy", `{"user_id":"alice"}`)
+	if r.Status != 201 {
+		t.Fatalf("buy: %d %s", r.Status, r.Raw)
+	}
+	id := r.Body["order_id"].(string)
+	rdb := e.Redis.Client(t)
+
+	// A payment service whose Kafka is unreachable: the settle succeeds,
+	// the publish fails.
+	dead := order.NewPublisher(order.PublisherConfig{Brokers: []string{fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))},
+		Topic: "flashsale.orders", WriteTimeout: 500 * time.Millisecond})
+	broken := order.NewService(rdb, time.Second)
+	broken.PublishTo(order.NewOutbox(rdb, dead, time.Second, time.Second, nil))
+	// The sweeper must not drain it before this test looks: pay after a
+	// sweep, then look at once.
+	if o, err := broken.Pay(context.Background(), id); err != nil || o.Status != "paid" {
+		t.Fatalf("pay: %+v %v", o, err)
+	}
+	left, err := rdb.HLen(context.Background(), lua.KeysFor("pf").Outbox).Result()
+	if err != nil || left != 1 {
+		t.Fatalf("outbox holds %d entries (%v) after a failed publish, want 1", left, err)
+	}
+	s := openStore(t, pg.DSN)
+	waitFor(t, 30*time.Second, "the sweeper to publish order.paid and the store to say paid", func() bool {
+		c, err := s.SaleCounts(context.Background(), "pf")
+		return err == nil && c.Paid == 1 && c.Orders == 1
+	})
+	if left, _ := rdb.HLen(context.Background(), lua.KeysFor("pf").Outbox).Result(); left != 0 {
+		t.Fatalf("outbox still holds %d entries after the repair", left)
+	}
+	reconcileWithStore(t, e, s, "pf", n.StatLog)
+}
+
+// saleFootprint sums MEMORY USAGE over every Redis key of sale, apart
+// from its batch records (which expire on their own within lua.BatchTTL).
+func saleFootprint(t *testing.T, rdb *redis.Client, sale string) (bytes, batchBytes int64, batches int, maxTTL time.Duration) {
+	t.Helper()
+	ctx := context.Background()
+	iter := rdb.Scan(ctx, 0, "fs:{sale:"+sale+"}:*", 1000).Iterator()
+	for iter.Next(ctx) {
+		k := iter.Val()
+		n, err := rdb.MemoryUsage(ctx, k).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(k, ":batch:") {
+			batchBytes += n
+			batches++
+			maxTTL = max(maxTTL, rdb.TTL(ctx, k).Val())
+			continue
+		}
+		bytes += n
+	}
+	if err := iter.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return
+}
+
+// Invariant: a finished sale whose orders are all in the store leaves
+// Redis but for its settings and counters (< 1 KB) and fs:sales; it still
+// answers GET /v1/sales/{id}, sells nothing more, its orders are readable
+// from the store page by page, and reconcile passes against the store.
+func TestArchiveFinishedSale(t *testing.T) {
+	e := e2e.NewEnv(t)
+	pg := e.WithStore(t)
+	n := e.StartNode(t, "n1", fastSweep)
+	const units = 400
+	e2e.CreateSale(t, n.URL, fmt.Sprintf(`{"id":"ar","name":"G9","stock":%d,"price_cents":1250,"per_user_limit":4}`, units))
+	users := e2e.Users("ar-u", units/4)
+	var ids []string
+	for round := 0; round < 4; round++ {
+		for _, r := range e2e.Hammer(t, []string{n.URL}, "ar", users, 32) {
+			if r.Status != 201 {
+				t.Fatalf("buy: %d %s", r.Status, r.Raw)
+			}
+			ids = append(ids, r.Body["order_id"].(string))
+		}
+	}
+	rdb := e.Redis.Client(t)
+	live, batchBytes, batches, ttl := saleFootprint(t, rdb, "ar")
+	if ttl > lua.BatchTTL {
+		t.Fatalf("a batch record lives %v, longer than BatchTTL %v", ttl, lua.BatchTTL)
+	}
+	perOrder := float64(live+batchBytes) / units
+	for _, id := range ids {
+		if r := e2e.Do(t, "POST", n.URL+"/v1/orders/"+id+"/pay", ""); r.Status != 200 {
+			t.Fatalf("pay %s: %d %s", id, r.Status, r.Raw)
+		}
+	}
+	s := openStore(t, pg.DSN)
+	waitFor(t, 30*time.Second, "every order paid in the store", func() bool {
+		c, err := s.SaleCounts(context.Background(), "ar")
+		return err == nil && c.Paid == units
+	})
+	before, _, _, _ := saleFootprint(t, rdb, "ar")
+
+	a := store.NewArchiver(rdb, s, time.Hour, 300*time.Millisecond, time.Second, nil)
+	if ok, err := a.Archive(context.Background(), "ar"); err != nil || ok {
+		t.Fatalf("archived on first sight (%v, %v): it must look finished for the quiet period first", ok, err)
+	}
+	time.Sleep(400 * time.Millisecond)
+	if ok, err := a.Archive(context.Background(), "ar"); err != nil || !ok {
+		t.Fatalf("not archived after the quiet period: %v %v", ok, err)
+	}
+	after, leftBatchBytes, leftBatches, leftTTL := saleFootprint(t, rdb, "ar")
+	t.Logf("Redis per live order: %.0f B (records, slots, deadline index, meta: %d B; %d batch records: %d B, TTL <= %v)",
+		perOrder, live, batches, batchBytes, lua.BatchTTL)
+	t.Logf("finished sale of %d orders: %d B before archival, %d B after (+ %d batch records, %d B, expiring within %v)",
+		units, before, after, leftBatches, leftBatchBytes, leftTTL)
+	if after >= 1024 {
+		t.Fatalf("archived sale keeps %d bytes in Redis, want < 1 KB", after)
+	}
+	if in, _ := rdb.SIsMember(context.Background(), lua.SalesIndexKey, "ar").Result(); in {
+		t.Fatal("archived sale still in fs:sales")
+	}
+	if b := e2e.GetBooks(t, n.URL, "ar"); b.Paid != units || b.Remaining != 0 || b.Pending != 0 {
+		t.Fatalf("archived sale's books: %+v", b)
+	}
+	if r := e2e.Do(t, "POST", n.URL+"/v1/sales/ar/buy", `{"user_id":"late"}`); r.Status != 409 {
+		t.Fatalf("buy from an archived sale: %d %s", r.Status, r.Raw)
+	}
+	if ok, b, err := s.SaleArchived(context.Background(), "ar"); err != nil || !ok || b.Paid != units {
+		t.Fatalf("store's sale row: archived %v, books %+v, %v", ok, b, err)
+	}
+
+	// The buyer's history, two orders a page, from the store.
+	var seen []string
+	cursor := ""
+	for page := 0; ; page++ {
+		q := n.URL + "/v1/users/me/orders?user_id=" + users[0] + "&sale=ar&limit=3"
+		if cursor != "" {
+			q += "&cursor=" + url.QueryEscape(cursor)
+		}
+		r := e2e.Do(t, "GET", q, "")
+		if r.Status != 200 {
+			t.Fatalf("history: %d %s", r.Status, r.Raw)
+		}
+		for _, o := range r.Body["orders"].([]any) {
+			m := o.(map[string]any)
+			if m["status"] != "paid" || m["price_cents"] != float64(1250) || m["user_id"] != users[0] {
+				t.Fatalf("history entry %v", m)
+			}
+			seen = append(seen, m["order_id"].(string))
+		}
+		next, _ := r.Body["next_cursor"].(string)
+		if next == "" {
+			break
+		}
+		if page > 3 {
+			t.Fatal("pagination does not end")
+		}
+		cursor = next
+	}
+	if len(seen) != 4 || seen[0] == seen[1] {
+		t.Fatalf("history of %s: %v, want its 4 orders once each", users[0], seen)
+	}
+	for _, bad := range []string{"status=sold", "limit=0", "limit=101", "cursor=zzz", "sale=a%7Cb", "user_id=" + users[0] + "&x=1"} {
+		q := n.URL + "/v1/users/me/orders?" + bad
+		if !strings.Contains(bad, "user_id") {
+			q += "&user_id=" + users[0]
+		}
+		if r := e2e.Do(t, "GET", q, ""); r.Status != 400 || r.Code() != "invalid" {
+			t.Fatalf("GET %s: %d %s, want 400 invalid", q, r.Status, r.Raw)
+		}
+	}
+	rep := reconcileWithStore(t, e, s, "ar", n.StatLog)
+	if !rep.Archived {
+		t.Fatal("reconcile did not see the sale archived")
+	}
+}
