@@ -796,6 +796,11 @@ func (c *Cluster) stopAll() error {
 	if err := errors.Join(errs...); err != nil {
 		return err
 	}
+	if pg := c.st.Postgres; pg != nil && !strings.HasPrefix(pg.Dir, c.st.Dir+string(filepath.Separator)) {
+		// A temporary data directory (the run directory was out of the
+		// postgres user's reach): nothing can reuse it.
+		_ = os.RemoveAll(pg.Dir)
+	}
 	if err := os.Remove(filepath.Join(c.st.Dir, StateFile)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
 	}

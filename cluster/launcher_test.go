@@ -181,7 +181,7 @@ func TestUpFailsCleanly(t *testing.T) {
 		t.Fatal(err)
 	}
 	var log bytes.Buffer
-	c, err := Up(context.Background(), Config{Nodes: 1, Dir: filepath.Join(dir, "run"), Binary: script, NoNginx: true, ReadyTimeout: 10 * time.Second, Log: &log})
+	c, err := Up(context.Background(), Config{Nodes: 1, Dir: filepath.Join(dir, "run"), Binary: script, NoNginx: true, NoPostgres: true, ReadyTimeout: 10 * time.Second, Log: &log})
 	if err == nil {
 		_ = c.Down()
 		t.Fatal("Up succeeded with a node that exits")
@@ -222,6 +222,9 @@ func TestUpThreeNodes(t *testing.T) {
 		if _, err := os.Stat(p); err != nil {
 			t.Errorf("stat.log: %v", err)
 		}
+	}
+	if PostgresBinDir() != "" && (c.PostgresDSN() == "" || !strings.Contains(strings.Join(st.Nodes[0].Env, " "), "FLASHSALE_POSTGRES_DSN=")) {
+		t.Errorf("PostgreSQL installed but no order store: dsn %q, node env %v", c.PostgresDSN(), st.Nodes[0].Env)
 	}
 	if !strings.Contains(strings.Join(st.Nodes[0].Env, " "), "FLASHSALE_PAY_TIMEOUT=2s") {
 		t.Errorf("pay timeout not passed: %v", st.Nodes[0].Env)
@@ -328,7 +331,7 @@ func TestDownFindsRestartFromAnotherShell(t *testing.T) {
 	testenv.RedisBinary(t)
 	exe := testBinary(t)
 	dir := t.TempDir()
-	c, err := Up(context.Background(), Config{Nodes: 1, Dir: dir, Binary: exe, NoNginx: true})
+	c, err := Up(context.Background(), Config{Nodes: 1, Dir: dir, Binary: exe, NoNginx: true, NoPostgres: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -364,7 +367,7 @@ func TestUpFreshAndReuse(t *testing.T) {
 		fresh bool
 		want  string
 	}{{false, ""}, {false, "kept"}, {true, ""}} {
-		c, err := Up(ctx, Config{Dir: dir, Binary: exe, NoNginx: true, Fresh: tc.fresh})
+		c, err := Up(ctx, Config{Dir: dir, Binary: exe, NoNginx: true, NoPostgres: true, Fresh: tc.fresh})
 		if err != nil {
 			t.Fatal(err)
 		}
