@@ -158,6 +158,14 @@ func EnvName(key string) string {
 	return "FLASHSALE_" + strings.ToUpper(strings.ReplaceAll(key, ".", "_"))
 }
 
+// envAliases are the operator's names for keys whose FLASHSALE_<KEY> name
+// is not the one the issue contracts: FLASHSALE_POSTGRES_DSN sets store.dsn
+// (FLASHSALE_STORE_DSN works too).
+var envAliases = map[string][]string{"store.dsn": {"FLASHSALE_POSTGRES_DSN"}}
+
+// EnvAliases returns the other environment variables that override key.
+func EnvAliases(key string) []string { return envAliases[key] }
+
 // FlagName returns the flag that overrides key.
 func FlagName(key string) string { return strings.NewReplacer(".", "-", "_", "-").Replace(key) }
 
@@ -189,8 +197,9 @@ func Load(fs *pflag.FlagSet) (*Config, error) {
 	v.SetEnvPrefix("FLASHSALE")
 	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_"))
 	v.AutomaticEnv()
-	// The operator's name for the store's DSN (FLASHSALE_STORE_DSN works too).
-	_ = v.BindEnv("store.dsn", "FLASHSALE_STORE_DSN", "FLASHSALE_POSTGRES_DSN")
+	for k, names := range envAliases {
+		_ = v.BindEnv(append([]string{k, EnvName(k)}, names...)...)
+	}
 	if fs != nil {
 		for _, k := range Keys() {
 			if f := fs.Lookup(FlagName(k)); f != nil && f.Changed {
