@@ -8,7 +8,7 @@ PKGS  := ./...
 APT_PKGS := redis-server nginx wrk apache2-utils postgresql
 SUDO  := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps build test vet fmt-check fuzz run cluster cluster-down bench bench-go up down clean
+.PHONY: all deps build test vet fmt-check fuzz run cluster cluster-down bench bench-go bench-store up down clean
 
 all: build
 
@@ -64,6 +64,15 @@ BENCH_FLAGS ?= --runs 3 --duration 10s
 bench: deps build
 	$(BIN) bench suite $(BENCH_FLAGS)
 	$(MAKE) --no-print-directory bench-go
+	$(MAKE) --no-print-directory bench-store
+
+## bench-store: events/s one order-store consumer writes into a durable PostgreSQL (STORE_EVENTS of them),
+## and Redis bytes per live order and per archived sale (a sale of ARCHIVE_UNITS orders)
+STORE_EVENTS ?= 200000
+ARCHIVE_UNITS ?= 20000
+bench-store:
+	FLASHSALE_STORE_EVENTS=$(STORE_EVENTS) $(GO) test -count=1 -run '^TestStoreThroughput$$' -v ./store | grep -E 'store consumer|^(ok|FAIL|---)'
+	FLASHSALE_ARCHIVE_UNITS=$(ARCHIVE_UNITS) $(GO) test -count=1 -run '^TestArchiveFinishedSale$$' -v ./store | grep -E 'Redis per live order|finished sale of|^(ok|FAIL|---)'
 
 bench-go:
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2s ./stock ./lua ./order ./statlog

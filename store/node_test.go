@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"net/url"
+	"os"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -190,9 +192,13 @@ func TestArchiveFinishedSale(t *testing.T) {
 	e := e2e.NewEnv(t)
 	pg := e.WithStore(t)
 	n := e.StartNode(t, "n1", fastSweep)
-	const units = 400
+	// make bench-store sets a bigger sale to measure bytes per live order.
+	units := int64(400)
+	if v, _ := strconv.Atoi(os.Getenv("FLASHSALE_ARCHIVE_UNITS")); v > 0 {
+		units = int64(v - v%4)
+	}
 	e2e.CreateSale(t, n.URL, fmt.Sprintf(`{"id":"ar","name":"G9","stock":%d,"price_cents":1250,"per_user_limit":4}`, units))
-	users := e2e.Users("ar-u", units/4)
+	users := e2e.Users("ar-u", int(units/4))
 	var ids []string
 	for round := 0; round < 4; round++ {
 		for _, r := range e2e.Hammer(t, []string{n.URL}, "ar", users, 32) {
@@ -207,7 +213,7 @@ func TestArchiveFinishedSale(t *testing.T) {
 	if ttl > lua.BatchTTL {
 		t.Fatalf("a batch record lives %v, longer than BatchTTL %v", ttl, lua.BatchTTL)
 	}
-	perOrder := float64(live+batchBytes) / units
+	perOrder := float64(live+batchBytes) / float64(units)
 	for _, id := range ids {
 		if r := e2e.Do(t, "POST", n.URL+"/v1/orders/"+id+"/pay", ""); r.Status != 200 {
 			t.Fatalf("pay %s: %d %s", id, r.Status, r.Raw)
