@@ -156,16 +156,25 @@ func view(o flashsale.Order) OrderView {
 
 func (s *Server) getOrder(c *gin.Context) {
 	o, err := s.Orders.Get(c.Request.Context(), c.Param("id"))
+	if flashsale.ErrorCode(err) == flashsale.ENOTFOUND && s.archived(c, c.Param("id"), "") {
+		return
+	}
 	s.respondOrder(c, o, err)
 }
 
 func (s *Server) pay(c *gin.Context) {
 	o, err := s.Orders.Pay(c.Request.Context(), c.Param("id"))
+	if flashsale.ErrorCode(err) == flashsale.ENOTFOUND && s.archived(c, c.Param("id"), flashsale.OrderPaid) {
+		return
+	}
 	s.respondOrder(c, o, err)
 }
 
 func (s *Server) cancel(c *gin.Context) {
 	o, err := s.Orders.Cancel(c.Request.Context(), c.Param("id"))
+	if flashsale.ErrorCode(err) == flashsale.ENOTFOUND && s.archived(c, c.Param("id"), flashsale.OrderCancelled) {
+		return
+	}
 	s.respondOrder(c, o, err)
 }
 

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/flashsale/flashsale"
+	"github.com/flashsale/flashsale/lua"
 	"github.com/flashsale/flashsale/store"
 	"github.com/gin-gonic/gin"
 )
@@ -16,7 +17,49 @@ import (
 // store.Runner implements it.
 type OrderHistory interface {
 	UserOrders(ctx context.Context, q store.OrderQuery) ([]store.Order, string, error)
+	// GetOrder answers for orders no longer in Redis (their sale was archived).
+	GetOrder(ctx context.Context, id string) (store.Order, bool, error)
 }
+
+// archived answers GET, pay and cancel of an order Redis no longer holds
+// because its sale was archived: every such order is final, so the store's
+// row is the answer. want is the status pay or cancel asks for ("" for
+// GET): asking for the status the order has is the idempotent repeat (200),
+// any other is the conflict settle would have answered. It reports false
+// when the store has no such order either (or there is no store), so the
+// caller answers with its own error.
+func (s *Server) archived(c *gin.Context, id string, want flashsale.OrderStatus) bool {
+	if s.History == nil {
+		return false
+	}
+	// Only an archived sale's orders are looked up in the database, so
+	// made-up order ids cost one Redis read, not a query.
+	sale, _, err := flashsale.ParseOrderID(id)
+	if err != nil {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(c.Request.Context(), s.cfg.RedisTimeout)
+	archived, err := lua.SaleArchived(ctx, s.Redis, sale)
+	cancel()
+	if err != nil || !archived {
+		return false
+	}
+	o, ok, err := s.History.GetOrder(c.Request.Context(), id)
+	if err != nil || !ok {
+		return false
+	}
+	switch {
+	case want == "" || o.Status == want:
+		c.JSON(http.StatusOK, view(o.Order))
+	case o.Status == flashsale.OrderExpired:
+		s.writeError(c, errExpiredArchived)
+	default:
+		s.writeError(c, flashsale.Errorf(flashsale.ECONFLICT, "the order is %s", o.Status))
+	}
+	return true
+}
+
+var errExpiredArchived = flashsale.Errorf(flashsale.EEXPIRED, "the order's pay deadline has passed; its unit went back to stock")
 
 // HistoryView is one order of GET /v1/users/me/orders.
 type HistoryView struct {

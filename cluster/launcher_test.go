@@ -72,7 +72,7 @@ func TestCLIUpNoNodes(t *testing.T) {
 	})
 
 	start := time.Now()
-	out := run(t, bin, "cluster", "up", "--nodes", "0", "--dir", dir, "--nginx-port", "0")
+	out := run(t, bin, "cluster", "up", "--nodes", "0", "--dir", dir, "--nginx-port", "0", "--no-postgres")
 	t.Logf("up --nodes 0 took %v:\n%s", time.Since(start), out)
 	st, err := readState(dir)
 	if err != nil {
@@ -103,7 +103,7 @@ func TestCLIUpNoNodes(t *testing.T) {
 	}
 
 	// A second up on the same directory is refused while the first runs.
-	if err := exec.Command(bin, "cluster", "up", "--nodes", "0", "--dir", dir, "--nginx-port", "0").Run(); err == nil {
+	if err := exec.Command(bin, "cluster", "up", "--nodes", "0", "--dir", dir, "--nginx-port", "0", "--no-postgres").Run(); err == nil {
 		t.Fatal("second up on a running directory succeeded")
 	}
 
@@ -144,7 +144,7 @@ func TestCLIUpForeground(t *testing.T) {
 	bin := flashsaleBinary(t)
 	dir := t.TempDir()
 	var stderr bytes.Buffer
-	cmd := exec.Command(bin, "cluster", "up", "--foreground", "--nodes", "0", "--no-nginx", "--dir", dir)
+	cmd := exec.Command(bin, "cluster", "up", "--foreground", "--nodes", "0", "--no-nginx", "--no-postgres", "--dir", dir)
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -158,6 +158,16 @@ const (
 // 10 minutes was ~36 MB.
 const BatchTTL = 30 * time.Second
 
+// SaleArchived reports whether sale id's records were archived (moved to
+// the order store); see ArchiveSale.
+func SaleArchived(ctx context.Context, rdb redis.Cmdable, id string) (bool, error) {
+	ok, err := rdb.HExists(ctx, KeysFor(id).Meta, "archived_at_ms").Result()
+	if err != nil {
+		return false, fmt.Errorf("sale %q archived?: %w", id, err)
+	}
+	return ok, nil
+}
+
 // ArchiveSale drops sale id's per-order state (orders, user slots, deadline
 // index, outbox) and marks it archived, if its order sequence is still seq,
 // nothing is pending and the outbox is empty; see archive.lua. The meta hash

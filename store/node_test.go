@@ -251,6 +251,20 @@ func TestArchiveFinishedSale(t *testing.T) {
 	if r := e2e.Do(t, "POST", n.URL+"/v1/sales/ar/buy", `{"user_id":"late"}`); r.Status != 409 {
 		t.Fatalf("buy from an archived sale: %d %s", r.Status, r.Raw)
 	}
+	// Its orders still answer by id, from the store; paying again is the
+	// idempotent 200, cancelling a paid one the usual conflict.
+	if r := e2e.Do(t, "GET", n.URL+"/v1/orders/"+ids[0], ""); r.Status != 200 || r.Body["status"] != "paid" {
+		t.Fatalf("GET archived order: %d %s", r.Status, r.Raw)
+	}
+	if r := e2e.Do(t, "POST", n.URL+"/v1/orders/"+ids[0]+"/pay", ""); r.Status != 200 || r.Body["status"] != "paid" {
+		t.Fatalf("pay an archived paid order again: %d %s", r.Status, r.Raw)
+	}
+	if r := e2e.Do(t, "POST", n.URL+"/v1/orders/"+ids[0]+"/cancel", ""); r.Status != 409 {
+		t.Fatalf("cancel an archived paid order: %d %s", r.Status, r.Raw)
+	}
+	if r := e2e.Do(t, "GET", n.URL+"/v1/orders/ar.999999", ""); r.Status != 404 {
+		t.Fatalf("GET an order that never was: %d %s", r.Status, r.Raw)
+	}
 	if ok, b, err := s.SaleArchived(context.Background(), "ar"); err != nil || !ok || b.Paid != units {
 		t.Fatalf("store's sale row: archived %v, books %+v, %v", ok, b, err)
 	}

@@ -209,3 +209,18 @@ func parseCursor(c string) (time.Time, string, error) {
 	}
 	return time.UnixMicro(n).UTC(), id, nil
 }
+
+// GetOrder returns one order by id; ok false when the store has none.
+func (s *Store) GetOrder(ctx context.Context, id string) (Order, bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	var o Order
+	err := s.Pool.QueryRow(ctx, `SELECT `+orderCols+` FROM orders WHERE id = $1`, id).Scan(o.fields()...)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Order{}, false, nil
+	} else if err != nil {
+		return Order{}, false, fmt.Errorf("store: order %q: %w", id, err)
+	}
+	o.CreatedAt, o.ExpiresAt = o.CreatedAt.UTC(), o.ExpiresAt.UTC()
+	return o, true, nil
+}

@@ -152,3 +152,13 @@ func (r *Runner) UserOrders(ctx context.Context, q OrderQuery) ([]Order, string,
 	}
 	return s.UserOrders(ctx, q)
 }
+
+// GetOrder returns one order from the store (EUNAVAILABLE while the
+// database has not been reached).
+func (r *Runner) GetOrder(ctx context.Context, id string) (Order, bool, error) {
+	s := r.Store()
+	if s == nil {
+		return Order{}, false, errNotOpen
+	}
+	return s.GetOrder(ctx, id)
+}
