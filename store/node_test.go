@@ -166,7 +166,7 @@ func saleFootprint(t *testing.T, rdb *redis.Client, sale string) (bytes, batchBy
 	iter := rdb.Scan(ctx, 0, "fs:{sale:"+sale+"}:*", 1000).Iterator()
 	for iter.Next(ctx) {
 		k := iter.Val()
-		n, err := rdb.MemoryUsage(ctx, k).Result()
+		n, err := rdb.MemoryUsage(ctx, k, 0).Result() // SAMPLES 0: every field, exact
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -197,6 +197,16 @@ func TestArchiveFinishedSale(t *testing.T) {
 	if v, _ := strconv.Atoi(os.Getenv("FLASHSALE_ARCHIVE_UNITS")); v > 0 {
 		units = int64(v - v%4)
 	}
+	rdb := e.Redis.Client(t)
+	usedMemory := func() int64 {
+		info, err := rdb.InfoMap(context.Background(), "memory").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		v, _ := strconv.ParseInt(info["Memory"]["used_memory"], 10, 64)
+		return v
+	}
+	used0 := usedMemory()
 	e2e.CreateSale(t, n.URL, fmt.Sprintf(`{"id":"ar","name":"G9","stock":%d,"price_cents":1250,"per_user_limit":4}`, units))
 	users := e2e.Users("ar-u", int(units/4))
 	var ids []string
@@ -208,7 +218,7 @@ func TestArchiveFinishedSale(t *testing.T) {
 			ids = append(ids, r.Body["order_id"].(string))
 		}
 	}
-	rdb := e.Redis.Client(t)
+	used1 := usedMemory()
 	live, batchBytes, batches, ttl := saleFootprint(t, rdb, "ar")
 	if ttl > lua.BatchTTL {
 		t.Fatalf("a batch record lives %v, longer than BatchTTL %v", ttl, lua.BatchTTL)
@@ -235,8 +245,8 @@ func TestArchiveFinishedSale(t *testing.T) {
 		t.Fatalf("not archived after the quiet period: %v %v", ok, err)
 	}
 	after, leftBatchBytes, leftBatches, leftTTL := saleFootprint(t, rdb, "ar")
-	t.Logf("Redis per live order: %.0f B (records, slots, deadline index, meta: %d B; %d batch records: %d B, TTL <= %v)",
-		perOrder, live, batches, batchBytes, lua.BatchTTL)
+	t.Logf("Redis per live order: %.0f B by MEMORY USAGE (records, slots, deadline index, meta: %d B; %d batch records: %d B, TTL <= %v); %.0f B by used_memory growth",
+		perOrder, live, batches, batchBytes, lua.BatchTTL, float64(used1-used0)/float64(units))
 	t.Logf("finished sale of %d orders: %d B before archival, %d B after (+ %d batch records, %d B, expiring within %v)",
 		units, before, after, leftBatches, leftBatchBytes, leftTTL)
 	if after >= 1024 {
