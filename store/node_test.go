@@ -121,6 +121,7 @@ func TestDatabaseDownMidSale(t *testing.T) {
 // Redis, the event is not on Kafka) is published from the outbox by the
 // sweeper, and the store converges to paid.
 func TestPaidPublishFailureRepaired(t *testing.T) {
+	t.Parallel() // nothing here is timed against another test
 	e := e2e.NewEnv(t)
 	pg := e.WithStore(t)
 	n := e.StartNode(t, "n1", fastSweep)
@@ -189,6 +190,7 @@ func saleFootprint(t *testing.T, rdb *redis.Client, sale string) (bytes, batchBy
 // answers GET /v1/sales/{id}, sells nothing more, its orders are readable
 // from the store page by page, and reconcile passes against the store.
 func TestArchiveFinishedSale(t *testing.T) {
+	t.Parallel() // nothing here is timed against another test
 	e := e2e.NewEnv(t)
 	pg := e.WithStore(t)
 	n := e.StartNode(t, "n1", fastSweep)

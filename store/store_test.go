@@ -120,6 +120,7 @@ func sell(t *testing.T, url, sale string, stock int) []string {
 // again on restart, and every order is in the store exactly once with its
 // final status.
 func TestExactlyOnceUnderRedelivery(t *testing.T) {
+	t.Parallel() // nothing here is timed against another test
 	e := e2e.NewEnv(t)
 	pg := testenv.StartPostgres(t, testenv.PostgresOptions{})
 	n := e.StartNode(t, "n1", nil) // no store on the node: this test runs its own consumers
