@@ -5,14 +5,16 @@ SHELL := /bin/bash
 GO    ?= go
 BIN   := bin/flashsale
 PKGS  := ./...
-APT_PKGS := redis-server nginx wrk apache2-utils postgresql
+APT_PKGS := redis-server nginx wrk apache2-utils chromium chromium-driver prometheus postgresql
 SUDO  := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: all deps build test vet fmt-check fuzz run cluster cluster-down bench bench-go bench-store up down clean
 
 all: build
 
-## deps: install redis-server, nginx, wrk, ab (apache2-utils) and postgresql with apt when missing
+## deps: install redis-server, nginx, wrk, ab (apache2-utils), chromium + chromium-driver (the dashboard's
+## browser test), promtool (prometheus: checks the compose Prometheus config) and postgresql (the order
+## store) with apt when missing
 deps:
 	@missing=""; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
@@ -20,6 +22,9 @@ deps:
 	command -v wrk >/dev/null || missing="$$missing wrk"; \
 	command -v ab >/dev/null || missing="$$missing apache2-utils"; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	[ -x /usr/bin/chromium ] || command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v chromedriver >/dev/null || missing="$$missing chromium-driver"; \
+	command -v promtool >/dev/null || missing="$$missing prometheus"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
@@ -54,6 +59,7 @@ fuzz:
 	$(GO) test ./internal/jsonw -run '^$$' -fuzz '^FuzzString$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./order -run '^$$' -fuzz '^FuzzParseEvent$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./order -run '^$$' -fuzz '^FuzzParseDue$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./dashboard -run '^$$' -fuzz '^FuzzParseMetrics$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./bench -run '^$$' -fuzz '^FuzzReadResponse$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./bench -run '^$$' -fuzz '^FuzzJSONField$$' -fuzztime $(FUZZTIME)
 
@@ -91,9 +97,14 @@ cluster: deps build
 cluster-down:
 	$(BIN) cluster down --dir run
 
-## up / down: the same with Docker (real Apache Kafka, Redis 7, 3 nodes, nginx on :8080)
+## up / down: the same with Docker (real Apache Kafka, Redis 7, 3 nodes, nginx on :8080), plus the live
+## dashboard, Prometheus and Grafana (provisioned from deploy/)
 up:
 	docker compose up -d --build
+	@echo "load balancer  http://127.0.0.1:8080"
+	@echo "dashboard      http://127.0.0.1:8090/   (live page: books, sales/s, refusals, latency, nodes)"
+	@echo "prometheus     http://127.0.0.1:9090/   (scrapes node1-3:8080/metrics and dashboard:8090/metrics)"
+	@echo "grafana        http://127.0.0.1:3000/   (dashboard \"flashsale — live sale\"; anonymous view, admin password \$$GRAFANA_ADMIN_PASSWORD)"
 
 down:
 	docker compose down

@@ -121,6 +121,7 @@ func (s *Server) buy(c *gin.Context) {
 	if s.StatLog != nil {
 		s.StatLog.Write(&rec)
 	}
+	defer s.perSale.record(saleID, start, rec.Result)
 	defer s.buyObs.record(start, rec.Result)
 	if err != nil {
 		s.writeError(c, err)

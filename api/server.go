@@ -63,6 +63,7 @@ type Server struct {
 	metrics  *httpMetrics
 	nodeHdr  []string      // X-Flashsale-Node value, shared by every response
 	buyObs   *routeMetrics // the buy route's metrics, recorded by the handler itself
+	perSale  *saleMetrics  // buy outcomes and latency per sale, for the dashboard
 }
 
 func init() {
@@ -82,7 +83,8 @@ func New(cfg Config, d Deps) *Server {
 	s := &Server{cfg: cfg, Deps: d, log: d.Log, engine: gin.New(),
 		inflight: make(chan struct{}, max(cfg.MaxInflight, 1)), metrics: newHTTPMetrics(), nodeHdr: []string{cfg.NodeID}}
 	s.buyObs = s.metrics.route("buy")
-	d.Registry.MustRegister(s.metrics)
+	s.perSale = newSaleMetrics()
+	d.Registry.MustRegister(s.metrics, s.perSale, nodeInfo(cfg.NodeID))
 	e := s.engine
 	e.HandleMethodNotAllowed = true
 	e.NoRoute(func(c *gin.Context) { s.errorf(c, flashsale.ENOTFOUND, "no such route") })

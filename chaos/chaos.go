@@ -10,9 +10,12 @@ package chaos
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"sync"
@@ -74,6 +77,11 @@ type Options struct {
 
 	Log      io.Writer // progress events; discarded when nil
 	Progress io.Writer // the load generator's one line per second; none when nil
+
+	// Report, when set, is where the dashboard's final page (the charts of
+	// the whole run, self-contained HTML) is saved before the cluster goes
+	// down. It needs the cluster's dashboard (Up.Dashboard).
+	Report string
 }
 
 func (o *Options) setDefaults() {
@@ -259,7 +267,56 @@ func SellOut(ctx context.Context, o Options) (out *Outcome, err error) {
 	r.rdb = redis.NewClient(&redis.Options{Addr: c.RedisAddr(), DialTimeout: 200 * time.Millisecond,
 		ReadTimeout: 500 * time.Millisecond, WriteTimeout: 500 * time.Millisecond, MaxRetries: -1})
 	defer r.rdb.Close()
-	return out, r.sellOut(ctx)
+	if u := c.DashboardURL(); u != "" {
+		fmt.Fprintf(o.Log, "dashboard: %s/\n", u)
+	}
+	err = r.sellOut(ctx)
+	if o.Report != "" {
+		if rerr := saveReport(ctx, c.DashboardURL(), o.Report); rerr != nil {
+			fmt.Fprintf(o.Log, "report not saved: %v\n", rerr)
+		} else {
+			fmt.Fprintf(o.Log, "report saved: %s\n", o.Report)
+		}
+	}
+	return out, err
+}
+
+// saveReport waits for the dashboard's next sample (so the report ends
+// with the settled books) and saves its report page to path.
+func saveReport(ctx context.Context, dashboardURL, path string) error {
+	if dashboardURL == "" {
+		return errors.New("the cluster has no dashboard")
+	}
+	select {
+	case <-time.After(1500 * time.Millisecond):
+	case <-ctx.Done():
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, dashboardURL+"/report", nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("fetch the report: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("fetch the report: %s", resp.Status)
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, io.LimitReader(resp.Body, 64<<20)); err != nil {
+		f.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return f.Close()
 }
 
 // run is one SellOut in progress.

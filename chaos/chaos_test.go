@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -151,9 +152,10 @@ func pids(c *cluster.Cluster) map[string]int {
 func TestKillNodeMidSale(t *testing.T) {
 	log := newLog()
 	const stock = 2000
-	out := sellOut(t, chaos.Options{Up: cluster.Config{Dir: t.TempDir(), Binary: flashsaleBinary(t)},
+	report := filepath.Join(t.TempDir(), "report.html")
+	out := sellOut(t, chaos.Options{Up: cluster.Config{Dir: t.TempDir(), Binary: flashsaleBinary(t), Dashboard: true},
 		Stock: stock, Demand: 10, Rate: 3000, PayFraction: 0.5, PayTimeout: 2 * time.Second,
-		Fault: chaos.KillNode("node2"), FaultAt: 0.3}, log)
+		Fault: chaos.KillNode("node2"), FaultAt: 0.3, Report: report}, log)
 	nodes := map[string]chaos.NodeSales{}
 	for _, n := range out.PerNode {
 		nodes[n.Node] = n
@@ -196,6 +198,20 @@ func TestKillNodeMidSale(t *testing.T) {
 			t.Fatalf("survivors made %d orders after the kill, %d units were left then: no unit was sold twice", after, left)
 		}
 		t.Logf("%d orders expired; survivors made %d orders after the kill for the %d units left then", b.Expired, after, left)
+	})
+
+	t.Run("the saved report charts the run", func(t *testing.T) {
+		// The dashboard ran beside the sale: its report ends with the
+		// settled books and marks node2's death on the time axis.
+		b, err := os.ReadFile(report)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, want := range []string{`"id":"` + out.Sale + `","books":{"stock":2000,"remaining":0`, "node2 metrics unreachable", out.Sale + " sold out"} {
+			if !strings.Contains(string(b), want) {
+				t.Errorf("report lacks %q", want)
+			}
+		}
 	})
 }
 

@@ -66,6 +66,9 @@ check fails. It takes about half a minute with the defaults.`,
 			o.Fault = f
 			o.Up.BasePort, o.Up.NginxPort = basePort, nginxPort
 			o.Up.Fresh = true
+			if o.Report != "" {
+				o.Up.Dashboard = true
+			}
 			o.Log = cmd.ErrOrStderr()
 			if !quiet {
 				o.Progress = cmd.ErrOrStderr()
@@ -113,5 +116,8 @@ check fails. It takes about half a minute with the defaults.`,
 	fl.DurationVar(&o.SettleTimeout, "settle-timeout", 60*time.Second, "bound of the settle phase")
 	fl.DurationVar(&timeout, "timeout", 3*time.Minute, "bound of the whole run")
 	fl.BoolVar(&quiet, "quiet", false, "no per-second load lines")
+	fl.BoolVar(&o.Up.Dashboard, "dashboard", true, "start the live dashboard with the cluster and print its URL; the page is up for the whole run (--dashboard=false: none)")
+	fl.IntVar(&o.Up.DashboardPort, "dashboard-port", 0, "the dashboard's port (0: a free port)")
+	fl.StringVar(&o.Report, "report", "", "save the dashboard's final page (charts of the whole run, one HTML file) here, e.g. run/demo/report.html; implies --dashboard")
 	return cmd
 }

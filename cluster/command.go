@@ -71,6 +71,8 @@ so any other FLASHSALE_* setting exported here reaches every node.`,
 	f.IntVar(&cfg.NginxPort, "nginx-port", 8080, "load balancer port (0: a free port)")
 	f.BoolVar(&cfg.NoNginx, "no-nginx", false, "start no load balancer")
 	f.BoolVar(&cfg.NoPostgres, "no-postgres", false, "start no PostgreSQL order store (started by default when installed)")
+	f.BoolVar(&cfg.Dashboard, "dashboard", true, "start the live dashboard (flashsale dashboard) on the nodes and Redis")
+	f.IntVar(&cfg.DashboardPort, "dashboard-port", 8090, "the dashboard's port (0: a free port)")
 	f.BoolVar(&cfg.NginxAccessLog, "nginx-access-log", false, "write nginx's access log (costs throughput)")
 	f.IntVar(&cfg.NginxWorkers, "nginx-workers", 1, "nginx worker processes (the nodes need the other cores)")
 	f.IntVar(&cfg.RedisPort, "redis-port", 0, "redis-server port (0: a free port)")
@@ -118,7 +120,7 @@ func oneProcCommand(dir *string, use, short string, act func(*Cluster, string) e
 	return &cobra.Command{
 		Use:   use + " NAME",
 		Short: short,
-		Long:  short + ".\n\nNAME is node1..nodeN (or just the number), redis, broker or nginx.",
+		Long:  short + ".\n\nNAME is node1..nodeN (or just the number), redis, broker, nginx or dashboard.",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := Open(*dir)

@@ -13,6 +13,7 @@ import (
 	"github.com/compose-spec/compose-go/v2/types"
 
 	"github.com/flashsale/flashsale/configs"
+	"go.yaml.in/yaml/v3"
 )
 
 // knownNodeEnv returns the env keys a node understands: every key of
@@ -75,7 +76,7 @@ func TestDockerCompose(t *testing.T) {
 	known, source := knownNodeEnv(t)
 	t.Logf("node env keys checked against %s", source)
 
-	want := []string{"kafka", "kafka-init", "nginx", "node1", "node2", "node3", "postgres", "redis"}
+	want := []string{"dashboard", "grafana", "kafka", "kafka-init", "nginx", "node1", "node2", "node3", "postgres", "prometheus", "redis"}
 	if got := p.ServiceNames(); !slices.Equal(got, want) {
 		t.Fatalf("services = %v, want %v", got, want)
 	}
@@ -212,7 +213,8 @@ func TestDockerCompose(t *testing.T) {
 		requireDependsOn(t, lb, name, types.ServiceConditionHealthy)
 	}
 	requireHealthCheck(t, lb)
-	for _, v := range []string{"redis-data", "kafka-data", "statlogs", "postgres-data"} {
+	checkWatching(t, p, known)
+	for _, v := range []string{"redis-data", "kafka-data", "statlogs", "postgres-data", "prometheus-data", "grafana-data"} {
 		if _, ok := p.Volumes[v]; !ok {
 			t.Errorf("volume %s not declared", v)
 		}
@@ -255,5 +257,89 @@ func TestDockerfile(t *testing.T) {
 	}
 	if u := strings.Split(users[len(users)-1], ":")[0]; u == "root" || u == "0" {
 		t.Errorf("final USER %q is root", u)
+	}
+}
+
+// checkWatching checks the watching side of the compose file (issue 18):
+// the dashboard reads every node, Prometheus scrapes every node's metrics
+// port and the dashboard, Grafana gets its datasource and dashboard. The
+// files themselves are checked in package dashboard (promtool, PromQL
+// names against a real node).
+func checkWatching(t *testing.T, p *types.Project, known []string) {
+	t.Helper()
+	var prom struct {
+		ScrapeConfigs []struct {
+			JobName       string `yaml:"job_name"`
+			StaticConfigs []struct {
+				Targets []string `yaml:"targets"`
+			} `yaml:"static_configs"`
+		} `yaml:"scrape_configs"`
+	}
+	b, err := os.ReadFile(filepath.Join("..", "deploy", "prometheus", "prometheus.yml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := yaml.Unmarshal(b, &prom); err != nil {
+		t.Fatalf("prometheus.yml: %v", err)
+	}
+	targets := map[string]bool{}
+	for _, sc := range prom.ScrapeConfigs {
+		for _, st := range sc.StaticConfigs {
+			for _, tg := range st.Targets {
+				targets[tg] = true
+			}
+		}
+	}
+	d := service(t, p, "dashboard")
+	env := func(s types.ServiceConfig, k string) string {
+		if v := s.Environment[k]; v != nil {
+			return *v
+		}
+		return ""
+	}
+	for k := range d.Environment {
+		if !slices.Contains(known, k) {
+			t.Errorf("dashboard: env %s is not a configs/default.yaml key", k)
+		}
+	}
+	nodes := env(d, "FLASHSALE_DASHBOARD_NODES")
+	for _, name := range []string{"node1", "node2", "node3"} {
+		addr := env(service(t, p, name), "FLASHSALE_HTTP_ADDR")
+		hostport := name + ":" + addr[strings.LastIndexByte(addr, ':')+1:]
+		if !targets[hostport] {
+			t.Errorf("prometheus does not scrape %s (targets %v)", hostport, targets)
+		}
+		if !strings.Contains(nodes, "http://"+hostport+"/metrics") {
+			t.Errorf("the dashboard does not read %s: FLASHSALE_DASHBOARD_NODES=%q", hostport, nodes)
+		}
+	}
+	daddr := env(d, "FLASHSALE_DASHBOARD_ADDR")
+	if dt := "dashboard:" + daddr[strings.LastIndexByte(daddr, ':')+1:]; !targets[dt] {
+		t.Errorf("prometheus does not scrape the dashboard at %s", dt)
+	}
+	requireHealthCheck(t, d)
+	mounts := func(s types.ServiceConfig, src, target string) {
+		t.Helper()
+		for _, v := range s.Volumes {
+			if v.Type == types.VolumeTypeBind && strings.HasSuffix(v.Source, filepath.FromSlash(src)) && v.Target == target {
+				return
+			}
+		}
+		t.Errorf("%s does not mount %s at %s: %+v", s.Name, src, target, s.Volumes)
+	}
+	pr := service(t, p, "prometheus")
+	mounts(pr, "deploy/prometheus/prometheus.yml", "/etc/prometheus/prometheus.yml")
+	requireHealthCheck(t, pr)
+	g := service(t, p, "grafana")
+	mounts(g, "deploy/grafana/provisioning", "/etc/grafana/provisioning")
+	mounts(g, "deploy/grafana/dashboards", "/etc/grafana/dashboards")
+	requireDependsOn(t, g, "prometheus", types.ServiceConditionHealthy)
+	requireHealthCheck(t, g)
+	for _, s := range []types.ServiceConfig{d, pr, g} {
+		for _, port := range s.Ports {
+			if port.HostIP != "127.0.0.1" {
+				t.Errorf("%s publishes %s on %q, want loopback only", s.Name, port.Published, port.HostIP)
+			}
+		}
 	}
 }

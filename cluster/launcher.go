@@ -85,6 +85,10 @@ type Config struct {
 	NoPostgres bool
 	// PostgresPort is a free port when 0.
 	PostgresPort int
+	// Dashboard starts `flashsale dashboard` on the nodes' metrics and Redis
+	// too (when there are nodes), on DashboardPort (a free port when 0).
+	Dashboard     bool
+	DashboardPort int
 	// Fresh deletes the data and logs of an earlier cluster in Dir (Redis's
 	// AOF, the broker's log, stat.logs) before starting. Without it they are
 	// kept and reused: Redis comes back with the old sales and stat.logs are
@@ -103,6 +107,7 @@ type State struct {
 	Broker     *Proc     `json:"broker"`
 	Nginx      *Proc     `json:"nginx,omitempty"`
 	Postgres   *Proc     `json:"postgres,omitempty"`
+	Dashboard  *Proc     `json:"dashboard,omitempty"`
 	Nodes      []*Proc   `json:"nodes"`
 }
 
@@ -301,6 +306,23 @@ func prepare(cfg Config) (*Cluster, error) {
 		c.st.Nodes = append(c.st.Nodes, n)
 	}
 
+	// A dashboard needs nodes to read; with none there is nothing to chart.
+	if cfg.Dashboard && cfg.Nodes > 0 {
+		dp, err := port(cfg.DashboardPort)
+		if err != nil {
+			return nil, err
+		}
+		var metrics []string
+		for _, n := range c.st.Nodes {
+			metrics = append(metrics, n.URL+"/metrics")
+		}
+		ddir := filepath.Join(dir, "dashboard")
+		c.st.Dashboard = &Proc{Name: "dashboard", Kind: "dashboard", Addr: addr(dp), URL: "http://" + addr(dp), Dir: ddir,
+			Log: filepath.Join(ddir, "dashboard.log"),
+			Argv: []string{cfg.Binary, "dashboard", "--addr", addr(dp), "--redis", c.st.Redis.Addr,
+				"--nodes", strings.Join(metrics, ",")}}
+	}
+
 	if cfg.NoNginx {
 		return c, nil
 	}
@@ -368,6 +390,9 @@ func (c *Cluster) startAll(ctx context.Context) error {
 	stages := [][]*Proc{first, c.st.Nodes}
 	if c.st.Nginx != nil {
 		stages = append(stages, []*Proc{c.st.Nginx})
+	}
+	if c.st.Dashboard != nil {
+		stages = append(stages, []*Proc{c.st.Dashboard})
 	}
 	if c.st.Nginx != nil {
 		if err := os.MkdirAll(filepath.Join(c.st.Nginx.Dir, "tmp"), 0o755); err != nil {
@@ -462,6 +487,8 @@ func (c *Cluster) probe(ctx context.Context, p *Proc) error {
 		return httpOK(ctx, p.URL+"/lb-healthz")
 	case "postgres":
 		return pingPostgres(ctx, p.Addr)
+	case "dashboard":
+		return httpOK(ctx, p.URL+"/healthz")
 	}
 	return fmt.Errorf("unknown kind %q", p.Kind)
 }
@@ -583,6 +610,9 @@ func lockDir(dir string) (func(), error) {
 
 func (st *State) procs() []*Proc {
 	ps := append([]*Proc{}, st.Nodes...)
+	if st.Dashboard != nil {
+		ps = append(ps, st.Dashboard)
+	}
 	if st.Nginx != nil {
 		ps = append(ps, st.Nginx)
 	}
@@ -780,7 +810,11 @@ func (c *Cluster) downLocked() error {
 // stopAll stops every process in c.st, in Down's order, and removes the
 // state file.
 func (c *Cluster) stopAll() error {
-	stages := [][]*Proc{c.st.Nodes}
+	var stages [][]*Proc
+	if c.st.Dashboard != nil {
+		stages = append(stages, []*Proc{c.st.Dashboard})
+	}
+	stages = append(stages, c.st.Nodes)
 	if c.st.Nginx != nil {
 		stages = append(stages, []*Proc{c.st.Nginx})
 	}
@@ -822,7 +856,7 @@ func (c *Cluster) Status(ctx context.Context) []ProcStatus {
 	defer c.mu.Unlock()
 	c.reload()
 	var out []ProcStatus
-	for _, p := range append([]*Proc{c.st.Redis, c.st.Broker, c.st.Postgres}, append(c.st.Nodes, c.st.Nginx)...) {
+	for _, p := range append([]*Proc{c.st.Redis, c.st.Broker, c.st.Postgres}, append(c.st.Nodes, c.st.Nginx, c.st.Dashboard)...) {
 		if p == nil {
 			continue
 		}
@@ -877,6 +911,9 @@ func (c *Cluster) PrintSummary(w io.Writer) {
 	if st.Postgres != nil {
 		fmt.Fprintf(tw, "  postgres\t%s\torder store %s\tlog %s\n", st.Postgres.Addr, PostgresDSN(st.Postgres.Addr), st.Postgres.Log)
 	}
+	if st.Dashboard != nil {
+		fmt.Fprintf(tw, "  dashboard\t%s\tlive page: sales/s, books, nodes\tlog %s\n", st.Dashboard.URL+"/", st.Dashboard.Log)
+	}
 	tw.Flush()
 	fmt.Fprintf(w, "  admin token   %s\n", st.AdminToken)
 	fmt.Fprintf(w, "state in %s; from another shell: flashsale cluster status|kill NODE|restart NODE|down --dir %s\n",
@@ -921,6 +958,17 @@ func (c *Cluster) PostgresDSN() string {
 		return ""
 	}
 	return PostgresDSN(c.st.Postgres.Addr)
+}
+
+// DashboardURL returns the live dashboard's base URL, or "" when the
+// cluster has none.
+func (c *Cluster) DashboardURL() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.st.Dashboard == nil {
+		return ""
+	}
+	return c.st.Dashboard.URL
 }
 
 // RedisAddr returns Redis's host:port.

@@ -61,7 +61,7 @@ func TestUpRealNodes(t *testing.T) {
 	defer cancel()
 	var log bytes.Buffer
 	start := time.Now()
-	c, err := Up(ctx, Config{Nodes: 3, Dir: t.TempDir(), Binary: bin, Log: &log})
+	c, err := Up(ctx, Config{Nodes: 3, Dir: t.TempDir(), Binary: bin, Log: &log, Dashboard: true})
 	if err != nil {
 		t.Fatalf("%v\n%s", err, log.String())
 	}
@@ -132,6 +132,9 @@ func TestUpRealNodes(t *testing.T) {
 		t.Fatalf("books %+v after %d successes", books, sold)
 	}
 
+	// The cluster's dashboard reads every node and the sale's books.
+	requireDashboard(t, c, "launcher-test", stock-int64(sold))
+
 	if err := c.Restart("node2"); err != nil {
 		t.Fatal(err)
 	}
@@ -151,4 +154,31 @@ func TestUpRealNodes(t *testing.T) {
 	}
 	requireGone(t, st)
 	requireGone(t, c.State())
+}
+
+// requireDashboard waits until the cluster's dashboard has sampled the
+// sale with the given remaining count and seen node2 go.
+func requireDashboard(t *testing.T, c *Cluster, sale string, remaining int64) {
+	t.Helper()
+	u := c.DashboardURL()
+	if u == "" {
+		t.Fatal("Up with Dashboard started no dashboard")
+	}
+	var b strings.Builder
+	c.PrintSummary(&b)
+	if !strings.Contains(b.String(), u+"/") {
+		t.Errorf("the summary does not show the dashboard URL %s:\n%s", u, b.String())
+	}
+	want := fmt.Sprintf(`"id":%q,"books":{"stock":30,"remaining":%d`, sale, remaining)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, body, _ := call(t, "GET", u+"/api/history", "", nil)
+		if strings.Contains(body, want) && strings.Contains(body, "node2 metrics unreachable") {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the dashboard never showed %s and node2's loss; last history: %.2000s", want, body)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 }

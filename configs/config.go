@@ -137,6 +137,18 @@ type Config struct {
 	Runtime struct {
 		GCPercent int `mapstructure:"gc_percent"`
 	} `mapstructure:"runtime"`
+	// Dashboard configures `flashsale dashboard` (issue 18), not the node.
+	Dashboard struct {
+		Addr             string        `mapstructure:"addr"`
+		Nodes            []string      `mapstructure:"nodes"`
+		Interval         time.Duration `mapstructure:"interval"`
+		ScrapeTimeout    time.Duration `mapstructure:"scrape_timeout"`
+		RedisTimeout     time.Duration `mapstructure:"redis_timeout"`
+		History          int           `mapstructure:"history"`
+		MaxSubscribers   int           `mapstructure:"max_subscribers"`
+		SubscriberBuffer int           `mapstructure:"subscriber_buffer"`
+		MaxSales         int           `mapstructure:"max_sales"`
+	} `mapstructure:"dashboard"`
 
 	settings map[string]any // the effective key/value tree, for YAML
 }

@@ -37,6 +37,7 @@ func newRootCommand() *cobra.Command {
 		cluster.Command(),
 		cluster.BrokerCommand(),
 		chaos.Command(),
+		newDashboardCommand(),
 	)
 	return root
 }
