@@ -8,7 +8,7 @@ PKGS  := ./...
 APT_PKGS := redis-server nginx wrk apache2-utils chromium chromium-driver prometheus postgresql
 SUDO  := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps build test vet fmt-check fuzz run cluster cluster-down bench bench-go bench-store up down clean
+.PHONY: all deps build test vet fmt-check fuzz run cluster cluster-down bench bench-go bench-store up up-sentinel down clean
 
 all: build
 
@@ -106,8 +106,14 @@ up:
 	@echo "prometheus     http://127.0.0.1:9090/   (scrapes node1-3:8080/metrics and dashboard:8090/metrics)"
 	@echo "grafana        http://127.0.0.1:3000/   (dashboard \"flashsale — live sale\"; anonymous view, admin password \$$GRAFANA_ADMIN_PASSWORD)"
 
+## up-sentinel: docker compose with Redis under Sentinel (2 replicas, 3 sentinels); `make down` stops it too
+up-sentinel:
+	COMPOSE_PROFILES=sentinel REDIS_MIN_REPLICAS_TO_WRITE=1 \
+	FLASHSALE_REDIS_ADDRS=sentinel1:26379,sentinel2:26379,sentinel3:26379 FLASHSALE_REDIS_MASTER_NAME=flashsale \
+	docker compose up -d --build
+
 down:
-	docker compose down
+	COMPOSE_PROFILES=sentinel docker compose down
 
 clean:
 	rm -rf bin run

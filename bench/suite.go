@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/flashsale/flashsale/cluster"
+	"github.com/flashsale/flashsale/lua"
 	"github.com/redis/go-redis/v9"
 	"github.com/spf13/cobra"
 )
@@ -182,10 +183,25 @@ func Suite(ctx context.Context, cfg SuiteConfig) (SuiteResult, error) {
 	}
 	m := meter{cfg: cfg, rdb: rdb, brokerPID: st.Broker.PID}
 
+	// The WAIT row (issue 14): a replica of the same Redis and a second node
+	// that answers a buy only once the replica has it (min_replicas_acked 1:
+	// WAIT 1 pipelined after every buy script). From here on every row's
+	// Redis also feeds the replica, as a replicated deployment does.
+	fmt.Fprintln(out, "starting a Redis replica and a node with redis.min_replicas_acked 1 ...")
+	waitNode, waitPID, stopWait, err := startWaitNode(ctx, cfg, st)
+	if err != nil {
+		return res, err
+	}
+	defer stopWait()
+	if err := NewAPI(waitNode, c.AdminToken()).CreateSale(ctx, SaleSpec{ID: "selling-wait", Stock: 100_000_000, PerUserLimit: 1}); err != nil {
+		return res, fmt.Errorf("create sale selling-wait: %w", err)
+	}
+
 	scenarios := []suiteScenario{
 		{"hello (net/http)", "http://" + helloAddr, "none", hello.Process.Pid},
 		{"node sold-out path", node, "soldout", st.Nodes[0].PID},
 		{"node selling path", node, "selling", st.Nodes[0].PID},
+		{"selling, WAIT 1 replica", waitNode, "selling-wait", waitPID},
 	}
 	for round := 1; round <= max(cfg.Runs, 1); round++ {
 		sums := make([]sliceSum, len(scenarios))
@@ -719,4 +735,89 @@ after the run.`,
 	f.StringVar(&cfg.Dir, "dir", "", "run directory (default: a temporary one)")
 	f.StringVar(&results, "results", "", "append the tables to this file (e.g. bench/RESULTS.md)")
 	return cmd
+}
+
+// startWaitNode starts a redis-server replicating the suite's Redis and a
+// node like the suite's own but with FLASHSALE_REDIS_MIN_REPLICAS_ACKED=1,
+// and returns the node's URL and PID and a func that stops both.
+func startWaitNode(ctx context.Context, cfg SuiteConfig, st cluster.State) (url string, pid int, stop func(), err error) {
+	var procs []*exec.Cmd
+	stop = func() {
+		for _, p := range procs {
+			_ = p.Process.Signal(syscall.SIGTERM)
+			_ = p.Wait()
+		}
+	}
+	defer func() {
+		if err != nil {
+			stop()
+		}
+	}()
+	raddr, err := freeAddr()
+	if err != nil {
+		return "", 0, stop, err
+	}
+	_, rport, _ := strings.Cut(raddr, ":")
+	_, mport, _ := strings.Cut(st.Redis.Addr, ":")
+	dir := filepath.Join(st.Dir, "redis-replica")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", 0, stop, err
+	}
+	rep := exec.CommandContext(ctx, "redis-server", "--port", rport, "--bind", "127.0.0.1", "--dir", dir,
+		"--appendonly", "no", "--save", "", "--replicaof", "127.0.0.1", mport, "--logfile", filepath.Join(dir, "redis.log"))
+	if err := rep.Start(); err != nil {
+		return "", 0, stop, fmt.Errorf("start the redis replica: %w", err)
+	}
+	procs = append(procs, rep)
+	mc := redis.NewClient(&redis.Options{Addr: st.Redis.Addr})
+	defer mc.Close()
+	for deadline := time.Now().Add(20 * time.Second); ; {
+		// "online" is not enough: after a diskless sync the master streams to
+		// the replica only after its first REPLCONF ACK (up to 1 s later).
+		// Ready means a write is acknowledged.
+		info, _ := mc.Info(ctx, "replication").Result()
+		if lua.ProbeReplicas(ctx, mc, 1, 100*time.Millisecond) == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			return "", 0, stop, fmt.Errorf("the redis replica %s did not come online: %s", raddr, info)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+
+	naddr, err := freeAddr()
+	if err != nil {
+		return "", 0, stop, err
+	}
+	ndir := filepath.Join(st.Dir, "node-wait")
+	if err := os.MkdirAll(ndir, 0o755); err != nil {
+		return "", 0, stop, err
+	}
+	env := os.Environ()
+	for _, kv := range st.Nodes[0].Env {
+		k, _, _ := strings.Cut(kv, "=")
+		switch k {
+		case "FLASHSALE_NODE_ID", "FLASHSALE_HTTP_ADDR", "FLASHSALE_STATLOG_PATH":
+		default:
+			env = append(env, kv)
+		}
+	}
+	env = append(env, "FLASHSALE_NODE_ID=node-wait", "FLASHSALE_HTTP_ADDR="+naddr,
+		"FLASHSALE_STATLOG_PATH="+filepath.Join(ndir, "stat.log"), "FLASHSALE_REDIS_MIN_REPLICAS_ACKED=1")
+	logf, err := os.Create(filepath.Join(ndir, "node.log"))
+	if err != nil {
+		return "", 0, stop, err
+	}
+	defer logf.Close() // the child holds its own descriptor
+	n := exec.CommandContext(ctx, cfg.Binary, "node")
+	n.Env, n.Stdout, n.Stderr = env, logf, logf
+	if err := n.Start(); err != nil {
+		return "", 0, stop, fmt.Errorf("start the WAIT node: %w", err)
+	}
+	procs = append([]*exec.Cmd{n}, procs...) // the node stops before its Redis replica
+	url = "http://" + naddr
+	if err := waitHTTP(ctx, url+"/readyz"); err != nil {
+		return "", 0, stop, fmt.Errorf("the WAIT node: %w", err)
+	}
+	return url, n.Process.Pid, stop, nil
 }

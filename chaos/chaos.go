@@ -25,6 +25,7 @@ import (
 	"github.com/flashsale/flashsale/bench"
 	"github.com/flashsale/flashsale/cluster"
 	"github.com/flashsale/flashsale/lua"
+	"github.com/flashsale/flashsale/node"
 	"github.com/flashsale/flashsale/reconcile"
 	"github.com/flashsale/flashsale/stock"
 	"github.com/flashsale/flashsale/store"
@@ -264,8 +265,14 @@ func SellOut(ctx context.Context, o Options) (out *Outcome, err error) {
 	out.Nodes = c.NodeNames()
 
 	r := &run{o: o, c: c, out: out, settled: make(chan struct{}), faultDone: make(chan struct{})}
-	r.rdb = redis.NewClient(&redis.Options{Addr: c.RedisAddr(), DialTimeout: 200 * time.Millisecond,
-		ReadTimeout: 500 * time.Millisecond, WriteTimeout: 500 * time.Millisecond, MaxRetries: -1})
+	if f, ok := o.Fault.(RedisFailover); ok && f.Key == "" {
+		f.Key = lua.KeysFor(o.Sale).Meta
+		r.o.Fault = f
+	}
+	// The run reads the books from whichever server is master now.
+	r.rdb = redis.NewUniversalClient(node.RedisOptions(node.RedisTarget{Addrs: c.RedisAddrs(),
+		MasterName: c.RedisMasterName(), Cluster: c.IsRedisCluster()}, &redis.UniversalOptions{
+		DialTimeout: 200 * time.Millisecond, ReadTimeout: 500 * time.Millisecond, WriteTimeout: 500 * time.Millisecond}))
 	defer r.rdb.Close()
 	if u := c.DashboardURL(); u != "" {
 		fmt.Fprintf(o.Log, "dashboard: %s/\n", u)
@@ -324,7 +331,7 @@ type run struct {
 	o   Options
 	c   *cluster.Cluster
 	out *Outcome
-	rdb *redis.Client
+	rdb redis.UniversalClient
 	api *bench.API
 
 	mu          sync.Mutex // guards the fields below, written by watch and inject

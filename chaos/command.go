@@ -9,6 +9,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/flashsale/flashsale/cluster"
 	"github.com/redis/go-redis/v9"
 	"github.com/spf13/cobra"
 )
@@ -49,7 +50,9 @@ func Command() *cobra.Command {
      the rest let their order expire after --pay-timeout;
   3. when --fault-at of the stock is sold, inject --fault: SIGKILL a node
      (never restarted: the others must sell its share), or crash Redis and
-     restart it from its AOF, or stop and restart the broker;
+     restart it from its AOF, or SIGKILL the master of a replicated Redis
+     (--fault redis-failover: Sentinel, or --redis cluster) and let a replica
+     take over, or stop and restart the broker;
   4. keep the demand going, every winner paying, until every unit is paid:
      the expired units are sold again by the nodes still alive;
   5. check what the clients saw against the server and print the
@@ -64,6 +67,9 @@ check fails. It takes about half a minute with the defaults.`,
 				return err
 			}
 			o.Fault = f
+			if _, ok := f.(RedisFailover); ok && (o.Up.Redis == "" || o.Up.Redis == cluster.RedisSingle) {
+				o.Up.Redis = cluster.RedisSentinel // a failover needs replicas
+			}
 			o.Up.BasePort, o.Up.NginxPort = basePort, nginxPort
 			o.Up.Fresh = true
 			if o.Report != "" {
@@ -110,7 +116,8 @@ check fails. It takes about half a minute with the defaults.`,
 	fl.IntVar(&o.Connections, "connections", 64, "load generator connections")
 	fl.Float64Var(&o.PayFraction, "pay-fraction", 0.5, "fraction of the rush's winners who pay; the others' orders expire")
 	fl.DurationVar(&o.PayTimeout, "pay-timeout", 2*time.Second, "the sale's pay deadline")
-	fl.StringVar(&fault, "fault", "node2", "what breaks mid-sale: nodeN (SIGKILL, no restart), redis (SIGKILL, restart from AOF), broker (stop, restart) or none")
+	fl.StringVar(&fault, "fault", "node2", "what breaks mid-sale: nodeN (SIGKILL, no restart), redis (SIGKILL, restart from AOF), redis-failover (SIGKILL the master of a replicated Redis, a replica promoted), broker (stop, restart) or none")
+	fl.StringVar(&o.Up.Redis, "redis", "", "Redis deployment: single, sentinel or cluster (default single; sentinel with --fault redis-failover)")
 	fl.Float64Var(&o.FaultAt, "fault-at", 0.3, "inject the fault when this fraction of the stock is sold")
 	fl.DurationVar(&down, "down", 2*time.Second, "how long redis or the broker stays down")
 	fl.DurationVar(&o.SettleTimeout, "settle-timeout", 60*time.Second, "bound of the settle phase")

@@ -62,6 +62,33 @@ func (f StopBroker) Inject(ctx context.Context, c *cluster.Cluster) ([]string, e
 	return nil, outage(ctx, c, "broker", c.Stop, f.Down)
 }
 
+// RedisFailover SIGKILLs whichever Redis server is master now (with Redis
+// Cluster: the master of the sale's slot) and waits until a replica has been
+// promoted — by the sentinels, or by the cluster — then starts the dead
+// server again, which comes back as the new master's replica (so the new
+// master has a replica to WAIT for). The cluster must run with
+// --redis sentinel or cluster. The nodes are never restarted: they follow
+// the new master.
+type RedisFailover struct {
+	Key string // a key of the sale, to find its master on Redis Cluster; SellOut sets it
+}
+
+func (f RedisFailover) String() string {
+	return "SIGKILL the Redis master; a replica is promoted; the old master comes back as a replica"
+}
+
+// Inject implements Fault.
+func (f RedisFailover) Inject(ctx context.Context, c *cluster.Cluster) ([]string, error) {
+	old, err := c.KillRedisMaster(ctx, f.Key)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := c.WaitRedisFailover(ctx, old, f.Key, 30*time.Second); err != nil {
+		return nil, err
+	}
+	return nil, c.Restart(old)
+}
+
 // outage breaks name with brk, waits down and restarts it.
 func outage(ctx context.Context, c *cluster.Cluster, name string, brk func(string) error, down time.Duration) error {
 	if err := brk(name); err != nil {
@@ -79,13 +106,16 @@ func outage(ctx context.Context, c *cluster.Cluster, name string, brk func(strin
 
 // ParseFault turns a command-line fault name into a Fault: "node" (or
 // "node2", any node name) kills that node, "redis" crashes Redis for down,
-// "broker" stops the broker for down.
+// "broker" stops the broker for down, "redis-failover" kills the Redis
+// master of a replicated deployment (RedisFailover).
 func ParseFault(s string, down time.Duration) (Fault, error) {
 	switch s {
 	case "redis":
 		return CrashRedis{Down: down}, nil
 	case "broker":
 		return StopBroker{Down: down}, nil
+	case "redis-failover":
+		return RedisFailover{}, nil
 	case "node":
 		return KillNode("node2"), nil
 	case "", "none":
@@ -94,5 +124,5 @@ func ParseFault(s string, down time.Duration) (Fault, error) {
 	if len(s) > 4 && s[:4] == "node" {
 		return KillNode(s), nil
 	}
-	return nil, fmt.Errorf("unknown fault %q: want node, nodeN, redis, broker or none", s)
+	return nil, fmt.Errorf("unknown fault %q: want node, nodeN, redis, redis-failover, broker or none", s)
 }

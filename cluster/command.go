@@ -78,6 +78,7 @@ so any other FLASHSALE_* setting exported here reaches every node.`,
 	f.IntVar(&cfg.RedisPort, "redis-port", 0, "redis-server port (0: a free port)")
 	f.IntVar(&cfg.BrokerPort, "broker-port", 0, "broker port (0: a free port)")
 	f.StringVar(&cfg.RedisFsync, "redis-fsync", "always", "redis appendfsync: always or everysec")
+	f.StringVar(&cfg.Redis, "redis", RedisSingle, "Redis deployment: single (one redis-server), sentinel (1 master, 2 replicas, 3 sentinels) or cluster (Redis Cluster: 3 masters, 3 replicas)")
 	f.BoolVar(&cfg.BrokerSync, "broker-sync", false, "broker fsyncs every batch")
 	f.StringVar(&cfg.Topic, "topic", DefaultTopic, "orders topic")
 	f.IntVar(&cfg.Partitions, "partitions", 3, "partitions of the orders topic")
@@ -120,8 +121,10 @@ func oneProcCommand(dir *string, use, short string, act func(*Cluster, string) e
 	return &cobra.Command{
 		Use:   use + " NAME",
 		Short: short,
-		Long:  short + ".\n\nNAME is node1..nodeN (or just the number), redis, broker, nginx or dashboard.",
-		Args:  cobra.ExactArgs(1),
+		Long: short + ".\n\nNAME is node1..nodeN (or just the number), redis, broker, nginx or dashboard; with --redis sentinel\n" +
+			"or cluster, redis1..redisN, sentinel1..sentinel3, or redis-master: whichever Redis server is master now\n" +
+			"(Redis Cluster: the first master by name).",
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := Open(*dir)
 			if err != nil {

@@ -30,12 +30,13 @@ func knownNodeEnv(t *testing.T) (keys []string, source string) {
 	return keys, "configs/default.yaml"
 }
 
-func loadCompose(t *testing.T) *types.Project {
+func loadCompose(t *testing.T, env ...string) *types.Project {
 	t.Helper()
 	opts, err := cli.NewProjectOptions([]string{filepath.Join("..", "docker-compose.yml")},
 		cli.WithWorkingDirectory(".."),
 		// A fixed environment: the test must not depend on the caller's.
-		cli.WithEnv([]string{}),
+		cli.WithEnv(env),
+		cli.WithProfiles(profiles(env)),
 	)
 	if err != nil {
 		t.Fatal(err)
@@ -257,6 +258,58 @@ func TestDockerfile(t *testing.T) {
 	}
 	if u := strings.Split(users[len(users)-1], ":")[0]; u == "root" || u == "0" {
 		t.Errorf("final USER %q is root", u)
+	}
+}
+
+// profiles is COMPOSE_PROFILES of env, as docker compose reads it.
+func profiles(env []string) []string {
+	for _, kv := range env {
+		if v, ok := strings.CutPrefix(kv, "COMPOSE_PROFILES="); ok {
+			return strings.Split(v, ",")
+		}
+	}
+	return nil
+}
+
+// The sentinel profile with the environment `make up-sentinel` sets: two
+// replicas of redis and three sentinels monitoring it, every data server
+// refusing writes without a replica, and the nodes pointed at the sentinels.
+func TestDockerComposeSentinelProfile(t *testing.T) {
+	p := loadCompose(t, "COMPOSE_PROFILES=sentinel", "REDIS_MIN_REPLICAS_TO_WRITE=1",
+		"FLASHSALE_REDIS_ADDRS=sentinel1:26379,sentinel2:26379,sentinel3:26379", "FLASHSALE_REDIS_MASTER_NAME=flashsale")
+	known, _ := knownNodeEnv(t)
+	for _, name := range []string{"redis", "redis-replica1", "redis-replica2"} {
+		r := service(t, p, name)
+		cmd := strings.Join(r.Command, " ")
+		if !strings.Contains(cmd, "--min-replicas-to-write 1") || !strings.Contains(cmd, "--appendonly yes") {
+			t.Errorf("%s: %q: want AOF and min-replicas-to-write 1", name, cmd)
+		}
+		if name != "redis" && !strings.Contains(cmd, "--replicaof redis 6379") {
+			t.Errorf("%s does not replicate redis: %q", name, cmd)
+		}
+		requireHealthCheck(t, r)
+	}
+	for _, name := range []string{"sentinel1", "sentinel2", "sentinel3"} {
+		s := service(t, p, name)
+		cmd := strings.Join(s.Command, " ")
+		if !strings.Contains(cmd, "sentinel monitor flashsale redis 6379 2") || !strings.Contains(cmd, "--sentinel") {
+			t.Errorf("%s: %q: want a sentinel monitoring redis as flashsale with quorum 2", name, cmd)
+		}
+		requireHealthCheck(t, s)
+	}
+	for _, name := range []string{"node1", "node2", "node3"} {
+		n := service(t, p, name)
+		for k := range n.Environment {
+			if !slices.Contains(known, k) {
+				t.Errorf("%s: env %s is not a key the node understands", name, k)
+			}
+		}
+		if v := n.Environment["FLASHSALE_REDIS_ADDRS"]; v == nil || *v != "sentinel1:26379,sentinel2:26379,sentinel3:26379" {
+			t.Errorf("%s: FLASHSALE_REDIS_ADDRS=%v, want the sentinels", name, v)
+		}
+		if v := n.Environment["FLASHSALE_REDIS_MASTER_NAME"]; v == nil || *v != "flashsale" {
+			t.Errorf("%s: FLASHSALE_REDIS_MASTER_NAME=%v", name, v)
+		}
 	}
 }
 

@@ -54,6 +54,10 @@ type Config struct {
 	// RedisPort and BrokerPort are free ports when 0.
 	RedisPort  int
 	BrokerPort int
+	// Redis is the Redis deployment: RedisSingle (the default), RedisSentinel
+	// (a master, 2 replicas, 3 sentinels) or RedisCluster (3 masters and 3
+	// replicas); see redisha.go.
+	Redis string
 	// RedisFsync is Redis's appendfsync: "always" (the default: a SIGKILLed
 	// Redis loses no acknowledged sale) or "everysec".
 	RedisFsync string
@@ -109,6 +113,12 @@ type State struct {
 	Postgres   *Proc     `json:"postgres,omitempty"`
 	Dashboard  *Proc     `json:"dashboard,omitempty"`
 	Nodes      []*Proc   `json:"nodes"`
+	// Redis HA (redisha.go): the deployment, the data servers after Redis,
+	// the sentinels and the monitored master's name.
+	RedisMode    string  `json:"redis_mode,omitempty"`
+	RedisServers []*Proc `json:"redis_servers,omitempty"`
+	Sentinels    []*Proc `json:"sentinels,omitempty"`
+	MasterName   string  `json:"master_name,omitempty"`
 }
 
 // Cluster is a running local cluster: either started by Up in this process
@@ -242,11 +252,22 @@ func prepare(cfg Config) (*Cluster, error) {
 	if err != nil {
 		return nil, err
 	}
-	rdir := filepath.Join(dir, "redis")
-	c.st.Redis = &Proc{Name: "redis", Kind: "redis", Addr: addr(rp), Dir: rdir, Log: filepath.Join(rdir, "redis.log"),
-		Argv: []string{redisBin, "--port", strconv.Itoa(rp), "--bind", "127.0.0.1", "--dir", rdir,
+	redisArgv := func(p int, dir string) []string {
+		return []string{redisBin, "--port", strconv.Itoa(p), "--bind", "127.0.0.1", "--dir", dir,
 			"--appendonly", "yes", "--appendfsync", cfg.RedisFsync, "--save", "", "--daemonize", "no",
-			"--logfile", "", "--loglevel", "notice"}}
+			"--logfile", "", "--loglevel", "notice"}
+	}
+	rdir := filepath.Join(dir, "redis")
+	if cfg.Redis != "" && cfg.Redis != RedisSingle {
+		rdir = filepath.Join(dir, "redis1")
+	}
+	c.st.Redis = &Proc{Name: "redis", Kind: "redis", Addr: addr(rp), Dir: rdir, Log: filepath.Join(rdir, "redis.log"),
+		Argv: redisArgv(rp, rdir)}
+	if cfg.Redis != "" && cfg.Redis != RedisSingle {
+		if err := c.prepareRedisHA(cfg.Redis, port, redisBin, redisArgv); err != nil {
+			return nil, err
+		}
+	}
 
 	bp, err := port(cfg.BrokerPort)
 	if err != nil {
@@ -290,12 +311,12 @@ func prepare(cfg Config) (*Cluster, error) {
 		n.Env = []string{
 			"FLASHSALE_HTTP_ADDR=" + n.Addr,
 			"FLASHSALE_NODE_ID=" + name,
-			"FLASHSALE_REDIS_ADDRS=" + c.st.Redis.Addr,
 			"FLASHSALE_KAFKA_BROKERS=" + c.st.Broker.Addr,
 			"FLASHSALE_KAFKA_TOPIC=" + cfg.Topic,
 			"FLASHSALE_ADMIN_TOKEN=" + cfg.AdminToken,
 			"FLASHSALE_STATLOG_PATH=" + n.StatLog,
 		}
+		n.Env = append(n.Env, c.st.redisEnv()...)
 		if cfg.PayTimeout > 0 {
 			n.Env = append(n.Env, "FLASHSALE_PAY_TIMEOUT="+cfg.PayTimeout.String())
 		}
@@ -319,8 +340,8 @@ func prepare(cfg Config) (*Cluster, error) {
 		ddir := filepath.Join(dir, "dashboard")
 		c.st.Dashboard = &Proc{Name: "dashboard", Kind: "dashboard", Addr: addr(dp), URL: "http://" + addr(dp), Dir: ddir,
 			Log: filepath.Join(ddir, "dashboard.log"),
-			Argv: []string{cfg.Binary, "dashboard", "--addr", addr(dp), "--redis", c.st.Redis.Addr,
-				"--nodes", strings.Join(metrics, ",")}}
+			Argv: []string{cfg.Binary, "dashboard", "--addr", addr(dp), "--redis", strings.Join(c.st.redisAddrs(), ","),
+				"--nodes", strings.Join(metrics, ",")}, Env: c.st.redisEnv()}
 	}
 
 	if cfg.NoNginx {
@@ -380,7 +401,7 @@ func (c *Cluster) clearOld(fresh bool) error {
 // startAll starts the pieces in dependency order: Redis and the broker, then
 // the nodes, then nginx, each stage ready before the next begins.
 func (c *Cluster) startAll(ctx context.Context) error {
-	first := []*Proc{c.st.Redis, c.st.Broker}
+	first := append(c.st.redisServers(), c.st.Broker)
 	if c.st.Postgres != nil {
 		if err := initPostgres(c.st.Postgres); err != nil {
 			return err
@@ -402,7 +423,7 @@ func (c *Cluster) startAll(ctx context.Context) error {
 			return err
 		}
 	}
-	for _, stage := range stages {
+	for i, stage := range stages {
 		for _, p := range stage {
 			if err := c.startProc(p); err != nil {
 				return err
@@ -416,6 +437,13 @@ func (c *Cluster) startAll(ctx context.Context) error {
 		wg.Wait()
 		if err := errors.Join(errs...); err != nil {
 			return err
+		}
+		if i == 0 {
+			// Replicas in sync and sentinels started, or the cluster
+			// created, before any node needs a writable master.
+			if err := c.startRedisHA(ctx); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
@@ -462,7 +490,7 @@ func (c *Cluster) probe(ctx context.Context, p *Proc) error {
 	ctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
 	switch p.Kind {
-	case "redis":
+	case "redis", "sentinel":
 		return pingRedis(ctx, p.Addr)
 	case "broker":
 		var d net.Dialer
@@ -616,7 +644,9 @@ func (st *State) procs() []*Proc {
 	if st.Nginx != nil {
 		ps = append(ps, st.Nginx)
 	}
-	ps = append(ps, st.Broker, st.Redis)
+	ps = append(ps, st.Broker)
+	ps = append(ps, st.Sentinels...)
+	ps = append(ps, st.redisServers()...)
 	if st.Postgres != nil {
 		ps = append(ps, st.Postgres)
 	}
@@ -659,6 +689,11 @@ func (c *Cluster) find(name string) (*Proc, error) {
 	c.reload()
 	if _, err := strconv.Atoi(name); err == nil {
 		name = "node" + name
+	}
+	if name == RedisMaster {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		return c.masterProc(ctx, "")
 	}
 	for _, p := range c.st.procs() {
 		if p.Name == name {
@@ -818,11 +853,13 @@ func (c *Cluster) stopAll() error {
 	if c.st.Nginx != nil {
 		stages = append(stages, []*Proc{c.st.Nginx})
 	}
-	last := []*Proc{c.st.Redis}
+	// Sentinels before the servers they watch, so stopping the master is
+	// not taken for a failure to fail over from.
+	last := c.st.redisServers()
 	if c.st.Postgres != nil {
 		last = append(last, c.st.Postgres)
 	}
-	stages = append(stages, []*Proc{c.st.Broker}, last)
+	stages = append(stages, []*Proc{c.st.Broker}, c.st.Sentinels, last)
 	var errs []error
 	for _, s := range stages {
 		errs = append(errs, c.stop(grace(s...), s...))
@@ -856,7 +893,7 @@ func (c *Cluster) Status(ctx context.Context) []ProcStatus {
 	defer c.mu.Unlock()
 	c.reload()
 	var out []ProcStatus
-	for _, p := range append([]*Proc{c.st.Redis, c.st.Broker, c.st.Postgres}, append(c.st.Nodes, c.st.Nginx, c.st.Dashboard)...) {
+	for _, p := range append(append(append(c.st.redisServers(), c.st.Sentinels...), c.st.Broker, c.st.Postgres), append(c.st.Nodes, c.st.Nginx, c.st.Dashboard)...) {
 		if p == nil {
 			continue
 		}
@@ -906,7 +943,12 @@ func (c *Cluster) PrintSummary(w io.Writer) {
 	for _, n := range st.Nodes {
 		fmt.Fprintf(tw, "  %s\t%s\tweight %d\tlog %s\tstat.log %s\n", n.Name, n.URL, n.Weight, n.Log, n.StatLog)
 	}
-	fmt.Fprintf(tw, "  redis\t%s\tAOF in %s\tlog %s\n", st.Redis.Addr, st.Redis.Dir, st.Redis.Log)
+	for _, r := range st.redisServers() {
+		fmt.Fprintf(tw, "  %s\t%s\tAOF in %s\tlog %s\n", r.Name, r.Addr, r.Dir, r.Log)
+	}
+	for _, r := range st.Sentinels {
+		fmt.Fprintf(tw, "  %s\t%s\tmonitors %q\tlog %s\n", r.Name, r.Addr, st.MasterName, r.Log)
+	}
 	fmt.Fprintf(tw, "  broker\t%s\ttopic %s\tlog %s\n", st.Broker.Addr, st.Topic, st.Broker.Log)
 	if st.Postgres != nil {
 		fmt.Fprintf(tw, "  postgres\t%s\torder store %s\tlog %s\n", st.Postgres.Addr, PostgresDSN(st.Postgres.Addr), st.Postgres.Log)

@@ -47,6 +47,11 @@ type Config struct {
 		ReadTimeout  time.Duration `mapstructure:"read_timeout"`
 		WriteTimeout time.Duration `mapstructure:"write_timeout"`
 		PoolSize     int           `mapstructure:"pool_size"`
+		// Redis HA (issue 14): Sentinel, Redis Cluster, WAIT after book changes.
+		MasterName       string        `mapstructure:"master_name"`
+		Cluster          bool          `mapstructure:"cluster"`
+		MinReplicasAcked int           `mapstructure:"min_replicas_acked"`
+		WaitTimeout      time.Duration `mapstructure:"wait_timeout"`
 	} `mapstructure:"redis"`
 	Kafka struct {
 		Brokers      []string      `mapstructure:"brokers"`
@@ -248,6 +253,20 @@ func commaList(from, to reflect.Type, data any) (any, error) {
 	return out, nil
 }
 
+// ReplicasAcked is how many replicas must confirm a book-changing script
+// before its caller hears "done": redis.min_replicas_acked, or with -1
+// (auto) 1 when Redis has replicas (a Sentinel master name or Redis
+// Cluster) and 0 for a lone Redis, which has none to wait for.
+func (c *Config) ReplicasAcked() int {
+	if c.Redis.MinReplicasAcked >= 0 {
+		return c.Redis.MinReplicasAcked
+	}
+	if c.Redis.MasterName != "" || c.Redis.Cluster || len(c.Redis.Addrs) > 1 {
+		return 1
+	}
+	return 0
+}
+
 // Validate rejects configurations a node cannot run with.
 func (c *Config) Validate() error {
 	var bad []string
@@ -256,6 +275,15 @@ func (c *Config) Validate() error {
 	}
 	if len(c.Redis.Addrs) == 0 {
 		bad = append(bad, "redis.addrs is empty")
+	}
+	if c.Redis.MinReplicasAcked < -1 {
+		bad = append(bad, "redis.min_replicas_acked must be -1 (auto), 0 or more")
+	}
+	if c.ReplicasAcked() > 0 && (c.Redis.WaitTimeout <= 0 || c.Redis.WaitTimeout >= c.Redis.ReadTimeout) {
+		bad = append(bad, "redis.wait_timeout must be positive and below redis.read_timeout (WAIT answers within the same read)")
+	}
+	if c.Redis.MasterName != "" && c.Redis.Cluster {
+		bad = append(bad, "redis.master_name (Sentinel) and redis.cluster cannot both be set")
 	}
 	if len(c.Kafka.Brokers) == 0 {
 		bad = append(bad, "kafka.brokers is empty")

@@ -122,16 +122,8 @@ func EnvOpen(ctx context.Context, rdb redis.Scripter, id, node, batch string, us
 // ResolveEnvBatch settles an open batch whose reply was lost: written off if
 // it never ran, or its opens undone (their openers were told 503). It
 // returns the users whose open was undone. Safe to repeat.
-func ResolveEnvBatch(ctx context.Context, rdb redis.UniversalClient, id, batch string) ([]string, error) {
-	key := EnvBatchKey(id, batch)
-	placed, err := rdb.SetNX(ctx, key, "void", BatchTTL).Result()
-	if err != nil {
-		return nil, fmt.Errorf("resolve open batch %s of envelope %q: %w", batch, id, err)
-	}
-	if placed {
-		return nil, nil
-	}
-	rec, err := rdb.Get(ctx, key).Result()
+func ResolveEnvBatch(ctx context.Context, rdb redis.Scripter, id, batch string) ([]string, error) {
+	rec, err := VoidBatch(ctx, rdb, EnvBatchKey(id, batch))
 	if err != nil {
 		return nil, fmt.Errorf("resolve open batch %s of envelope %q: %w", batch, id, err)
 	}

@@ -30,6 +30,8 @@ var (
 	settleSrc string
 	//go:embed archive.lua
 	archiveSrc string
+	//go:embed batch_void.lua
+	batchVoidSrc string
 )
 
 var (
@@ -37,6 +39,7 @@ var (
 	buy        = redis.NewScript(buySrc)
 	settle     = redis.NewScript(settleSrc)
 	archive    = redis.NewScript(archiveSrc)
+	batchVoid  = redis.NewScript(batchVoidSrc)
 )
 
 // SalesIndexKey is the set of every sale id. It is outside any sale's hash
@@ -120,7 +123,7 @@ func ParseOutboxEntry(field, value string) (OutboxEntry, error) {
 // requests of a sale do not all pay for EVAL. Optional: Run reloads on demand.
 func Load(ctx context.Context, rdb redis.Scripter) error {
 	for _, s := range []*redis.Script{createSale, buy, settle, archive, envCreate, envOpen, envUndo, envRefund,
-		walletApply, shakeCreate, shakeTake} {
+		walletApply, shakeCreate, shakeTake, batchVoid} {
 		if err := s.Load(ctx, rdb).Err(); err != nil {
 			return fmt.Errorf("load lua script: %w", err)
 		}
@@ -242,17 +245,10 @@ func Buy(ctx context.Context, rdb redis.Scripter, id, node, batch string, users 
 // ResolveBatch settles a batch whose reply was lost. If the batch never ran,
 // it writes the batch off so it never will, and reports no orders. If it
 // ran, it aborts the orders it created (nobody was told of them) and reports
-// them. Safe to repeat.
-func ResolveBatch(ctx context.Context, rdb redis.UniversalClient, sale, batch string) ([]int64, error) {
-	key := BatchKey(sale, batch)
-	placed, err := rdb.SetNX(ctx, key, "void", BatchTTL).Result()
-	if err != nil {
-		return nil, fmt.Errorf("resolve batch %s of sale %q: %w", batch, sale, err)
-	}
-	if placed {
-		return nil, nil
-	}
-	rec, err := rdb.Get(ctx, key).Result()
+// them. Safe to repeat: after a failover it runs against whichever master
+// answers, which holds the batch only if a replica had it.
+func ResolveBatch(ctx context.Context, rdb redis.Scripter, sale, batch string) ([]int64, error) {
+	rec, err := VoidBatch(ctx, rdb, BatchKey(sale, batch))
 	if err != nil {
 		return nil, fmt.Errorf("resolve batch %s of sale %q: %w", batch, sale, err)
 	}
@@ -357,4 +353,12 @@ func Settle(ctx context.Context, rdb redis.Scripter, id, action string, orders [
 		}
 	}
 	return nowMs, res, nil
+}
+
+// VoidBatch writes off the batch recorded under key unless it already ran,
+// in one script (so, like every book change, it waits for the replicas on a
+// *Replicated client). It returns the record: "void" when the batch never
+// ran (and now never will), else what the batch stored ("ran:...").
+func VoidBatch(ctx context.Context, rdb redis.Scripter, key string) (string, error) {
+	return batchVoid.Run(ctx, rdb, []string{key}, int64(BatchTTL/time.Second)).Text()
 }

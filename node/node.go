@@ -104,7 +104,9 @@ func Open(cfg *configs.Config, log *slog.Logger) (*Node, error) {
 	redis.SetLogger(redisLogger{log})
 	n.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
-	n.Redis = NewRedisClient(cfg)
+	// Every book-changing script waits for its replicas in the same round
+	// trip (lua.Replicated); reads and the rest go to the master unchanged.
+	n.Redis = lua.WithReplicas(NewRedisClient(cfg), cfg.ReplicasAcked(), cfg.Redis.WaitTimeout)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	if err := lua.Load(ctx, n.Redis); err != nil {
 		log.Warn("could not preload Lua scripts; they load on first use", "err", err)
@@ -230,27 +232,56 @@ func NewStoreRunner(cfg *configs.Config, rdb redis.UniversalClient, log *slog.Lo
 	}, rdb, log)
 }
 
-// NewRedisClient returns the node's Redis client for cfg.
-//
-// It never retries a command: go-redis would resend a command whose reply
-// was lost (EOF, reset, read timeout) although Redis may have run it, and a
-// buy or settle script run twice is two sales or a unit released twice. A
-// failed call is answered 503 and the buyer decides whether to try again.
-// It dials once per attempt: go-redis's default of 5 dials 100 ms apart turns
-// a Redis that refuses connections into ~1 s hangs per buy (and a queue
-// behind them) instead of an immediate 503.
+// NewRedisClient returns the node's Redis client for cfg (see RedisOptions),
+// before the WAIT wrapper Open puts around it.
 func NewRedisClient(cfg *configs.Config) redis.UniversalClient {
-	return redis.NewUniversalClient(&redis.UniversalOptions{
-		Addrs:         cfg.Redis.Addrs,
-		Password:      cfg.Redis.Password,
-		DialTimeout:   cfg.Redis.DialTimeout,
-		ReadTimeout:   cfg.Redis.ReadTimeout,
-		WriteTimeout:  cfg.Redis.WriteTimeout,
-		PoolSize:      cfg.Redis.PoolSize,
-		PoolTimeout:   cfg.Redis.ReadTimeout + cfg.Redis.WriteTimeout,
-		MaxRetries:    -1,
-		DialerRetries: 1,
-	})
+	return redis.NewUniversalClient(RedisOptions(RedisTarget{Addrs: cfg.Redis.Addrs, Password: cfg.Redis.Password,
+		MasterName: cfg.Redis.MasterName, Cluster: cfg.Redis.Cluster}, &redis.UniversalOptions{
+		DialTimeout:  cfg.Redis.DialTimeout,
+		ReadTimeout:  cfg.Redis.ReadTimeout,
+		WriteTimeout: cfg.Redis.WriteTimeout,
+		PoolSize:     cfg.Redis.PoolSize,
+		PoolTimeout:  cfg.Redis.ReadTimeout + cfg.Redis.WriteTimeout,
+	}))
+}
+
+// RedisTarget says which Redis deployment to talk to: one server, a
+// Sentinel-monitored master (Addrs are the sentinels), or a Redis Cluster
+// (Addrs are seeds; several addresses without a master name mean a cluster
+// too).
+type RedisTarget struct {
+	Addrs      []string
+	Password   string
+	MasterName string
+	Cluster    bool
+}
+
+// RedisOptions fills o (timeouts and pool as the caller wants them) with t
+// and the settings every flashsale client needs, and returns it for
+// redis.NewUniversalClient. The node, reconcile and the chaos runs all build
+// their clients here, so each reads from the current master: the Sentinel
+// client asks the sentinels for it and follows +switch-master, the cluster
+// client follows MOVED.
+//
+// The client never retries a command: go-redis would resend a command whose
+// reply was lost (EOF, reset, read timeout) although Redis may have run it,
+// and a buy or settle script run twice is two sales or a unit released
+// twice. A failed call is answered 503 and the buyer decides whether to try
+// again. (On Redis Cluster, scripts go through lua.Replicated, which sends
+// them to the slot's master itself, outside the cluster client's redirect
+// loop.) It dials once per attempt: go-redis's default of 5 dials 100 ms
+// apart turns a Redis that refuses connections into ~1 s hangs per buy (and
+// a queue behind them) instead of an immediate 503.
+func RedisOptions(t RedisTarget, o *redis.UniversalOptions) *redis.UniversalOptions {
+	o.Addrs, o.Password, o.MasterName = t.Addrs, t.Password, t.MasterName
+	o.IsClusterMode = t.Cluster
+	o.MaxRetries = -1
+	o.DialerRetries = 1
+	if t.MasterName != "" {
+		// Sentinels share the data servers' password unless told otherwise.
+		o.SentinelPassword = t.Password
+	}
+	return o
 }
 
 // Addr returns the address the node listens on.

@@ -117,13 +117,30 @@ func ApplyAll(ctx context.Context, rdb redis.UniversalClient, recent int, credit
 		}
 		by[c.User] = append(by[c.User], c.Entry)
 	}
+	var firstErr error
+	if _, replicated := rdb.(*lua.Replicated); replicated {
+		// Each wallet's script must be followed by WAIT on its own master
+		// (wallets of different users live on different cluster masters):
+		// one call each, through the wrapper.
+		for _, u := range users {
+			_, ok, err := lua.WalletApply(ctx, rdb, u, recent, by[u])
+			if err != nil && firstErr == nil {
+				firstErr = err
+			}
+			for _, a := range ok {
+				if a {
+					applied++
+				}
+			}
+		}
+		return applied, firstErr
+	}
 	pipe := rdb.Pipeline()
 	cmds := make([]*redis.Cmd, len(users))
 	for i, u := range users {
 		cmds[i] = lua.WalletApplyCmd(ctx, pipe, u, recent, by[u])
 	}
 	_, _ = pipe.Exec(ctx) // per-command errors are read below
-	var firstErr error
 	for i, u := range users {
 		_, ok, err := lua.WalletApplyResult(cmds[i], u, len(by[u]))
 		if err != nil {

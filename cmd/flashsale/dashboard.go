@@ -16,6 +16,7 @@ import (
 
 	"github.com/flashsale/flashsale/configs"
 	"github.com/flashsale/flashsale/dashboard"
+	"github.com/flashsale/flashsale/node"
 )
 
 // newDashboardCommand is `flashsale dashboard`: the live page of a cluster.
@@ -64,9 +65,12 @@ FLASHSALE_DASHBOARD_* and FLASHSALE_REDIS_* env, and these flags.`,
 
 func runDashboard(cmd *cobra.Command, cfg *configs.Config) error {
 	dc := cfg.Dashboard
-	rdb := redis.NewUniversalClient(&redis.UniversalOptions{Addrs: cfg.Redis.Addrs, Password: cfg.Redis.Password,
+	// Built like the node's client, so under Sentinel or Redis Cluster the
+	// dashboard reads whichever server is master now.
+	rdb := redis.NewUniversalClient(node.RedisOptions(node.RedisTarget{Addrs: cfg.Redis.Addrs, Password: cfg.Redis.Password,
+		MasterName: cfg.Redis.MasterName, Cluster: cfg.Redis.Cluster}, &redis.UniversalOptions{
 		DialTimeout: cfg.Redis.DialTimeout, ReadTimeout: cfg.Redis.ReadTimeout, WriteTimeout: cfg.Redis.WriteTimeout,
-		PoolSize: 2, MaxRetries: -1})
+		PoolSize: 2}))
 	defer rdb.Close()
 	d, err := dashboard.New(dashboard.Config{Redis: rdb, Nodes: dc.Nodes, MemberTTL: cfg.Cluster.TTL,
 		Interval: dc.Interval, ScrapeTimeout: dc.ScrapeTimeout, RedisTimeout: dc.RedisTimeout, History: dc.History,

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/flashsale/flashsale/node"
 	"github.com/flashsale/flashsale/reconcile"
 	"github.com/flashsale/flashsale/store"
 	"github.com/redis/go-redis/v9"
@@ -26,6 +27,9 @@ func newReconcileCommand() *cobra.Command {
 		asJSON   bool
 		deadline time.Duration
 		dsn      string
+
+		masterName   string
+		redisCluster bool
 	)
 	cmd := &cobra.Command{
 		Use:   "reconcile",
@@ -39,7 +43,12 @@ func newReconcileCommand() *cobra.Command {
 				}
 				in.StatLogs = append(in.StatLogs, matches...)
 			}
-			rdb := redis.NewUniversalClient(&redis.UniversalOptions{Addrs: redisA})
+			// The same client construction as the node: with a master name the
+			// addresses are sentinels and the books are read from the master
+			// they name now; with --redis-cluster (or several addresses) from
+			// each sale's slot master.
+			rdb := redis.NewUniversalClient(node.RedisOptions(node.RedisTarget{Addrs: redisA, MasterName: masterName,
+				Cluster: redisCluster, Password: os.Getenv("FLASHSALE_REDIS_PASSWORD")}, &redis.UniversalOptions{}))
 			defer rdb.Close()
 			in.Redis = rdb
 			if in.Sale == "" && len(pools.Envelopes) == 0 && len(pools.Shakes) == 0 {
@@ -103,7 +112,9 @@ func newReconcileCommand() *cobra.Command {
 	f.StringVar(&in.Sale, "sale", "", "sale id")
 	f.StringSliceVar(&pools.Envelopes, "envelope", nil, `envelope ids to check, or "all"`)
 	f.StringSliceVar(&pools.Shakes, "shake", nil, `shake campaign ids to check, or "all"`)
-	f.StringSliceVar(&redisA, "redis-addrs", []string{"127.0.0.1:6379"}, "Redis address(es)")
+	f.StringSliceVar(&redisA, "redis-addrs", []string{"127.0.0.1:6379"}, "Redis address(es): one server, the sentinels (with --redis-master-name) or Redis Cluster seeds")
+	f.StringVar(&masterName, "redis-master-name", "", "Sentinel master name: --redis-addrs are sentinels; the books are read from the current master")
+	f.BoolVar(&redisCluster, "redis-cluster", false, "--redis-addrs are Redis Cluster seeds (implied by several addresses)")
 	f.StringSliceVar(&in.Brokers, "kafka-brokers", []string{"127.0.0.1:9092"}, "Kafka brokers; empty skips the event checks")
 	f.StringVar(&in.Topic, "kafka-topic", "flashsale.orders", "order event topic")
 	f.StringSliceVar(&logs, "statlog", nil, "stat.log files or globs, every node's (repeatable)")

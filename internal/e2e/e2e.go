@@ -31,6 +31,11 @@ const AdminToken = "test-admin"
 type Env struct {
 	Redis *testenv.Redis
 	Kafka *testenv.Kafka
+	// RedisAddrs, when set, replace Redis: sentinels (with MasterName) or
+	// Redis Cluster seeds (with Cluster), for the Redis HA tests.
+	RedisAddrs []string
+	MasterName string
+	Cluster    bool
 	// Postgres, when set (WithStore), is the order store every node
 	// started afterwards writes to.
 	Postgres *testenv.Postgres
@@ -66,7 +71,12 @@ func (e *Env) StartNode(t *testing.T, id string, mutate func(*configs.Config)) *
 	}
 	cfg.Node.ID = id
 	cfg.HTTP.Addr = "127.0.0.1:0"
-	cfg.Redis.Addrs = []string{e.Redis.Addr}
+	if e.Redis != nil {
+		cfg.Redis.Addrs = []string{e.Redis.Addr}
+	}
+	if len(e.RedisAddrs) > 0 {
+		cfg.Redis.Addrs, cfg.Redis.MasterName, cfg.Redis.Cluster = e.RedisAddrs, e.MasterName, e.Cluster
+	}
 	cfg.Kafka.Brokers = []string{e.Kafka.Addr}
 	cfg.Admin.Token = AdminToken
 	cfg.StatLog.Path = filepath.Join(t.TempDir(), id+"-stat.log")

@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"syscall"
 	"testing"
 	"time"
 
@@ -60,17 +61,23 @@ func RedisBinary(t testing.TB) string {
 // server keeps an append-only file so a restart recovers its data.
 func StartRedis(t testing.TB, aof bool) *Redis {
 	t.Helper()
+	if aof {
+		return StartRedisArgs(t, "--appendonly", "yes", "--appendfsync", "always")
+	}
+	return StartRedisArgs(t, "--appendonly", "no")
+}
+
+// StartRedisArgs starts redis-server like StartRedis with extra arguments
+// appended to its command line (a later argument wins over an earlier one).
+func StartRedisArgs(t testing.TB, extra ...string) *Redis {
+	t.Helper()
 	bin := RedisBinary(t)
 	dir := t.TempDir()
 	port := FreePort(t)
 	r := &Redis{Addr: "127.0.0.1:" + strconv.Itoa(port), Port: port, Dir: dir, t: t}
 	r.args = []string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--dir", dir,
 		"--save", "", "--daemonize", "no", "--protected-mode", "no", "--loglevel", "warning"}
-	if aof {
-		r.args = append(r.args, "--appendonly", "yes", "--appendfsync", "always")
-	} else {
-		r.args = append(r.args, "--appendonly", "no")
-	}
+	r.args = append(r.args, extra...)
 	r.start(bin)
 	t.Cleanup(r.Stop)
 	return r
@@ -122,8 +129,27 @@ func (r *Redis) Restart() {
 	r.start(RedisBinary(r.t))
 }
 
-// Stop ends the server; it is safe to call more than once.
+// Stop ends the server; it is safe to call more than once. A paused server
+// is resumed first so that it can die.
 func (r *Redis) Stop() { r.Kill() }
+
+// Pause stops the process with SIGSTOP: it holds its connections but
+// answers nothing and replicates nothing, like a machine that froze.
+func (r *Redis) Pause() {
+	if r.cmd != nil && r.cmd.Process != nil {
+		_ = r.cmd.Process.Signal(syscall.SIGSTOP)
+	}
+}
+
+// Resume undoes Pause (SIGCONT).
+func (r *Redis) Resume() {
+	if r.cmd != nil && r.cmd.Process != nil {
+		_ = r.cmd.Process.Signal(syscall.SIGCONT)
+	}
+}
+
+// Alive reports whether the process runs (Kill was not called).
+func (r *Redis) Alive() bool { return r.cmd != nil }
 
 // Client returns a go-redis client for the server, closed with the test.
 func (r *Redis) Client(t testing.TB) *redis.Client {
