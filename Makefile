@@ -53,15 +53,23 @@ fuzz:
 	$(GO) test ./api -run '^$$' -fuzz '^FuzzParseBuy$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./api -run '^$$' -fuzz '^FuzzParseCreateSale$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./api -run '^$$' -fuzz '^FuzzQueryUser$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./api -run '^$$' -fuzz '^FuzzParseIdempotencyKey$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./api -run '^$$' -fuzz '^FuzzParseRequestStart$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./api -run '^$$' -fuzz '^FuzzParseCreateEnvelope$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./api -run '^$$' -fuzz '^FuzzParseCreateShake$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./statlog -run '^$$' -fuzz '^FuzzRead$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./internal/jsonw -run '^$$' -fuzz '^FuzzString$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./waitroom -run '^$$' -fuzz '^FuzzParseTicket$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./order -run '^$$' -fuzz '^FuzzParseEvent$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./order -run '^$$' -fuzz '^FuzzParseDue$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./dashboard -run '^$$' -fuzz '^FuzzParseMetrics$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./bench -run '^$$' -fuzz '^FuzzReadResponse$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./bench -run '^$$' -fuzz '^FuzzJSONField$$' -fuzztime $(FUZZTIME)
+	# issue 11: the token fast path against golang-jwt, the signature header, order ids, callbacks
+	$(GO) test ./auth -run '^$$' -fuzz '^FuzzVerify$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./auth -run '^$$' -fuzz '^FuzzParseSignature$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./auth -run '^$$' -fuzz '^FuzzOrderID$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./api -run '^$$' -fuzz '^FuzzParsePaymentCallback$$' -fuzztime $(FUZZTIME)
 
 ## bench: hello vs the node's sold-out and selling paths (wrk, ratios, Redis and per-process CPU cost; each
 ## scenario's duration in interleaved --slices), an overload row (--overload-connections), then the hot-path Go benchmarks.
@@ -81,7 +89,7 @@ bench-store:
 	FLASHSALE_ARCHIVE_UNITS=$(ARCHIVE_UNITS) $(GO) test -count=1 -run '^TestArchiveFinishedSale$$' -v ./store | grep -E 'Redis per live order|finished sale of|^(ok|FAIL|---)'
 
 bench-go:
-	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2s ./stock ./lua ./order ./statlog
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2s ./stock ./lua ./order ./statlog ./auth
 
 ## run: the main job — a local cluster, a sale under 10x demand through nginx, node2 SIGKILLed
 ## mid-sale, unpaid orders expire and sell again, the reconciliation report (exit 1 on any failed

@@ -12,21 +12,25 @@ import (
 
 // Application error codes. Each maps to exactly one HTTP status in api/.
 const (
-	ECONFLICT      = "conflict"       // the thing already exists or is in another state
-	EINVALID       = "invalid"        // the request is malformed or out of range
-	ENOTFOUND      = "not_found"      // no such sale, order or envelope
-	EUNAUTHORIZED  = "unauthorized"   // admin token missing or wrong
-	EINTERNAL      = "internal"       // a bug or an unexpected reply
-	ESOLDOUT       = "sold_out"       // no unit left
-	ELIMITREACHED  = "limit_reached"  // the user already holds the most the sale allows
-	ENOTSTARTED    = "not_started"    // the sale opens later
-	EENDED         = "ended"          // the sale has closed
-	EEXPIRED       = "expired"        // the order's pay deadline passed
-	EUNAVAILABLE   = "unavailable"    // a dependency (Redis, Kafka) is down
-	EOVERLOADED    = "overloaded"     // a bounded queue is full; retry later
-	ETOOLARGE      = "too_large"      // the request body is over the cap
-	EEMPTY         = "empty"          // an envelope has no share left
-	EALREADYOPENED = "already_opened" // the user opened this envelope before
+	ECONFLICT      = "conflict"           // the thing already exists or is in another state
+	EINVALID       = "invalid"            // the request is malformed or out of range
+	ENOTFOUND      = "not_found"          // no such sale, order or envelope
+	EUNAUTHORIZED  = "unauthorized"       // bearer token (buyer or admin) missing, invalid or expired
+	EFORBIDDEN     = "forbidden"          // the token's user is not the one the request names
+	ERATELIMITED   = "rate_limited"       // too many requests from this user or IP; retry after Retry-After
+	EINTERNAL      = "internal"           // a bug or an unexpected reply
+	ESOLDOUT       = "sold_out"           // no unit left
+	ELIMITREACHED  = "limit_reached"      // the user already holds the most the sale allows
+	ENOTSTARTED    = "not_started"        // the sale opens later
+	EENDED         = "ended"              // the sale has closed
+	EEXPIRED       = "expired"            // the order's pay deadline passed
+	EUNAVAILABLE   = "unavailable"        // a dependency (Redis, Kafka) is down
+	EOVERLOADED    = "overloaded"         // a bounded queue is full; retry later
+	ETOOLARGE      = "too_large"          // the request body is over the cap
+	EEMPTY         = "empty"              // an envelope has no share left
+	EALREADYOPENED = "already_opened"     // the user opened this envelope before
+	EINSUFFICIENT  = "insufficient_funds" // the wallet's balance does not cover the envelope
+	ENOTADMITTED   = "not_admitted"       // the sale has a waiting room and this buyer's turn has not come
 )
 
 // Error is an application error: a code for programs and a message for people.

@@ -13,7 +13,13 @@ const MaxIDLen = 64
 // [A-Za-z0-9_-:@]. Dots are reserved as the separator inside order ids and
 // '|' and braces never appear, so ids can sit inside Redis records and hash
 // tags without escaping.
-func ValidID(s string) bool {
+func ValidID(s string) bool { return validID(s) }
+
+// ValidIDBytes is ValidID for bytes, so a parser can check an id in its
+// input without converting it to a string first.
+func ValidIDBytes(b []byte) bool { return validID(b) }
+
+func validID[T ~string | ~[]byte](s T) bool {
 	if len(s) == 0 || len(s) > MaxIDLen {
 		return false
 	}
@@ -40,6 +46,17 @@ type Sale struct {
 	PayTimeout   time.Duration
 	StartsAt     time.Time // zero: open from creation
 	EndsAt       time.Time // zero: open until sold out
+	WaitingRoom  WaitingRoom
+}
+
+// WaitingRoom is a sale's optional fair queue (package waitroom): buyers
+// join it, are admitted AdmitPerSec a second, and only admitted buyers may
+// buy. Everyone who joined in the PreQueue window before StartsAt is
+// shuffled once at the opening; later joiners are served in arrival order.
+type WaitingRoom struct {
+	Enabled     bool
+	AdmitPerSec int64
+	PreQueue    time.Duration // how long before StartsAt joining opens; 0: from the opening
 }
 
 // Books are a sale's counters. Once in-flight operations settle,

@@ -17,8 +17,10 @@ type CreateEnvelopeRequest struct {
 	ExpiresIn  string `json:"expires_in"`
 }
 
-// ParseCreateEnvelope parses and validates a send-envelope body.
-func ParseCreateEnvelope(body []byte, l envelope.Limits) (envelope.Request, error) {
+// ParseCreateEnvelope parses and validates a send-envelope body from
+// sender (the token's subject): a sender_id, if still sent, must be the
+// same user (else 403 forbidden).
+func ParseCreateEnvelope(body []byte, l envelope.Limits, sender string) (envelope.Request, error) {
 	var r CreateEnvelopeRequest
 	if err := decodeStrict(body, &r); err != nil {
 		return envelope.Request{}, err
@@ -29,7 +31,10 @@ func ParseCreateEnvelope(body []byte, l envelope.Limits) (envelope.Request, erro
 	if *r.Count < 1 || *r.Count > int64(l.MaxCount) {
 		return envelope.Request{}, flashsale.Errorf(flashsale.EINVALID, "count must be between 1 and %d", l.MaxCount)
 	}
-	req := envelope.Request{SenderID: r.SenderID, TotalCents: *r.TotalCents, Count: int(*r.Count), ExpiresIn: l.DefaultExpiry}
+	req := envelope.Request{SenderID: sender, TotalCents: *r.TotalCents, Count: int(*r.Count), ExpiresIn: l.DefaultExpiry}
+	if r.SenderID != "" {
+		req.SenderID = r.SenderID // validated below, then compared
+	}
 	if r.ExpiresIn != "" {
 		d, err := time.ParseDuration(r.ExpiresIn)
 		if err != nil {
@@ -39,6 +44,9 @@ func ParseCreateEnvelope(body []byte, l envelope.Limits) (envelope.Request, erro
 	}
 	if err := l.Validate(req); err != nil {
 		return envelope.Request{}, err
+	}
+	if req.SenderID != sender {
+		return envelope.Request{}, errForbidden
 	}
 	return req, nil
 }
@@ -72,6 +80,9 @@ func ParseCreateShake(body []byte, l shake.Limits) (shake.Campaign, error) {
 		c.Mode = shake.ModeSplit
 	}
 	if r.StartsAt != nil {
+		if r.StartsAt.Before(time.Unix(0, 0)) || r.StartsAt.After(time.Now().Add(MaxStartsIn)) {
+			return shake.Campaign{}, flashsale.Errorf(flashsale.EINVALID, "starts_at must be after 1970 and within a year from now")
+		}
 		c.StartsAt = *r.StartsAt
 	}
 	if err := l.Validate(c); err != nil {

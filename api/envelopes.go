@@ -15,17 +15,18 @@ import (
 // registerEnvelopes adds the red-envelope, wallet and shake routes to v1.
 func (s *Server) registerEnvelopes(v1 *gin.RouterGroup) {
 	if s.Envelopes != nil {
-		v1.POST("/envelopes", s.observe("send_envelope"), s.sendEnvelope)
+		v1.POST("/envelopes", s.observe("send_envelope"), s.identify, s.sendEnvelope)
 		v1.GET("/envelopes/:id", s.observe("get_envelope"), s.getEnvelope)
-		v1.POST("/envelopes/:id/open", s.observe("open"), s.openEnvelope)
-		v1.GET("/users/:id/wallet", s.observe("get_wallet"), s.getWallet)
+		v1.POST("/envelopes/:id/open", s.observe("open"), s.limitIP, s.identify, s.limitUser, s.openEnvelope)
+		v1.GET("/users/:id/wallet", s.observe("get_wallet"), s.identify, s.getWallet)
+		v1.POST("/users/:id/wallet/credit", s.observe("credit"), s.admin, s.credit)
 	}
 	if s.Shakes != nil {
 		v1.POST("/shakes", s.observe("create_shake"), s.admin, s.createShake)
 		v1.GET("/shakes/:id", s.observe("get_shake"), s.getShake)
-		sh := s.observe("shake")
-		v1.POST("/shakes/:id/shake", sh, s.shake)
-		v1.GET("/shakes/:id/shake", sh, s.shake)
+		sh := []gin.HandlerFunc{s.observe("shake"), s.limitIP, s.identify, s.limitUser, s.shake}
+		v1.POST("/shakes/:id/shake", sh...)
+		v1.GET("/shakes/:id/shake", sh...)
 	}
 }
 
@@ -35,7 +36,7 @@ func (s *Server) sendEnvelope(c *gin.Context) {
 		s.writeError(c, err)
 		return
 	}
-	req, err := ParseCreateEnvelope(body, s.cfg.Envelope)
+	req, err := ParseCreateEnvelope(body, s.cfg.Envelope, subject(c))
 	if err != nil {
 		s.writeError(c, err)
 		return
@@ -62,13 +63,14 @@ func (s *Server) sendEnvelope(c *gin.Context) {
 func (s *Server) openEnvelope(c *gin.Context) {
 	start := time.Now()
 	id := c.Param("id")
-	user, err := s.userFromBody(c)
+	user := subject(c)
+	err := s.namedUser(c)
 	if err == nil && !flashsale.ValidID(id) {
 		err = fieldErr("envelope id")
 	}
 	if err != nil {
 		// Bad input changes nothing and is not an open outcome: no stat.log line.
-		c.Set(resultKey, flashsale.ErrorCode(err))
+		setResult(c, flashsale.ErrorCode(err))
 		s.writeError(c, err)
 		return
 	}
@@ -105,10 +107,15 @@ func (s *Server) getEnvelope(c *gin.Context) {
 	c.JSON(http.StatusOK, b)
 }
 
+// getWallet shows a wallet to its owner only.
 func (s *Server) getWallet(c *gin.Context) {
 	id := c.Param("id")
 	if !flashsale.ValidID(id) {
 		s.writeError(c, fieldErr("user id"))
+		return
+	}
+	if id != subject(c) {
+		s.writeError(c, errForbidden)
 		return
 	}
 	w, err := wallet.Get(c.Request.Context(), s.Redis, id, s.cfg.WalletRecent)
@@ -162,18 +169,13 @@ var lostBody = []byte(`{"won":false}`)
 func (s *Server) shake(c *gin.Context) {
 	start := time.Now()
 	id := c.Param("id")
-	var user string
-	var err error
-	if c.Request.Method == http.MethodGet {
-		user, err = queryUser(c.Request.URL.RawQuery)
-	} else {
-		user, err = s.userFromBody(c)
-	}
+	user := subject(c)
+	err := s.namedUser(c)
 	if err == nil && !flashsale.ValidID(id) {
 		err = fieldErr("campaign id")
 	}
 	if err != nil {
-		c.Set(resultKey, flashsale.ErrorCode(err))
+		setResult(c, flashsale.ErrorCode(err))
 		s.writeError(c, err)
 		return
 	}
@@ -202,21 +204,11 @@ func (s *Server) shake(c *gin.Context) {
 	writeJSON(c, http.StatusOK, b)
 }
 
-// userFromBody reads a {"user_id": ...} body.
-func (s *Server) userFromBody(c *gin.Context) (string, error) {
-	body, err := readBody(c)
-	if err != nil {
-		return "", err
-	}
-	r, err := ParseBuy(body)
-	return r.UserID, err
-}
-
 // logOutcome writes one stat.log line and leaves the result for observe.
 func (s *Server) logOutcome(c *gin.Context, rec *statlog.Record, start time.Time) {
 	rec.LatencyUs = time.Since(start).Microseconds()
 	if s.StatLog != nil {
 		s.StatLog.Write(rec)
 	}
-	c.Set(resultKey, rec.Result)
+	setResult(c, rec.Result)
 }

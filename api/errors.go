@@ -17,6 +17,9 @@ var statusOf = map[string]int{
 	flashsale.EINVALID:       http.StatusBadRequest,
 	flashsale.ETOOLARGE:      http.StatusRequestEntityTooLarge,
 	flashsale.EUNAUTHORIZED:  http.StatusUnauthorized,
+	flashsale.EFORBIDDEN:     http.StatusForbidden,
+	flashsale.ERATELIMITED:   http.StatusTooManyRequests,
+	flashsale.EINSUFFICIENT:  http.StatusConflict,
 	flashsale.ENOTFOUND:      http.StatusNotFound,
 	flashsale.ECONFLICT:      http.StatusConflict,
 	flashsale.ESOLDOUT:       http.StatusConflict,
@@ -25,6 +28,7 @@ var statusOf = map[string]int{
 	flashsale.EENDED:         http.StatusConflict,
 	flashsale.EEMPTY:         http.StatusConflict,
 	flashsale.EALREADYOPENED: http.StatusConflict,
+	flashsale.ENOTADMITTED:   http.StatusForbidden,
 	flashsale.EEXPIRED:       http.StatusGone,
 	flashsale.EUNAVAILABLE:   http.StatusServiceUnavailable,
 	flashsale.EOVERLOADED:    http.StatusServiceUnavailable,
@@ -64,7 +68,7 @@ func writeJSON(c *gin.Context, status int, body []byte) {
 	_, _ = c.Writer.Write(body)
 }
 
-// errAtCapacity is the refusal limitInflight sends: a package-level value so
+// errAtCapacity is the refusal admission sends: a package-level value so
 // its body is rendered once, keeping a refusal as cheap as it can be while
 // the node is overloaded.
 var errAtCapacity = &flashsale.Error{Code: flashsale.EOVERLOADED, Message: "node is at capacity; retry shortly"}

@@ -6,16 +6,20 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"net/http/pprof"
+	"os"
 	"strconv"
 	"sync"
 	"time"
 
 	"github.com/flashsale/flashsale"
+	"github.com/flashsale/flashsale/admit"
 	"github.com/flashsale/flashsale/envelope"
 	"github.com/flashsale/flashsale/order"
 	"github.com/flashsale/flashsale/shake"
 	"github.com/flashsale/flashsale/statlog"
 	"github.com/flashsale/flashsale/stock"
+	"github.com/flashsale/flashsale/waitroom"
 	"github.com/gin-gonic/gin"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -24,15 +28,24 @@ import (
 
 // Config is what the HTTP layer needs to know.
 type Config struct {
-	NodeID            string
-	AdminToken        string
-	MaxBodyBytes      int64
-	MaxInflight       int
+	NodeID       string
+	AdminToken   string
+	MaxBodyBytes int64
+	// Admission bounds the requests worked on at once (Slots) and how long
+	// the rest wait in line; see package admit.
+	Admission         admit.Config
 	DefaultPayTimeout time.Duration
 	RedisTimeout      time.Duration
 	Envelope          envelope.Limits // send-envelope validation
 	Shake             shake.Limits    // campaign validation
 	WalletRecent      int             // entries GET /v1/users/{id}/wallet shows
+	// RequestDeadline bounds a buy, pay or cancel from the moment it is
+	// read (http.request_deadline); 0 means 2 s.
+	RequestDeadline time.Duration
+	// RequestStartHeader names the proxy's header saying when it sent the
+	// request (http.request_start_header); "" ignores any.
+	RequestStartHeader string
+	Identity           Identity // buyer tokens, order ids, payment key, abuse limits
 }
 
 // Deps are the services behind the routes. Ready lists the dependency
@@ -44,12 +57,20 @@ type Deps struct {
 	// Envelopes and Shakes are optional: without them their routes are absent.
 	Envelopes *envelope.Service
 	Shakes    *shake.Service
-	// History serves GET /v1/users/me/orders from the order store; nil
-	// (no store configured) answers 503.
+	// Rooms is optional: without it the queue routes are absent and no
+	// sale's buys are checked against a waiting room.
+	Rooms *waitroom.Service
+	// History adds finished orders to GET /v1/users/me/orders (and
+	// answers for orders of archived sales) from the order store; nil when
+	// no store is configured.
 	History  OrderHistory
 	StatLog  *statlog.Writer
 	Registry *prometheus.Registry
 	Ready    map[string]func(context.Context) error
+	// Degraded lists checks /readyz shows without failing on: the node
+	// still sells, but something an operator must see is wrong (stat.log
+	// losing lines on a full disk).
+	Degraded map[string]func() error
 	Log      *slog.Logger
 }
 
@@ -59,11 +80,12 @@ type Server struct {
 	Deps
 	log      *slog.Logger
 	engine   *gin.Engine
-	inflight chan struct{}
+	gate     *admit.Controller
 	metrics  *httpMetrics
-	nodeHdr  []string      // X-Flashsale-Node value, shared by every response
-	buyObs   *routeMetrics // the buy route's metrics, recorded by the handler itself
-	perSale  *saleMetrics  // buy outcomes and latency per sale, for the dashboard
+	nodeHdr  []string     // X-Flashsale-Node value, shared by every response
+	perSale  *saleMetrics // buy outcomes and latency per sale, for the dashboard
+	id       Identity
+	payments *paymentMetrics
 }
 
 func init() {
@@ -80,37 +102,78 @@ func New(cfg Config, d Deps) *Server {
 	if d.Registry == nil {
 		d.Registry = prometheus.NewRegistry()
 	}
+	if cfg.RequestDeadline <= 0 {
+		cfg.RequestDeadline = 2 * time.Second
+	}
 	s := &Server{cfg: cfg, Deps: d, log: d.Log, engine: gin.New(),
-		inflight: make(chan struct{}, max(cfg.MaxInflight, 1)), metrics: newHTTPMetrics(), nodeHdr: []string{cfg.NodeID}}
-	s.buyObs = s.metrics.route("buy")
-	s.perSale = newSaleMetrics()
-	d.Registry.MustRegister(s.metrics, s.perSale, nodeInfo(cfg.NodeID))
+		gate: admit.New(cfg.Admission), nodeHdr: []string{cfg.NodeID},
+		id: cfg.Identity, payments: newPaymentMetrics(), perSale: newSaleMetrics()}
+	s.metrics = newHTTPMetrics(s.gate)
+	d.Registry.MustRegister(s.metrics, s.perSale, nodeInfo(cfg.NodeID), s.payments.results, s.payments.doubleCharge)
 	e := s.engine
 	e.HandleMethodNotAllowed = true
 	e.NoRoute(func(c *gin.Context) { s.errorf(c, flashsale.ENOTFOUND, "no such route") })
 	e.NoMethod(func(c *gin.Context) { s.errorf(c, flashsale.EINVALID, "method not allowed on this route") })
 	e.Use(s.recover, s.nodeHeader)
+	// The public /readyz says ready or not; which dependency failed, and
+	// its address, is on the admin listener (AdminHandler) only.
 	e.GET("/healthz", s.healthz)
-	e.GET("/readyz", s.readyz)
-	e.GET("/metrics", gin.WrapH(promhttp.HandlerFor(d.Registry, promhttp.HandlerOpts{})))
+	e.GET("/readyz", s.readyzPublic)
 
-	v1 := e.Group("/v1", s.limitInflight, s.capBody)
+	v1 := e.Group("/v1", s.admit, s.capBody)
 	v1.POST("/sales", s.observe("create_sale"), s.admin, s.createSale)
 	v1.GET("/sales/:id", s.observe("get_sale"), s.getSale)
-	// The buy handler records its own metrics: it knows its result without
-	// a per-request context map.
-	v1.POST("/sales/:id/buy", s.buy)
-	v1.GET("/sales/:id/buy", s.buy)
-	v1.GET("/orders/:id", s.observe("get_order"), s.getOrder)
-	v1.POST("/orders/:id/pay", s.observe("pay"), s.pay)
-	v1.POST("/orders/:id/cancel", s.observe("cancel"), s.cancel)
-	v1.GET("/users/me/orders", s.observe("list_my_orders"), s.listMyOrders)
+	// Per-person routes: the person is the bearer token's subject. Buy,
+	// open and shake are rate-limited per client IP (first, so a flood of
+	// bad tokens is throttled too) and per person. The buy handler's
+	// deadline (issue 13) runs from when it is read, after the limits.
+	buy := []gin.HandlerFunc{s.observe("buy"), s.limitIP, s.identify, s.limitUser, s.buy}
+	v1.POST("/sales/:id/buy", buy...)
+	v1.GET("/sales/:id/buy", buy...)
+	v1.GET("/orders/:id", s.observe("get_order"), s.identify, s.getOrder)
+	v1.POST("/orders/:id/cancel", s.observe("cancel"), s.identify, s.cancel)
+	v1.POST("/payments/callback", s.observe("payment_callback"), s.paymentCallback)
+	v1.GET("/users/me/orders", s.observe("my_orders"), s.identify, s.myOrders)
 	s.registerEnvelopes(v1)
+	if d.Rooms != nil {
+		// A ticket is the token's subject's: joining is limited like a buy;
+		// status polls are answered from memory, so only per IP.
+		v1.POST("/sales/:id/queue", s.observe("queue_join"), s.limitIP, s.identify, s.limitUser, s.joinQueue)
+		v1.GET("/sales/:id/queue", s.observe("queue_status"), s.limitIP, s.identify, s.queueStatus)
+	}
 	return s
 }
 
-// Handler returns the http.Handler serving every route.
+// Close stops the admission line's sweeper and refuses whoever still waits
+// in it. Call it after the HTTP server has stopped taking requests.
+func (s *Server) Close() { s.gate.Close() }
+
+// Admission exposes the admission controller (for tests and metrics).
+func (s *Server) Admission() *admit.Controller { return s.gate }
+
+// Handler returns the http.Handler serving every public route.
 func (s *Server) Handler() http.Handler { return s.engine }
+
+// AdminHandler returns the handler of the admin listener: /metrics, the
+// detailed /readyz and /debug/pprof/. Never serve it publicly.
+func (s *Server) AdminHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(s.Registry, promhttp.HandlerOpts{}))
+	mux.Handle("/readyz", s.engineFor(s.readyz))
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	return mux
+}
+
+// engineFor serves one gin handler on its own engine (for the admin mux).
+func (s *Server) engineFor(h gin.HandlerFunc) http.Handler {
+	e := gin.New()
+	e.GET("/*any", h)
+	return e
+}
 
 // Engine exposes the gin engine so other rooms (envelopes, shakes) can add routes.
 func (s *Server) Engine() *gin.Engine { return s.engine }
@@ -135,17 +198,17 @@ func (s *Server) nodeHeader(c *gin.Context) {
 	c.Next()
 }
 
-// limitInflight answers 503 at once when MaxInflight requests are already
-// being handled: under overload a fast "no" beats a slow timeout.
-func (s *Server) limitInflight(c *gin.Context) {
-	select {
-	case s.inflight <- struct{}{}:
-		defer func() { <-s.inflight }()
-		c.Next()
-	default:
-		s.metrics.shed.Inc()
+// admit lets a request through when a work slot is free or frees in time
+// (package admit decides by the time spent waiting, not by how many wait),
+// and otherwise answers the pre-rendered 503 overloaded with Retry-After:
+// no Redis, no allocation.
+func (s *Server) admit(c *gin.Context) {
+	if !s.gate.Acquire(c.Request.Context()) {
 		s.writeError(c, errAtCapacity)
+		return
 	}
+	defer s.gate.Release()
+	c.Next()
 }
 
 // capBody rejects bodies over MaxBodyBytes: at once when Content-Length says
@@ -172,13 +235,42 @@ func (s *Server) admin(c *gin.Context) {
 	c.Next()
 }
 
+// healthzBody carries the process id so a launcher can tell its own node
+// from another process answering on the same port.
+var healthzBody = []byte(`{"status":"ok","pid":` + strconv.Itoa(os.Getpid()) + `}`)
+
 func (s *Server) healthz(c *gin.Context) {
-	c.Data(http.StatusOK, "application/json", []byte(`{"status":"ok"}`))
+	c.Data(http.StatusOK, "application/json", healthzBody)
 }
 
-// readyz reports whether Redis and Kafka answer, each within a second.
+var (
+	readyBody    = []byte(`{"status":"ready"}`)
+	notReadyBody = []byte(`{"status":"not_ready"}`)
+)
+
+// readyzPublic says whether the node is ready, and nothing about why not.
+func (s *Server) readyzPublic(c *gin.Context) {
+	ok, _ := s.checkReady(c.Request.Context())
+	if !ok {
+		writeJSON(c, http.StatusServiceUnavailable, notReadyBody)
+		return
+	}
+	writeJSON(c, http.StatusOK, readyBody)
+}
+
+// readyz reports whether Redis and Kafka answer, each within a second, with
+// each check's error (admin listener only: errors name addresses).
 func (s *Server) readyz(c *gin.Context) {
-	ctx, cancel := context.WithTimeout(c.Request.Context(), time.Second)
+	ok, body := s.checkReady(c.Request.Context())
+	status := http.StatusOK
+	if !ok {
+		status = http.StatusServiceUnavailable
+	}
+	c.JSON(status, body)
+}
+
+func (s *Server) checkReady(ctx context.Context) (bool, gin.H) {
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
 	type result struct {
 		name string
@@ -199,11 +291,15 @@ func (s *Server) readyz(c *gin.Context) {
 			body[r.name] = "ok"
 		}
 	}
-	status := http.StatusOK
-	if !ok {
-		status = http.StatusServiceUnavailable
+	// Degraded checks are shown but never make the node unready.
+	for name, check := range s.Degraded {
+		if err := check(); err != nil {
+			body[name] = err.Error()
+		} else {
+			body[name] = "ok"
+		}
 	}
-	c.JSON(status, body)
+	return ok, body
 }
 
 // httpMetrics counts requests by route and result and times them. Children
@@ -212,7 +308,8 @@ func (s *Server) readyz(c *gin.Context) {
 type httpMetrics struct {
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
-	shed     prometheus.Counter
+	gate     *admit.Controller
+	limited  prometheus.Counter
 }
 
 // routeMetrics are one route's pre-bound metrics.
@@ -223,27 +320,55 @@ type routeMetrics struct {
 	vec     *prometheus.CounterVec
 }
 
-func newHTTPMetrics() *httpMetrics {
-	return &httpMetrics{
+var (
+	shedDesc = prometheus.NewDesc("flashsale_http_shed_total",
+		"Requests answered 503 overloaded by admission, by reason: full (admission.max_waiting), codel (the control law), deadline (waited half of http.request_deadline), gone (the client left while waiting).",
+		[]string{"reason"}, nil)
+	waitedDesc = prometheus.NewDesc("flashsale_http_admitted_after_wait_total",
+		"Requests admitted after waiting in the admission line.", nil, nil)
+	waitingDesc = prometheus.NewDesc("flashsale_http_admission_waiting",
+		"Requests waiting in the admission line now.", nil, nil)
+	droppingDesc = prometheus.NewDesc("flashsale_http_admission_shedding",
+		"1 while the CoDel control law is shedding (the line's sojourn stayed above admission.target for an interval).", nil, nil)
+	shedReasons = [...]string{admit.ReasonFull: "full", admit.ReasonCoDel: "codel", admit.ReasonDeadline: "deadline", admit.ReasonGone: "gone"}
+)
+
+func newHTTPMetrics(gate *admit.Controller) *httpMetrics {
+	return &httpMetrics{gate: gate,
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "flashsale_http_requests_total",
 			Help: "HTTP requests by route and result (ok or an error code)."}, []string{"route", "result"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "flashsale_http_request_duration_seconds",
 			Help: "HTTP request latency by route.", Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16)}, []string{"route"}),
-		shed: prometheus.NewCounter(prometheus.CounterOpts{Name: "flashsale_http_shed_total",
-			Help: "Requests answered 503 because max_inflight requests were already in flight."}),
+		limited: prometheus.NewCounter(prometheus.CounterOpts{Name: "flashsale_http_rate_limited_total",
+			Help: "Requests answered 429 rate_limited (per user, per IP or failed callbacks per IP)."}),
 	}
 }
 
 func (m *httpMetrics) Describe(ch chan<- *prometheus.Desc) {
 	m.requests.Describe(ch)
 	m.duration.Describe(ch)
-	m.shed.Describe(ch)
+	ch <- shedDesc
+	ch <- waitedDesc
+	ch <- waitingDesc
+	ch <- droppingDesc
+	m.limited.Describe(ch)
 }
 
 func (m *httpMetrics) Collect(ch chan<- prometheus.Metric) {
 	m.requests.Collect(ch)
 	m.duration.Collect(ch)
-	m.shed.Collect(ch)
+	st := m.gate.Stats()
+	for r, name := range shedReasons {
+		ch <- prometheus.MustNewConstMetric(shedDesc, prometheus.CounterValue, float64(st.Refused[r]), name)
+	}
+	ch <- prometheus.MustNewConstMetric(waitedDesc, prometheus.CounterValue, float64(st.Waited))
+	ch <- prometheus.MustNewConstMetric(waitingDesc, prometheus.GaugeValue, float64(st.Waiting))
+	dropping := 0.0
+	if st.Dropping {
+		dropping = 1
+	}
+	ch <- prometheus.MustNewConstMetric(droppingDesc, prometheus.GaugeValue, dropping)
+	m.limited.Collect(ch)
 }
 
 func (m *httpMetrics) route(name string) *routeMetrics {
@@ -265,8 +390,20 @@ func (r *routeMetrics) record(start time.Time, result string) {
 // resultKey is where handlers of observed routes leave their result.
 const resultKey = "fs.result"
 
-// observe returns middleware that times and counts a route (the less busy
-// routes; buy records its own).
+// boxedResults holds each result code once as an interface value: putting
+// a string into gin's key map boxes it, an allocation per request on the
+// hot paths otherwise.
+var boxedResults sync.Map // string -> any
+
+func setResult(c *gin.Context, result string) {
+	v, ok := boxedResults.Load(result)
+	if !ok {
+		v, _ = boxedResults.LoadOrStore(result, any(result))
+	}
+	c.Set(resultKey, v)
+}
+
+// observe returns middleware that times and counts a route.
 func (s *Server) observe(route string) gin.HandlerFunc {
 	m := s.metrics.route(route)
 	return func(c *gin.Context) {

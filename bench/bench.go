@@ -13,6 +13,7 @@ package bench
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -26,6 +27,8 @@ import (
 	"time"
 
 	"github.com/HdrHistogram/hdrhistogram-go"
+
+	"github.com/flashsale/flashsale/auth"
 )
 
 // Scenarios Run knows.
@@ -35,6 +38,7 @@ const (
 	ScenarioShake = "shake" // POST /v1/shakes/{campaign}/shake: win = 200 with won:true
 	ScenarioSend  = "send"  // POST /v1/envelopes: win = 201 with an envelope id
 	ScenarioGet   = "get"   // GET Path: win = any 2xx; the ceiling measurement against a hello server
+	ScenarioQueue = "queue" // a sale's waiting room: join, poll, buy when admitted (RunQueue, not Run)
 )
 
 // Step is one stage of a time-slot step profile: QPS requests per second
@@ -97,8 +101,16 @@ type Config struct {
 	Timeout     time.Duration // per request; 10s by default
 
 	// PayFraction of buy winners pay their order right away on the same
-	// connection; the rest leave it to expire.
-	PayFraction float64
+	// connection, through the payment provider's signed callback for
+	// PriceCents (signed with PaymentSecret); the rest leave it to expire.
+	PayFraction   float64
+	PriceCents    int64
+	PaymentSecret []byte
+
+	// AuthSecret is the nodes' auth.secret: every per-person request (buy,
+	// open, shake, send) carries a bearer token for its user, minted per
+	// request (about a microsecond; the hello server gets the same bytes).
+	AuthSecret []byte
 
 	// SlotGroups > 0 selects time-slot clients: user u may send only in a
 	// wall-clock second s with s%SlotGroups == u%SlotGroups, at most once.
@@ -156,6 +168,13 @@ func (c *Config) setDefaults() error {
 	if c.PayFraction < 0 || c.PayFraction > 1 {
 		return errors.New("pay fraction must be within [0,1]")
 	}
+	if c.PayFraction > 0 && len(c.PaymentSecret) == 0 {
+		return errors.New("paying needs the payment secret (--payment-secret or $FLASHSALE_PAYMENT_SECRET)")
+	}
+	if c.Scenario != ScenarioGet && len(c.AuthSecret) < auth.MinSecretLen {
+		return fmt.Errorf("%s needs the nodes' auth secret of at least %d bytes (--auth-secret or $FLASHSALE_AUTH_SECRET)",
+			c.Scenario, auth.MinSecretLen)
+	}
 	if c.SlotGroups > 0 {
 		if len(c.Steps) == 0 {
 			if c.Rate <= 0 || c.Duration < time.Second {
@@ -201,7 +220,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		}
 		targets[i] = t
 	}
-	r := &runner{cfg: cfg, targets: targets}
+	r := &runner{cfg: cfg, targets: targets, tokenExp: time.Now().Add(time.Hour + cfg.Duration + stepsDuration(cfg.Steps)).Unix()}
 	sched, notes, err := newSchedule(&cfg)
 	if err != nil {
 		return nil, err
@@ -295,61 +314,51 @@ type runner struct {
 	shards  []*shard
 	notes   []string
 	winsN   atomic.Int64 // buy wins so far, for the pay fraction
+	// tokenExp is when the run's tokens expire: an hour after the run's
+	// scheduled end, so no request carries an expired one.
+	tokenExp int64
 }
 
-// template is a request with the user id left out: head up to and including
-// "Content-Length: ", then the body around the user id.
+// template is a request with the user's bearer token left out: head up to
+// and including "Bearer ", then the rest of the headers and the body, which
+// name nobody (the person is the token's subject).
 type template struct {
-	head, bodyPre, bodySuf []byte
-	noBody                 bool
+	head, tail []byte
+	noToken    bool
 }
 
 func (r *runner) templates(t target) template {
 	cfg := &r.cfg
-	post := func(path, pre, suf string) template {
+	post := func(path, body string) template {
 		return template{
-			head:    []byte("POST " + path + " HTTP/1.1\r\nHost: " + t.host + "\r\nContent-Type: application/json\r\nContent-Length: "),
-			bodyPre: []byte(pre + cfg.UserPrefix),
-			bodySuf: []byte(suf),
+			head: []byte("POST " + path + " HTTP/1.1\r\nHost: " + t.host + "\r\nAuthorization: Bearer "),
+			tail: []byte("\r\nContent-Type: application/json\r\nContent-Length: " + strconv.Itoa(len(body)) + "\r\n\r\n" + body),
 		}
 	}
 	switch cfg.Scenario {
 	case ScenarioBuy:
-		return post("/v1/sales/"+escapePath(cfg.Sale)+"/buy", `{"user_id":"`, `"}`)
+		return post("/v1/sales/"+escapePath(cfg.Sale)+"/buy", "")
 	case ScenarioOpen:
-		return post("/v1/envelopes/"+escapePath(cfg.Envelope)+"/open", `{"user_id":"`, `"}`)
+		return post("/v1/envelopes/"+escapePath(cfg.Envelope)+"/open", "")
 	case ScenarioShake:
-		return post("/v1/shakes/"+escapePath(cfg.Campaign)+"/shake", `{"user_id":"`, `"}`)
+		return post("/v1/shakes/"+escapePath(cfg.Campaign)+"/shake", "")
 	case ScenarioSend:
-		return post("/v1/envelopes", `{"sender_id":"`,
-			fmt.Sprintf(`","total_cents":%d,"count":%d}`, cfg.EnvelopeCents, cfg.EnvelopeShares))
+		return post("/v1/envelopes", fmt.Sprintf(`{"total_cents":%d,"count":%d}`, cfg.EnvelopeCents, cfg.EnvelopeShares))
 	default:
-		return template{head: []byte("GET " + cfg.Path + " HTTP/1.1\r\nHost: " + t.host + "\r\n\r\n"), noBody: true}
+		return template{head: []byte("GET " + cfg.Path + " HTTP/1.1\r\nHost: " + t.host + "\r\n\r\n"), noToken: true}
 	}
 }
 
 // build appends the request for user to buf without allocating (buf is the
-// worker's reused buffer).
-func (t *template) build(buf []byte, user int) []byte {
+// worker's reused buffer): head, a fresh token for user, tail.
+func (w *worker) build(t *template, buf []byte, user int) []byte {
 	buf = append(buf, t.head...)
-	if t.noBody {
+	if t.noToken {
 		return buf
 	}
-	n := len(t.bodyPre) + len(t.bodySuf) + digits(user)
-	buf = strconv.AppendInt(buf, int64(n), 10)
-	buf = append(buf, "\r\n\r\n"...)
-	buf = append(buf, t.bodyPre...)
-	buf = strconv.AppendInt(buf, int64(user), 10)
-	return append(buf, t.bodySuf...)
-}
-
-func digits(n int) int {
-	d := 1
-	for n >= 10 {
-		n /= 10
-		d++
-	}
-	return d
+	w.sub = strconv.AppendInt(append(w.sub[:0], w.r.cfg.UserPrefix...), int64(user), 10)
+	buf = w.minter.AppendBytes(buf, w.sub, w.r.tokenExp)
+	return append(buf, t.tail...)
 }
 
 func escapePath(s string) string {
@@ -358,6 +367,8 @@ func escapePath(s string) string {
 
 type worker struct {
 	r        *runner
+	minter   *auth.Minter
+	sub      []byte // the user id of the request being built
 	id       int
 	shard    *shard
 	conns    []*conn
@@ -370,6 +381,9 @@ type worker struct {
 
 func (r *runner) newWorker(id int) *worker {
 	w := &worker{r: r, id: id, shard: r.shards[id%len(r.shards)], buf: make([]byte, 0, 512)}
+	if len(r.cfg.AuthSecret) > 0 {
+		w.minter = auth.NewMinter(r.cfg.AuthSecret)
+	}
 	for _, t := range r.targets {
 		w.conns = append(w.conns, newConn(t, r.cfg.Timeout))
 		w.tmpl = append(w.tmpl, r.templates(t))
@@ -401,7 +415,7 @@ func (w *worker) run(ctx context.Context) {
 		}
 		ti := int(i % int64(nt))
 		c := w.conns[ti]
-		w.buf = w.tmpl[ti].build(w.buf[:0], user)
+		w.buf = w.build(&w.tmpl[ti], w.buf[:0], user)
 		start := at
 		if start.IsZero() {
 			start = time.Now()
@@ -455,6 +469,12 @@ func (w *worker) sleep(ctx context.Context, d time.Duration) bool {
 // classify turns a reply into an outcome code and, for wins, records the
 // win. Only wins allocate (the order id and user id strings).
 func (w *worker) classify(resp *response, user int) (code int, cents int64) {
+	if resp.status == 502 || resp.status == 504 {
+		// nginx's answer when the node died or stalled mid-request: the
+		// node may have sold the unit, so to the client the outcome is as
+		// unknown as with no reply at all.
+		return codeTransport, 0
+	}
 	if resp.status/100 != 2 {
 		if v, ok := jsonField(resp.body, "code"); ok {
 			return codeIndex(v), 0
@@ -500,18 +520,33 @@ func (w *worker) classify(resp *response, user int) (code int, cents int64) {
 
 func (w *worker) user(u int) string { return w.r.cfg.UserPrefix + strconv.Itoa(u) }
 
-// pay pays win's order on c right after the buy. It reuses the worker's
-// buffer; its latency is not mixed into the buy histogram.
+// pay pays win's order on c right after the buy, as the payment provider
+// would: the signed callback. It reuses the worker's buffer; its latency is
+// not mixed into the buy histogram.
 func (w *worker) pay(c *conn, win *Win, resp *response) {
-	w.buf = append(w.buf[:0], "POST /v1/orders/"...)
-	w.buf = append(w.buf, escapePath(win.ID)...)
-	w.buf = append(w.buf, "/pay HTTP/1.1\r\nHost: "...)
+	// One payment id per order (ids may not hold the order id's dots).
+	sum := sha256.Sum256([]byte(win.ID))
+	body := fmt.Sprintf(`{"order_id":%q,"payment_id":"bench-%x","amount_cents":%d}`, win.ID, sum[:8], w.r.cfg.PriceCents)
+	w.buf = append(w.buf[:0], "POST /v1/payments/callback HTTP/1.1\r\nHost: "...)
 	w.buf = append(w.buf, c.t.host...)
-	w.buf = append(w.buf, "\r\nContent-Length: 0\r\n\r\n"...)
+	w.buf = append(w.buf, "\r\n"+auth.SignatureHeader+": "...)
+	w.buf = append(w.buf, auth.SignPayload(w.r.cfg.PaymentSecret, time.Now(), []byte(body))...)
+	w.buf = append(w.buf, "\r\nContent-Type: application/json\r\nContent-Length: "...)
+	w.buf = strconv.AppendInt(w.buf, int64(len(body)), 10)
+	w.buf = append(w.buf, "\r\n\r\n"...)
+	w.buf = append(w.buf, body...)
 	err := c.roundTrip(w.buf, resp)
 	ok := err == nil && resp.status == 200
 	win.Paid = ok
 	w.shard.recordPay(ok)
+}
+
+func stepsDuration(steps []Step) time.Duration {
+	var d time.Duration
+	for _, s := range steps {
+		d += s.Duration
+	}
+	return d
 }
 
 // schedule hands out request slots: an index, a user and (open loop) the

@@ -26,7 +26,7 @@ func TestClosedLoopSellsExactlyTheStock(t *testing.T) {
 	f, srv := newFakeNode(t)
 	createSale(t, srv.URL, "s1", 50, 1)
 	res, err := Run(context.Background(), Config{
-		Targets: []string{srv.URL}, Scenario: ScenarioBuy, Sale: "s1",
+		Targets: []string{srv.URL}, AuthSecret: fakeAuthSecret, Scenario: ScenarioBuy, Sale: "s1",
 		Users: 200, Connections: 8, Requests: 400,
 	})
 	if err != nil {
@@ -65,7 +65,7 @@ func TestClosedLoopSellsExactlyTheStock(t *testing.T) {
 func TestSameUserHitsLimit(t *testing.T) {
 	_, srv := newFakeNode(t)
 	createSale(t, srv.URL, "s1", 100, 2)
-	res, err := Run(context.Background(), Config{Targets: []string{srv.URL}, Sale: "s1", Users: 1, Connections: 4, Requests: 40})
+	res, err := Run(context.Background(), Config{Targets: []string{srv.URL}, AuthSecret: fakeAuthSecret, PaymentSecret: fakePaymentSecret, Sale: "s1", Users: 1, Connections: 4, Requests: 40})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,7 +82,7 @@ func TestRateModeHitsTheRate(t *testing.T) {
 	createSale(t, srv.URL, "s1", 1_000_000, 0)
 	const rate = 300
 	res, err := Run(context.Background(), Config{
-		Targets: []string{srv.URL}, Sale: "s1", Users: 1000, Connections: 16,
+		Targets: []string{srv.URL}, AuthSecret: fakeAuthSecret, Sale: "s1", Users: 1000, Connections: 16,
 		Rate: rate, Duration: 2 * time.Second,
 	})
 	if err != nil {
@@ -119,7 +119,7 @@ func TestTimeSlotClientsSendOncePerSlot(t *testing.T) {
 	createSale(t, srv.URL, "s1", 1_000_000, 0)
 	const groups = 2
 	res, err := Run(context.Background(), Config{
-		Targets: []string{srv.URL}, Sale: "s1", Users: 40, Connections: 8,
+		Targets: []string{srv.URL}, AuthSecret: fakeAuthSecret, Sale: "s1", Users: 40, Connections: 8,
 		SlotGroups: groups, Steps: []Step{{QPS: 10, Duration: 2 * time.Second}, {QPS: 20, Duration: time.Second}},
 	})
 	if err != nil {
@@ -162,7 +162,7 @@ func TestSlotUserRule(t *testing.T) {
 func TestPayFraction(t *testing.T) {
 	f, srv := newFakeNode(t)
 	createSale(t, srv.URL, "s1", 20, 1)
-	res, err := Run(context.Background(), Config{Targets: []string{srv.URL}, Sale: "s1", Users: 40, Connections: 4, Requests: 40, PayFraction: 0.5})
+	res, err := Run(context.Background(), Config{Targets: []string{srv.URL}, AuthSecret: fakeAuthSecret, PaymentSecret: fakePaymentSecret, Sale: "s1", Users: 40, Connections: 4, Requests: 40, PayFraction: 0.5})
 	if err != nil {
 		t.Fatal(err)
 	}

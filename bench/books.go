@@ -11,6 +11,8 @@ import (
 	"net/url"
 	"sync"
 	"time"
+
+	"github.com/flashsale/flashsale/auth"
 )
 
 // This file talks to the API off the hot path — creating the sale before a
@@ -27,6 +29,14 @@ type SaleSpec struct {
 	PayTimeout   string `json:"pay_timeout,omitempty"`
 	StartsAt     string `json:"starts_at,omitempty"`
 	EndsAt       string `json:"ends_at,omitempty"`
+	WaitingRoom  *Room  `json:"waiting_room,omitempty"`
+}
+
+// Room is a sale's waiting-room settings as POST /v1/sales takes them.
+type Room struct {
+	Enabled     bool   `json:"enabled"`
+	AdmitPerSec int64  `json:"admit_per_sec"`
+	PreQueue    string `json:"pre_queue,omitempty"`
 }
 
 // SaleView is the part of GET /v1/sales/{id} the books need.
@@ -34,6 +44,7 @@ type SaleView struct {
 	ID           string `json:"id"`
 	Stock        int64  `json:"stock"`
 	PerUserLimit int64  `json:"per_user_limit"`
+	PriceCents   int64  `json:"price_cents"`
 	Remaining    int64  `json:"remaining"`
 	Pending      int64  `json:"pending"`
 	Paid         int64  `json:"paid"`
@@ -85,8 +96,11 @@ func (e *apiError) Error() string {
 // concurrent use.
 type API struct {
 	Base  string // one node's base URL
-	Token string // admin bearer token, for creating sales
-	HTTP  *http.Client
+	Token string // admin bearer token, for creating sales and crediting wallets
+	// AuthSecret mints the buyer tokens an order is read with: an order
+	// answers only its owner.
+	AuthSecret []byte
+	HTTP       *http.Client
 }
 
 // NewAPI returns an API for base with a 10 s per-call timeout.
@@ -95,6 +109,11 @@ func NewAPI(base, token string) *API {
 }
 
 func (a *API) do(ctx context.Context, method, path string, in, out any) error {
+	return a.doAs(ctx, a.Token, method, path, in, out)
+}
+
+// doAs is do with another bearer token (a buyer's).
+func (a *API) doAs(ctx context.Context, token, method, path string, in, out any) error {
 	var body io.Reader
 	if in != nil {
 		b, err := json.Marshal(in)
@@ -110,8 +129,8 @@ func (a *API) do(ctx context.Context, method, path string, in, out any) error {
 	if in != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	if a.Token != "" {
-		req.Header.Set("Authorization", "Bearer "+a.Token)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
 	}
 	resp, err := a.HTTP.Do(req)
 	if err != nil {
@@ -160,14 +179,19 @@ func (a *API) Pool(ctx context.Context, kind, id string) (PoolView, error) {
 	return v, err
 }
 
-// Order reads one order; an order the server does not know is returned with
-// Found == false and no error.
-func (a *API) Order(ctx context.Context, id string) (BookOrder, error) {
+// Order reads one order as user, who the client says won it; an order the
+// server does not know — or does not give to user, which it answers the
+// same way — is returned with Found == false and no error.
+func (a *API) Order(ctx context.Context, id, user string) (BookOrder, error) {
 	var v struct {
 		UserID string `json:"user_id"`
 		Status string `json:"status"`
 	}
-	err := a.do(ctx, http.MethodGet, "/v1/orders/"+url.PathEscape(id), nil, &v)
+	tok, err := auth.Mint(a.AuthSecret, user, time.Minute)
+	if err != nil {
+		return BookOrder{}, err
+	}
+	err = a.doAs(ctx, tok, http.MethodGet, "/v1/orders/"+url.PathEscape(id), nil, &v)
 	if e, ok := err.(*apiError); ok && e.Status == http.StatusNotFound {
 		return BookOrder{}, nil
 	}
@@ -175,6 +199,15 @@ func (a *API) Order(ctx context.Context, id string) (BookOrder, error) {
 		return BookOrder{}, err
 	}
 	return BookOrder{Found: true, User: v.UserID, Status: v.Status}, nil
+}
+
+// Credit puts cents into user's wallet (admin), once per reference.
+func (a *API) Credit(ctx context.Context, user string, cents int64, reference string) error {
+	in := map[string]any{"cents": cents, "reference": reference}
+	if err := a.do(ctx, http.MethodPost, "/v1/users/"+url.PathEscape(user)+"/wallet/credit", in, nil); err != nil {
+		return fmt.Errorf("credit %s: %w", user, err)
+	}
+	return nil
 }
 
 // Envelope reads one envelope as a BookOrder (its sender as User), for send.
@@ -271,23 +304,23 @@ func (a *API) ReadBooks(ctx context.Context, cfg *Config, t Tally, base Baseline
 		mu       sync.Mutex
 		firstErr error
 		wg       sync.WaitGroup
-		next     = make(chan string)
+		next     = make(chan Win)
 	)
 	for range 16 {
 		wg.Go(func() {
-			for id := range next {
+			for w := range next {
 				var o BookOrder
 				var err error
 				if cfg.Scenario == ScenarioSend {
-					o, err = a.Envelope(ctx, id)
+					o, err = a.Envelope(ctx, w.ID)
 				} else {
-					o, err = a.Order(ctx, id)
+					o, err = a.Order(ctx, w.ID, w.User)
 				}
 				mu.Lock()
 				if err != nil && firstErr == nil {
-					firstErr = fmt.Errorf("look up %s: %w", id, err)
+					firstErr = fmt.Errorf("look up %s: %w", w.ID, err)
 				} else if err == nil {
-					b.Orders[id] = o
+					b.Orders[w.ID] = o
 				}
 				mu.Unlock()
 			}
@@ -295,7 +328,7 @@ func (a *API) ReadBooks(ctx context.Context, cfg *Config, t Tally, base Baseline
 	}
 	for _, w := range ids {
 		if w.ID != "" {
-			next <- w.ID
+			next <- w
 		}
 	}
 	close(next)

@@ -144,7 +144,7 @@ func cannedServer(t testing.TB) string {
 // cost the generator no heap allocation.
 func TestSoldOutPathDoesNotAllocate(t *testing.T) {
 	url := cannedServer(t)
-	cfg := Config{Targets: []string{url}, Scenario: ScenarioBuy, Sale: "s1", Users: 1000, Connections: 1, Requests: 1}
+	cfg := Config{Targets: []string{url}, Scenario: ScenarioBuy, Sale: "s1", Users: 1000, Connections: 1, Requests: 1, AuthSecret: fakeAuthSecret}
 	if err := cfg.setDefaults(); err != nil {
 		t.Fatal(err)
 	}
@@ -154,7 +154,7 @@ func TestSoldOutPathDoesNotAllocate(t *testing.T) {
 	var resp response
 	user := 0
 	step := func() {
-		w.buf = w.tmpl[0].build(w.buf[:0], user)
+		w.buf = w.build(&w.tmpl[0], w.buf[:0], user)
 		user = (user + 1) % 1000
 		start := time.Now()
 		if err := w.conns[0].roundTrip(w.buf, &resp); err != nil {
@@ -180,7 +180,7 @@ func TestSoldOutPathDoesNotAllocate(t *testing.T) {
 func BenchmarkClientRaw(b *testing.B) {
 	url := cannedServer(b)
 	tg, _ := parseTarget(url)
-	cfg := Config{Targets: []string{url}, Scenario: ScenarioBuy, Sale: "s1", Users: 1000}
+	cfg := Config{Targets: []string{url}, Scenario: ScenarioBuy, Sale: "s1", Users: 1000, AuthSecret: fakeAuthSecret}
 	_ = cfg.setDefaults()
 	r := &runner{cfg: cfg, targets: []target{tg}, shards: []*shard{{hist: newHist()}}}
 	var id atomic.Int64
@@ -192,7 +192,7 @@ func BenchmarkClientRaw(b *testing.B) {
 		var resp response
 		u := 0
 		for pb.Next() {
-			w.buf = w.tmpl[0].build(w.buf[:0], u)
+			w.buf = w.build(&w.tmpl[0], w.buf[:0], u)
 			u++
 			if err := w.conns[0].roundTrip(w.buf, &resp); err != nil {
 				b.Error(err)

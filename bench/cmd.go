@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -21,20 +22,28 @@ type Options struct {
 	CreateSale bool
 	Stock      int64
 	Limit      int64
-	PriceCents int64
 	PayTimeout string
 	AdminToken string
-	JSON       string
-	Plot       string
-	Check      bool
+	// FundCents, for send, is credited to every user's wallet before the
+	// run (once per run): an envelope is paid from its sender's balance.
+	FundCents int64
+	JSON      string
+	Plot      string
+	Check     bool
+	// queue scenario: the waiting room's rate and how long after creation
+	// the sale opens (the pre-queue window).
+	AdmitPerSec int64
+	OpensIn     time.Duration
 }
 
 // Command returns `flashsale bench` and its `hello` subcommand.
 func Command() *cobra.Command {
 	var (
-		o       Options
-		targets string
-		steps   string
+		o          Options
+		targets    string
+		steps      string
+		authSecret string
+		paySecret  string
 	)
 	cmd := &cobra.Command{
 		Use:   "bench",
@@ -70,6 +79,7 @@ the intended send time, so a stalled server cannot hide its queue
 				o.Steps = s
 			}
 			o.Progress = cmd.ErrOrStderr()
+			o.AuthSecret, o.PaymentSecret = []byte(authSecret), []byte(paySecret)
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			return Main(ctx, o, cmd.OutOrStdout())
@@ -77,7 +87,9 @@ the intended send time, so a stalled server cannot hide its queue
 	}
 	f := cmd.Flags()
 	f.StringVar(&targets, "target", "http://127.0.0.1:8080", "base URL(s), comma-separated; requests go round-robin over them")
-	f.StringVar(&o.Scenario, "scenario", ScenarioBuy, "buy | open | shake | send | get")
+	f.StringVar(&o.Scenario, "scenario", ScenarioBuy, "buy | open | shake | send | get | queue (waiting room: join, poll with backoff, buy when admitted; --users buyers)")
+	f.Int64Var(&o.AdmitPerSec, "admit-per-sec", 200, "queue with --create-sale: the waiting room's admission rate")
+	f.DurationVar(&o.OpensIn, "opens-in", 2*time.Second, "queue with --create-sale: the sale opens this long after creation; buyers joining before are shuffled")
 	f.StringVar(&o.Sale, "sale", "", "buy: the sale id (default with --create-sale: bench-<unix time>)")
 	f.StringVar(&o.Envelope, "envelope", "", "open: the envelope id")
 	f.StringVar(&o.Campaign, "campaign", "", "shake: the shake campaign id")
@@ -87,9 +99,12 @@ the intended send time, so a stalled server cannot hide its queue
 	f.BoolVar(&o.CreateSale, "create-sale", false, "buy: create the sale first (POST /v1/sales)")
 	f.Int64Var(&o.Stock, "stock", 1000, "with --create-sale: units")
 	f.Int64Var(&o.Limit, "limit", 1, "with --create-sale: per-user limit")
-	f.Int64Var(&o.PriceCents, "price-cents", 100, "with --create-sale: price")
+	f.Int64Var(&o.PriceCents, "price-cents", 100, "with --create-sale: price (the amount paid callbacks carry)")
 	f.StringVar(&o.PayTimeout, "pay-timeout", "5m", "with --create-sale: how long an order waits for payment")
 	f.StringVar(&o.AdminToken, "admin-token", os.Getenv("FLASHSALE_ADMIN_TOKEN"), "admin bearer token (default $FLASHSALE_ADMIN_TOKEN)")
+	f.StringVar(&authSecret, "auth-secret", os.Getenv("FLASHSALE_AUTH_SECRET"), "the nodes' auth.secret: each request carries a token for its user (default $FLASHSALE_AUTH_SECRET)")
+	f.StringVar(&paySecret, "payment-secret", os.Getenv("FLASHSALE_PAYMENT_SECRET"), "the nodes' payment.secret, to pay through signed callbacks (default $FLASHSALE_PAYMENT_SECRET)")
+	f.Int64Var(&o.FundCents, "fund-cents", 0, "send: credit every user this much before the run (admin)")
 	f.IntVar(&o.Users, "users", 10000, "distinct user ids")
 	f.StringVar(&o.UserPrefix, "user-prefix", "u", "user ids are PREFIX0 .. PREFIX(N-1)")
 	f.IntVar(&o.Connections, "connections", 64, "keep-alive connections (workers); each holds one connection per target")
@@ -121,8 +136,12 @@ func Main(ctx context.Context, o Options, out io.Writer) error {
 		o.Scenario = ScenarioBuy
 	}
 	api := NewAPI(strings.TrimRight(o.Targets[0], "/"), o.AdminToken)
+	api.AuthSecret = o.AuthSecret
 	if !strings.Contains(api.Base, "://") {
 		api.Base = "http://" + api.Base
+	}
+	if o.Scenario == ScenarioQueue {
+		return mainQueue(ctx, o, api, out)
 	}
 	if o.CreateSale {
 		if o.Scenario != ScenarioBuy {
@@ -137,6 +156,18 @@ func Main(ctx context.Context, o Options, out io.Writer) error {
 			return err
 		}
 		fmt.Fprintf(o.Progress, "created sale %s: stock %d, limit %d per user\n", o.Sale, o.Stock, o.Limit)
+	}
+	if o.Scenario == ScenarioBuy && o.PayFraction > 0 && !o.CreateSale {
+		v, err := api.Sale(ctx, o.Sale)
+		if err != nil {
+			return fmt.Errorf("read the sale's price: %w", err)
+		}
+		o.PriceCents = v.PriceCents
+	}
+	if o.Scenario == ScenarioSend && o.FundCents > 0 {
+		if err := fundUsers(ctx, api, o.UserPrefix, o.Users, o.FundCents); err != nil {
+			return err
+		}
 	}
 	var base Baseline
 	if o.Check {
@@ -178,6 +209,36 @@ func Main(ctx context.Context, o Options, out io.Writer) error {
 		}
 	}
 	return checkErr
+}
+
+// fundUsers credits every user prefix0..prefix(n-1), 16 at a time, under a
+// reference unique to this run.
+func fundUsers(ctx context.Context, api *API, prefix string, n int, cents int64) error {
+	ref := fmt.Sprintf("bench-%d", time.Now().UnixNano())
+	next := make(chan int)
+	errs := make(chan error, 16)
+	for range 16 {
+		go func() {
+			var first error
+			for i := range next {
+				if err := api.Credit(ctx, prefix+strconv.Itoa(i), cents, ref); err != nil && first == nil {
+					first = err
+				}
+			}
+			errs <- first
+		}()
+	}
+	for i := range n {
+		next <- i
+	}
+	close(next)
+	var first error
+	for range 16 {
+		if err := <-errs; err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
 }
 
 // helloBody is the ceiling server's reply: 13 bytes, as in the classic

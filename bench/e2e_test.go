@@ -26,10 +26,11 @@ func TestAgainstRealNodes(t *testing.T) {
 	o := bench.Options{
 		Config: bench.Config{
 			Targets: []string{a, b}, Scenario: bench.ScenarioBuy, Sale: "e2e",
-			Users: 1000, Connections: 16, Requests: 3000, PayFraction: 0.25,
+			Users: 1000, Connections: 16, Requests: 3000, PayFraction: 0.25, PriceCents: 100,
 			Progress: &out, Timeout: 10 * time.Second,
+			AuthSecret: []byte(e2e.AuthSecret), PaymentSecret: []byte(e2e.PaymentSecret),
 		},
-		CreateSale: true, Stock: 300, Limit: 1, PriceCents: 100, PayTimeout: "5m",
+		CreateSale: true, Stock: 300, Limit: 1, PayTimeout: "5m",
 		AdminToken: e2e.AdminToken, Check: true,
 	}
 	if err := bench.Main(context.Background(), o, &out); err != nil {
@@ -58,7 +59,8 @@ func TestOpenAndShakeAgainstARealNode(t *testing.T) {
 	}
 	e := e2e.NewEnv(t)
 	n := e.StartNode(t, "n1", nil)
-	r := e2e.Do(t, "POST", n.URL+"/v1/envelopes", `{"sender_id":"boss","total_cents":88888,"count":100}`)
+	e2e.Credit(t, n.URL, "boss", 88888, "boss-funds")
+	r := e2e.Do(t, "POST", n.URL+"/v1/envelopes", `{"total_cents":88888,"count":100}`, e2e.As(t, "boss")...)
 	if r.Status != 201 {
 		t.Fatalf("send: %d %s", r.Status, r.Raw)
 	}
@@ -76,6 +78,7 @@ func TestOpenAndShakeAgainstARealNode(t *testing.T) {
 	} {
 		c := tc.c
 		c.Targets, c.Connections, c.Timeout = []string{n.URL}, 16, 10*time.Second
+		c.AuthSecret = []byte(e2e.AuthSecret)
 		var out bytes.Buffer
 		c.Progress = &out
 		if err := bench.Main(context.Background(), bench.Options{Config: c, AdminToken: e2e.AdminToken, Check: true}, &out); err != nil {

@@ -3,12 +3,15 @@ package bench
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/flashsale/flashsale/auth"
 )
 
 // fakeNode is an in-memory flashsale node speaking the API's JSON: sales
@@ -58,7 +61,7 @@ func newFakeNode(t *testing.T) (*fakeNode, *httptest.Server) {
 	mux.HandleFunc("GET /v1/sales/{id}", f.getSale)
 	mux.HandleFunc("POST /v1/sales/{id}/buy", f.buy)
 	mux.HandleFunc("GET /v1/sales/{id}/buy", f.buy)
-	mux.HandleFunc("POST /v1/orders/{id}/pay", f.pay)
+	mux.HandleFunc("POST /v1/payments/callback", f.pay)
 	mux.HandleFunc("GET /v1/orders/{id}", f.getOrder)
 	mux.HandleFunc("POST /v1/envelopes", f.send)
 	mux.HandleFunc("GET /v1/envelopes/{id}", f.getEnvelope)
@@ -86,15 +89,25 @@ func writeErr(w http.ResponseWriter, status int, code string) {
 	writeJSON(w, status, map[string]any{"error": map[string]string{"code": code, "message": code}})
 }
 
+// The fake's secrets: its tokens are checked with the real verifier and
+// its payment callbacks with the real signature check.
+var (
+	fakeAuthSecret    = []byte("fake-node-auth-secret-0123456789abcdef")
+	fakePaymentSecret = []byte("fake-node-payment-secret-0123456789")
+	fakeVerifier, _   = auth.NewVerifier(fakeAuthSecret, nil)
+)
+
+// userOf is the bearer token's subject, "" without a valid one.
 func userOf(r *http.Request) string {
-	if u := r.URL.Query().Get("user_id"); u != "" {
-		return u
+	tok, ok := auth.BearerToken(r.Header.Get("Authorization"))
+	if !ok {
+		return ""
 	}
-	var b struct {
-		UserID string `json:"user_id"`
+	sub, err := fakeVerifier.Verify(tok)
+	if err != nil {
+		return ""
 	}
-	_ = json.NewDecoder(r.Body).Decode(&b)
-	return b.UserID
+	return sub
 }
 
 func (f *fakeNode) createSale(w http.ResponseWriter, r *http.Request) {
@@ -148,7 +161,7 @@ func (f *fakeNode) buy(w http.ResponseWriter, r *http.Request) {
 	case !ok:
 		writeErr(w, 404, "not_found")
 	case user == "":
-		writeErr(w, 400, "invalid")
+		writeErr(w, 401, "unauthorized")
 	case s.remaining == 0:
 		writeErr(w, 409, "sold_out")
 	case s.PerUserLimit > 0 && s.held[user] >= s.PerUserLimit:
@@ -166,9 +179,18 @@ func (f *fakeNode) buy(w http.ResponseWriter, r *http.Request) {
 }
 
 func (f *fakeNode) pay(w http.ResponseWriter, r *http.Request) {
+	body, _ := io.ReadAll(r.Body)
+	if auth.VerifyPayload(fakePaymentSecret, r.Header.Get(auth.SignatureHeader), body, time.Now()) != nil {
+		writeErr(w, 401, "unauthorized")
+		return
+	}
+	var cb struct {
+		OrderID string `json:"order_id"`
+	}
+	_ = json.Unmarshal(body, &cb)
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	o, ok := f.orders[r.PathValue("id")]
+	o, ok := f.orders[cb.OrderID]
 	if !ok {
 		writeErr(w, 404, "not_found")
 		return
@@ -183,10 +205,11 @@ func (f *fakeNode) pay(w http.ResponseWriter, r *http.Request) {
 }
 
 func (f *fakeNode) getOrder(w http.ResponseWriter, r *http.Request) {
+	user := userOf(r)
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	o, ok := f.orders[r.PathValue("id")]
-	if !ok || o.id == f.forget {
+	if !ok || o.id == f.forget || o.user != user {
 		writeErr(w, 404, "not_found")
 		return
 	}
@@ -195,18 +218,18 @@ func (f *fakeNode) getOrder(w http.ResponseWriter, r *http.Request) {
 
 func (f *fakeNode) send(w http.ResponseWriter, r *http.Request) {
 	var b struct {
-		SenderID   string `json:"sender_id"`
-		TotalCents int64  `json:"total_cents"`
-		Count      int64  `json:"count"`
+		TotalCents int64 `json:"total_cents"`
+		Count      int64 `json:"count"`
 	}
-	if err := json.NewDecoder(r.Body).Decode(&b); err != nil || b.Count <= 0 || b.TotalCents < b.Count {
+	sender := userOf(r)
+	if err := json.NewDecoder(r.Body).Decode(&b); err != nil || sender == "" || b.Count <= 0 || b.TotalCents < b.Count {
 		writeErr(w, 400, "invalid")
 		return
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.seq++
-	e := &fakeEnvelope{id: fmt.Sprintf("e%d", f.seq), sender: b.SenderID, total: b.TotalCents, count: b.Count, users: map[string]bool{}}
+	e := &fakeEnvelope{id: fmt.Sprintf("e%d", f.seq), sender: sender, total: b.TotalCents, count: b.Count, users: map[string]bool{}}
 	f.envelopes[e.id] = e
 	writeJSON(w, 201, map[string]string{"envelope_id": e.id, "expires_at": time.Now().Add(time.Hour).Format(time.RFC3339)})
 }
@@ -284,7 +307,8 @@ type silence struct{}
 func (silence) Write(p []byte) (int, error) { return len(p), nil }
 
 func quietOptions(srvURL string) Options {
-	return Options{Config: Config{Targets: []string{srvURL}, Progress: silence{}}, AdminToken: "admin"}
+	return Options{Config: Config{Targets: []string{srvURL}, Progress: silence{}, AuthSecret: fakeAuthSecret,
+		PaymentSecret: fakePaymentSecret}, AdminToken: "admin"}
 }
 
 func strip(s string) string { return strings.TrimPrefix(s, "http://") }

@@ -19,8 +19,10 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/flashsale/flashsale/auth"
 	"github.com/flashsale/flashsale/cluster"
 	"github.com/flashsale/flashsale/lua"
+	"github.com/flashsale/flashsale/stock"
 	"github.com/redis/go-redis/v9"
 	"github.com/spf13/cobra"
 )
@@ -88,6 +90,12 @@ type OverloadRow struct {
 	Non2xx       int64
 	SocketErrors int64 // wrk's connect, read, write errors and timeouts
 	Statuses     string
+	// GoodVsSelling is GoodRPS over the same round's selling-path req/s
+	// (256 connections): the overload target is >= 0.9.
+	GoodVsSelling float64
+	// EvalPer201 is buy-script calls per unit sold: batches grow under load
+	// when this falls below the selling row's script calls/req.
+	EvalPer201 float64
 	// The node's go_goroutines and process_resident_memory_bytes, scraped
 	// from /metrics right after wrk exits; -1 when the scrape failed.
 	Goroutines int64
@@ -150,8 +158,10 @@ func Suite(ctx context.Context, cfg SuiteConfig) (SuiteResult, error) {
 	defer func() { _ = hello.Process.Kill(); _ = hello.Wait() }()
 
 	fmt.Fprintln(out, "starting redis-server, the broker and one node ...")
+	// Rate limits off: wrk is one IP and a pool of tokens hammering the
+	// node tens of thousands of times a second (what the run measures).
 	c, err := cluster.Up(ctx, cluster.Config{Nodes: 1, NoNginx: true, Dir: cfg.Dir, Fresh: true, Binary: cfg.Binary,
-		RedisFsync: "everysec"})
+		RedisFsync: "everysec", NoRateLimits: true})
 	if err != nil {
 		return res, err
 	}
@@ -159,16 +169,34 @@ func Suite(ctx context.Context, cfg SuiteConfig) (SuiteResult, error) {
 	st := c.State()
 	node := st.Nodes[0].URL
 	api := NewAPI(node, c.AdminToken())
-	for _, s := range []SaleSpec{{ID: "soldout", Stock: 1, PerUserLimit: 1}, {ID: "selling", Stock: 100_000_000, PerUserLimit: 1}} {
+	// Every request carries a bearer token of the pool (the hello server
+	// gets the same bytes); the selling sale lets each of the pool's users
+	// buy without limit, so every request there is a sale.
+	pool := filepath.Join(cfg.Dir, "tokens.txt")
+	if err := auth.WriteTokenPool(pool, []byte(c.AuthSecret()), "u", suiteTokens, 24*time.Hour); err != nil {
+		return res, err
+	}
+	m0 := meterPool(pool)
+	for _, s := range []SaleSpec{{ID: "soldout", Stock: 1, PerUserLimit: 1},
+		{ID: "selling", Stock: 100_000_000, PerUserLimit: stock.MaxPerUserLimit}} {
 		if err := api.CreateSale(ctx, s); err != nil {
 			return res, fmt.Errorf("create sale %s: %w", s.ID, err)
 		}
 	}
-	resp, err := http.Get(node + "/v1/sales/soldout/buy?user_id=first")
+	first, err := auth.Mint([]byte(c.AuthSecret()), "first", time.Hour)
+	if err != nil {
+		return res, err
+	}
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, node+"/v1/sales/soldout/buy", nil)
+	req.Header.Set("Authorization", "Bearer "+first)
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return res, err
 	}
 	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		return res, fmt.Errorf("selling out the soldout sale: %s", resp.Status)
+	}
 	if err := waitHTTP(ctx, "http://"+helloAddr+"/"); err != nil {
 		return res, err
 	}
@@ -181,7 +209,7 @@ func Suite(ctx context.Context, cfg SuiteConfig) (SuiteResult, error) {
 	if err := rdb.ConfigSet(ctx, "auto-aof-rewrite-percentage", "0").Err(); err != nil {
 		return res, fmt.Errorf("redis: turn off AOF auto-rewrite for the run: %w", err)
 	}
-	m := meter{cfg: cfg, rdb: rdb, brokerPID: st.Broker.PID}
+	m := meter{cfg: cfg, rdb: rdb, brokerPID: st.Broker.PID, pool: m0}
 
 	// The WAIT row (issue 14): a replica of the same Redis and a second node
 	// that answers a buy only once the replica has it (min_replicas_acked 1:
@@ -238,9 +266,15 @@ func Suite(ctx context.Context, cfg SuiteConfig) (SuiteResult, error) {
 				return res, fmt.Errorf("%s: %w", sc.name, err)
 			}
 			o := overloadRow(sc.name, round, cfg.OverloadConnections, r.wrk)
+			if sold := r.wrk.Statuses["201"]; sold > 0 {
+				o.EvalPer201 = float64(r.redis.evals) / float64(sold)
+			}
+			if n := len(res.Rows); n > 0 && res.Rows[n-1].RPS > 0 {
+				o.GoodVsSelling = o.GoodRPS / res.Rows[n-1].RPS
+			}
 			o.Goroutines, o.RSS = -1, -1
-			if text, err := getText(ctx, node+"/metrics"); err != nil {
-				fmt.Fprintf(out, "note: scrape %s/metrics: %v\n", node, err)
+			if text, err := getText(ctx, st.Nodes[0].AdminURL+"/metrics"); err != nil {
+				fmt.Fprintf(out, "note: scrape %s/metrics: %v\n", st.Nodes[0].AdminURL, err)
 			} else {
 				if v, ok := promValue(text, "go_goroutines"); ok {
 					o.Goroutines = int64(v)
@@ -263,6 +297,7 @@ type meter struct {
 	cfg       SuiteConfig
 	rdb       *redis.Client
 	brokerPID int
+	pool      meterPool
 }
 
 // measurement is one wrk run and what the other processes spent meanwhile.
@@ -280,7 +315,7 @@ func (m meter) measure(ctx context.Context, sc suiteScenario, conns int, d time.
 	// Read /proc as close to wrk as possible, inside the INFO brackets, so
 	// the INFO round trips are not charged to the server.
 	srv0, brk0 := cluster.ProcCPU(sc.pid), cluster.ProcCPU(m.brokerPID)
-	w, err := runWrk(ctx, m.cfg.Threads, conns, d, m.cfg.WrkScript, sc.url, sc.sale)
+	w, err := runWrk(ctx, m.cfg.Threads, conns, d, m.cfg.WrkScript, sc.url, sc.sale, string(m.pool))
 	if err != nil {
 		return measurement{}, err
 	}
@@ -404,13 +439,14 @@ func WriteTable(w io.Writer, res SuiteResult) {
 	}
 	fmt.Fprintln(w)
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "round\toverload\treq/s\t201/s\t503 share\tp50\tp99\tnon-2xx\tsocket errors\tgoroutines after\tRSS after\t")
+	fmt.Fprintln(tw, "round\toverload\treq/s\t201/s\t201/s vs selling\tscript calls/201\t503 share\tp50\tp99\tnon-2xx\tsocket errors\tgoroutines after\tRSS after\t")
 	for _, o := range res.Overload {
 		rss := "?"
 		if o.RSS >= 0 {
 			rss = fmt.Sprintf("%.0f MiB", float64(o.RSS)/(1<<20))
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%.0f\t%.0f\t%.3f\t%v\t%v\t%d\t%d\t%d\t%s\t\n", o.Round, o.Scenario, o.RPS, o.GoodRPS, o.Share503,
+		fmt.Fprintf(tw, "%d\t%s\t%.0f\t%.0f\t%.2f\t%.4f\t%.3f\t%v\t%v\t%d\t%d\t%d\t%s\t\n", o.Round, o.Scenario, o.RPS, o.GoodRPS,
+			o.GoodVsSelling, o.EvalPer201, o.Share503,
 			o.P50, o.P99, o.Non2xx, o.SocketErrors, o.Goroutines, rss)
 	}
 	tw.Flush()
@@ -446,9 +482,17 @@ var (
 	statusRe = regexp.MustCompile(`(?m)^status[ \t]+([^\n]*)$`)
 )
 
-func runWrk(ctx context.Context, threads, conns int, d time.Duration, script, url, sale string) (wrkResult, error) {
+// suiteTokens is the size of the suite's token pool: distinct buyers enough
+// to spread over the per-user rows in Redis like a crowd, few enough to be
+// pre-built in each wrk thread.
+const suiteTokens = 10_000
+
+// meterPool is the path of the token-pool file wrk reads.
+type meterPool string
+
+func runWrk(ctx context.Context, threads, conns int, d time.Duration, script, url, sale, pool string) (wrkResult, error) {
 	args := []string{"-t" + strconv.Itoa(max(threads, 1)), "-c" + strconv.Itoa(conns),
-		"-d" + strconv.Itoa(int(d.Seconds())) + "s", "--latency", "-s", script, url, "--", sale, "1000000000"}
+		"-d" + strconv.Itoa(int(d.Seconds())) + "s", "--latency", "-s", script, url, "--", sale, pool}
 	var buf bytes.Buffer
 	cmd := exec.CommandContext(ctx, "wrk", args...)
 	cmd.Stdout, cmd.Stderr = &buf, &buf

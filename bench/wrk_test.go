@@ -2,8 +2,12 @@ package bench
 
 import (
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/flashsale/flashsale/auth"
 )
 
 // TestWrkScripts runs each wrk script for a second against the in-memory
@@ -16,14 +20,19 @@ func TestWrkScripts(t *testing.T) {
 	f, srv := newFakeNode(t)
 	createSale(t, srv.URL, "s1", 50, 2)
 	f.addEnvelope("unused", 1, 1)
+	pool := filepath.Join(t.TempDir(), "tokens.txt")
+	if err := auth.WriteTokenPool(pool, fakeAuthSecret, "u", 1000, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	solo, _ := auth.Mint(fakeAuthSecret, "solo", time.Hour)
 	for _, tc := range []struct {
 		script string
 		args   []string
 		want   []string
 	}{
-		{"wrk/buy_same_user.lua", []string{"s1", "solo"}, []string{"ok=2\n", "limit_reached=", "nodes    n1="}},
-		{"wrk/buy.lua", []string{"s1", "1000"}, []string{"ok=48", "sold_out=", "status   409="}},
-		{"wrk/shake.lua", []string{"c1", "1000"}, []string{"won=20", "no_win=", "won      140 cents"}},
+		{"wrk/buy_same_user.lua", []string{"s1", solo}, []string{"ok=2\n", "limit_reached=", "nodes    n1="}},
+		{"wrk/buy.lua", []string{"s1", pool}, []string{"ok=48", "sold_out=", "status   409="}},
+		{"wrk/shake.lua", []string{"c1", pool}, []string{"won=20", "no_win=", "won      140 cents"}},
 	} {
 		t.Run(tc.script, func(t *testing.T) {
 			args := append([]string{"-t1", "-c4", "-d1s", "-s", tc.script, srv.URL, "--"}, tc.args...)
@@ -49,7 +58,8 @@ func TestAbLine(t *testing.T) {
 	}
 	_, srv := newFakeNode(t)
 	createSale(t, srv.URL, "s1", 100, 1)
-	out, err := exec.Command("ab", "-k", "-n", "2000", "-c", "8", srv.URL+"/v1/sales/s1/buy?user_id=u1").CombinedOutput()
+	tok, _ := auth.Mint(fakeAuthSecret, "u1", time.Hour)
+	out, err := exec.Command("ab", "-k", "-n", "2000", "-c", "8", "-H", "Authorization: Bearer "+tok, srv.URL+"/v1/sales/s1/buy").CombinedOutput()
 	if err != nil {
 		t.Fatalf("ab: %v\n%s", err, out)
 	}

@@ -73,7 +73,7 @@ func upCluster(t *testing.T, log *logBuf, env ...string) *cluster.Cluster {
 	defer cancel()
 	// No order store here (the node-kill run has one), to keep CI short.
 	c, err := cluster.Up(ctx, cluster.Config{Nodes: 3, Dir: t.TempDir(), Binary: flashsaleBinary(t), Log: log.w,
-		Env: append(append([]string{}, chaos.NodeEnv...), env...), NoPostgres: true})
+		Env: append(append([]string{}, chaos.NodeEnv...), env...), NoRateLimits: true, NoPostgres: true})
 	if err != nil {
 		t.Fatalf("%v\n%s", err, log)
 	}
@@ -178,8 +178,13 @@ func TestKillNodeMidSale(t *testing.T) {
 			t.Fatalf("the kill did not land mid-sale (sold %d at the kill) or the sale never sold out after it", tm.SoldAtFault)
 		}
 		// The survivors sold what node2 held back: node2 sold about a third
-		// of what was sold before its death, nothing after.
-		if n2 := nodes["node2"]; n2.AfterFault != 0 || n2.Orders >= tm.SoldAtFault+100 {
+		// of what was sold before its death, and nothing after it but at
+		// most the one batch it had already written to Redis's socket when
+		// it was killed (Redis still runs a dead client's buffered script;
+		// those orders were never confirmed, so reconcile counts them as
+		// reserved and their units come back at the deadline).
+		const inFlightBatch = 256 // stock.batch_max
+		if n2 := nodes["node2"]; n2.AfterFault > inFlightBatch || n2.Orders >= tm.SoldAtFault+100 {
 			t.Fatalf("node2 after its kill: %+v (sold at kill %d)", n2, tm.SoldAtFault)
 		}
 		t.Logf("survivors sold out %v after the kill of node2 (%d/%d sold at the kill)", tm.SoldOutAt-tm.FaultAt, tm.SoldAtFault, stock)

@@ -83,6 +83,7 @@ so any other FLASHSALE_* setting exported here reaches every node.`,
 	f.StringVar(&cfg.Topic, "topic", DefaultTopic, "orders topic")
 	f.IntVar(&cfg.Partitions, "partitions", 3, "partitions of the orders topic")
 	f.StringVar(&cfg.AdminToken, "admin-token", os.Getenv("FLASHSALE_ADMIN_TOKEN"), "admin bearer token for the nodes (default $FLASHSALE_ADMIN_TOKEN, else random)")
+	f.BoolVar(&cfg.NoRateLimits, "no-rate-limits", false, "turn the nodes' per-user and per-IP rate limits off (load runs from one host)")
 	f.DurationVar(&cfg.PayTimeout, "pay-timeout", 0, "FLASHSALE_PAY_TIMEOUT for the nodes (default: the node's)")
 	f.DurationVar(&cfg.ReadyTimeout, "ready-timeout", 30*time.Second, "how long each piece may take to become ready")
 	f.BoolVar(&cfg.Fresh, "fresh", false, "delete an earlier cluster's data and logs in --dir first (Redis AOF, broker log, stat.logs)")

@@ -172,6 +172,10 @@ func TestDockerCompose(t *testing.T) {
 		if v := get("FLASHSALE_ADMIN_TOKEN"); v == "" {
 			t.Errorf("%s: empty admin token", name)
 		}
+		// A node refuses to start without a 32-byte auth secret.
+		if v := get("FLASHSALE_AUTH_SECRET"); len(v) < 32 || get("FLASHSALE_PAYMENT_SECRET") == "" {
+			t.Errorf("%s: auth secret %d bytes (want >= 32) or no payment secret", name, len(v))
+		}
 		// nginx's upstream reaches the node on the port it listens on.
 		addr := get("FLASHSALE_HTTP_ADDR")
 		port := addr[strings.LastIndexByte(addr, ':')+1:]
@@ -357,7 +361,7 @@ func checkWatching(t *testing.T, p *types.Project, known []string) {
 	}
 	nodes := env(d, "FLASHSALE_DASHBOARD_NODES")
 	for _, name := range []string{"node1", "node2", "node3"} {
-		addr := env(service(t, p, name), "FLASHSALE_HTTP_ADDR")
+		addr := env(service(t, p, name), "FLASHSALE_HTTP_ADMIN_ADDR") // metrics are on the admin listener
 		hostport := name + ":" + addr[strings.LastIndexByte(addr, ':')+1:]
 		if !targets[hostport] {
 			t.Errorf("prometheus does not scrape %s (targets %v)", hostport, targets)

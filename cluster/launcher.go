@@ -69,6 +69,15 @@ type Config struct {
 	Partitions int
 	// AdminToken is the nodes' admin bearer token; random when empty.
 	AdminToken string
+	// AuthSecret (auth.secret: buyer tokens) and PaymentSecret
+	// (payment.secret: signed payment callbacks) are random when empty.
+	// All three secrets are kept in the state file (owner-only), never
+	// printed.
+	AuthSecret, PaymentSecret string
+	// NoRateLimits turns the per-user and per-IP limits off on every node:
+	// for the project's own load runs from loopback (bench, demo, chaos),
+	// where one IP and a few users are the whole crowd.
+	NoRateLimits bool
 	// PayTimeout is passed to the nodes when set; the node's default
 	// otherwise.
 	PayTimeout time.Duration
@@ -102,17 +111,21 @@ type Config struct {
 
 // State is the content of the state file.
 type State struct {
-	Dir        string    `json:"dir"`
-	Binary     string    `json:"binary"`
-	Topic      string    `json:"topic"`
-	AdminToken string    `json:"admin_token"`
-	StartedAt  time.Time `json:"started_at"`
-	Redis      *Proc     `json:"redis"`
-	Broker     *Proc     `json:"broker"`
-	Nginx      *Proc     `json:"nginx,omitempty"`
-	Postgres   *Proc     `json:"postgres,omitempty"`
-	Dashboard  *Proc     `json:"dashboard,omitempty"`
-	Nodes      []*Proc   `json:"nodes"`
+	Dir        string `json:"dir"`
+	Binary     string `json:"binary"`
+	Topic      string `json:"topic"`
+	AdminToken string `json:"admin_token"`
+	// AuthSecret and PaymentSecret are the nodes' auth.secret and
+	// payment.secret (`flashsale token --dir` mints tokens with the first).
+	AuthSecret    string    `json:"auth_secret"`
+	PaymentSecret string    `json:"payment_secret"`
+	StartedAt     time.Time `json:"started_at"`
+	Redis         *Proc     `json:"redis"`
+	Broker        *Proc     `json:"broker"`
+	Nginx         *Proc     `json:"nginx,omitempty"`
+	Postgres      *Proc     `json:"postgres,omitempty"`
+	Dashboard     *Proc     `json:"dashboard,omitempty"`
+	Nodes         []*Proc   `json:"nodes"`
 	// Redis HA (redisha.go): the deployment, the data servers after Redis,
 	// the sentinels and the monitored master's name.
 	RedisMode    string  `json:"redis_mode,omitempty"`
@@ -215,11 +228,16 @@ func prepare(cfg Config) (*Cluster, error) {
 			return nil, fmt.Errorf("find the flashsale binary: %w", err)
 		}
 	}
-	if cfg.AdminToken == "" {
-		b := make([]byte, 16)
-		_, _ = rand.Read(b)
-		cfg.AdminToken = hex.EncodeToString(b)
+	random := func(s *string, n int) {
+		if *s == "" {
+			b := make([]byte, n)
+			_, _ = rand.Read(b)
+			*s = hex.EncodeToString(b)
+		}
 	}
+	random(&cfg.AdminToken, 16)
+	random(&cfg.AuthSecret, 32)
+	random(&cfg.PaymentSecret, 32)
 	if cfg.ReadyTimeout <= 0 {
 		cfg.ReadyTimeout = 30 * time.Second
 	}
@@ -233,10 +251,22 @@ func prepare(cfg Config) (*Cluster, error) {
 
 	// A fixed port already in use would only show up later as a node that
 	// exits; say so now, with the way out.
+	// A free port is one the kernel handed out and this Up has not given
+	// to another process already: the kernel may hand the same one out
+	// twice once its probe listener is closed (two nodes on one port).
+	taken := map[int]bool{}
 	port := func(fixed int) (int, error) {
 		if fixed <= 0 {
-			return freePort()
+			for range 32 {
+				p, err := freePort()
+				if err != nil || !taken[p] {
+					taken[p] = true
+					return p, err
+				}
+			}
+			return 0, fmt.Errorf("no free port not already given to this cluster")
 		}
+		taken[fixed] = true
 		l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(fixed))
 		if err != nil {
 			return 0, fmt.Errorf("port %d is in use (another cluster? pick other ports, or 0 for free ones): %w", fixed, err)
@@ -246,7 +276,8 @@ func prepare(cfg Config) (*Cluster, error) {
 	}
 	addr := func(p int) string { return "127.0.0.1:" + strconv.Itoa(p) }
 	c := &Cluster{owned: map[string]*ownedProc{}, log: cfg.Log, ready: cfg.ReadyTimeout}
-	c.st = State{Dir: dir, Binary: cfg.Binary, Topic: cfg.Topic, AdminToken: cfg.AdminToken, StartedAt: time.Now().UTC()}
+	c.st = State{Dir: dir, Binary: cfg.Binary, Topic: cfg.Topic, AdminToken: cfg.AdminToken,
+		AuthSecret: cfg.AuthSecret, PaymentSecret: cfg.PaymentSecret, StartedAt: time.Now().UTC()}
 
 	rp, err := port(cfg.RedisPort)
 	if err != nil {
@@ -295,6 +326,9 @@ func prepare(cfg Config) (*Cluster, error) {
 		fmt.Fprintln(cfg.Log, "PostgreSQL not installed (apt-get install -y postgresql, or `make deps`): starting without the order store")
 	}
 
+	rs := make([]byte, 32)
+	_, _ = rand.Read(rs)
+	roomSecret := hex.EncodeToString(rs)
 	for i := 1; i <= cfg.Nodes; i++ {
 		np := 0
 		if cfg.BasePort > 0 {
@@ -303,9 +337,13 @@ func prepare(cfg Config) (*Cluster, error) {
 		if np, err = port(np); err != nil {
 			return nil, err
 		}
+		ap, err := freePort()
+		if err != nil {
+			return nil, err
+		}
 		name := "node" + strconv.Itoa(i)
 		ndir := filepath.Join(dir, name)
-		n := &Proc{Name: name, Kind: "node", Addr: addr(np), URL: "http://" + addr(np), Weight: cfg.Weights[i-1],
+		n := &Proc{Name: name, Kind: "node", Addr: addr(np), URL: "http://" + addr(np), AdminURL: "http://" + addr(ap), Weight: cfg.Weights[i-1],
 			Dir: ndir, Log: filepath.Join(ndir, "node.log"), StatLog: filepath.Join(ndir, "stat.log"),
 			Argv: []string{cfg.Binary, "node"}}
 		n.Env = []string{
@@ -314,7 +352,15 @@ func prepare(cfg Config) (*Cluster, error) {
 			"FLASHSALE_KAFKA_BROKERS=" + c.st.Broker.Addr,
 			"FLASHSALE_KAFKA_TOPIC=" + cfg.Topic,
 			"FLASHSALE_ADMIN_TOKEN=" + cfg.AdminToken,
+			"FLASHSALE_AUTH_SECRET=" + cfg.AuthSecret,
+			"FLASHSALE_PAYMENT_SECRET=" + cfg.PaymentSecret,
+			"FLASHSALE_HTTP_ADMIN_ADDR=" + addr(ap),
 			"FLASHSALE_STATLOG_PATH=" + n.StatLog,
+			// One queue-ticket key for all nodes, so a ticket from one is good on all.
+			"FLASHSALE_WAITING_ROOM_SECRET=" + roomSecret,
+		}
+		if cfg.NoRateLimits {
+			n.Env = append(n.Env, "FLASHSALE_RATE_PER_USER=0", "FLASHSALE_RATE_PER_IP=0")
 		}
 		n.Env = append(n.Env, c.st.redisEnv()...)
 		if cfg.PayTimeout > 0 {
@@ -335,7 +381,7 @@ func prepare(cfg Config) (*Cluster, error) {
 		}
 		var metrics []string
 		for _, n := range c.st.Nodes {
-			metrics = append(metrics, n.URL+"/metrics")
+			metrics = append(metrics, n.AdminURL+"/metrics") // the nodes serve /metrics on their admin listener only
 		}
 		ddir := filepath.Join(dir, "dashboard")
 		c.st.Dashboard = &Proc{Name: "dashboard", Kind: "dashboard", Addr: addr(dp), URL: "http://" + addr(dp), Dir: ddir,
@@ -361,7 +407,11 @@ func prepare(cfg Config) (*Cluster, error) {
 	for _, n := range c.st.Nodes {
 		ups = append(ups, NginxUpstream{Addr: n.Addr, Weight: n.Weight})
 	}
-	conf, err := RenderNginxConf(NginxConfig{Prefix: ndir, Listen: addr(lp), Servers: ups, AccessLog: cfg.NginxAccessLog, Workers: cfg.NginxWorkers})
+	// nginx's timeouts follow the nodes' request deadline, and a failed node
+	// stays out about as long as its heartbeat takes to lapse.
+	conf, err := RenderNginxConf(NginxConfig{Prefix: ndir, Listen: addr(lp), Servers: ups, AccessLog: cfg.NginxAccessLog,
+		Workers: cfg.NginxWorkers, RequestDeadline: envDuration(cfg.Env, "FLASHSALE_HTTP_REQUEST_DEADLINE", "FLASHSALE_REQUEST_DEADLINE"),
+		FailTimeout: envDuration(cfg.Env, "FLASHSALE_CLUSTER_TTL")})
 	if err != nil {
 		return nil, err
 	}
@@ -510,6 +560,11 @@ func (c *Cluster) probe(ctx context.Context, p *Proc) error {
 		}
 		return nil
 	case "node":
+		// The process answering must be the one started: another one on
+		// the port (ours died of "address already in use") is not ready.
+		if err := nodePID(ctx, p.URL+"/healthz", p.PID); err != nil {
+			return err
+		}
 		return httpOK(ctx, p.URL+"/readyz")
 	case "nginx":
 		return httpOK(ctx, p.URL+"/lb-healthz")
@@ -540,6 +595,30 @@ func pingRedis(ctx context.Context, addr string) error {
 	}
 	if strings.TrimSpace(line) != "+PONG" {
 		return fmt.Errorf("redis answered %q", strings.TrimSpace(line))
+	}
+	return nil
+}
+
+// nodePID checks that the node answering url reports pid in its /healthz
+// body ({"status":"ok","pid":N}).
+func nodePID(ctx context.Context, url string, pid int) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := probeClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	var h struct {
+		PID int `json:"pid"`
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 4096)).Decode(&h); err != nil {
+		return fmt.Errorf("%s: %w", url, err)
+	}
+	if h.PID != pid {
+		return fmt.Errorf("%s is answered by pid %d, not by the node started (pid %d)", url, h.PID, pid)
 	}
 	return nil
 }
@@ -587,6 +666,9 @@ func (c *Cluster) SetLog(w io.Writer) {
 	c.mu.Unlock()
 }
 
+// ReadState reads the state file of the cluster in dir.
+func ReadState(dir string) (*State, error) { return readState(dir) }
+
 func readState(dir string) (*State, error) {
 	b, err := os.ReadFile(filepath.Join(dir, StateFile))
 	if errors.Is(err, os.ErrNotExist) {
@@ -604,7 +686,7 @@ func readState(dir string) (*State, error) {
 	return &st, nil
 }
 
-// save writes the state file atomically; it holds the admin token, so it is
+// save writes the state file atomically; it holds the secrets, so it is
 // readable by its owner only.
 func (c *Cluster) save() error {
 	b, err := json.MarshalIndent(&c.st, "", "  ")
@@ -797,18 +879,22 @@ func (c *Cluster) Stop(name string) error {
 // environment — a node keeps its id, port, stat.log and log; Redis comes back
 // from its AOF; the broker from its data directory — and waits until it is
 // ready. A process still running is stopped gracefully first.
+//
+// The state file is read, changed and written under the directory's lock,
+// so restarts run in parallel (from several shells) lose no update: the
+// lock is taken before find re-reads the file, not after.
 func (c *Cluster) Restart(name string) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	p, err := c.find(name)
-	if err != nil {
-		return err
-	}
 	unlock, err := lockDir(c.st.Dir)
 	if err != nil {
 		return err
 	}
 	defer unlock()
+	p, err := c.find(name)
+	if err != nil {
+		return err
+	}
 	if err := c.stop(grace(p), p); err != nil {
 		return err
 	}
@@ -957,7 +1043,8 @@ func (c *Cluster) PrintSummary(w io.Writer) {
 		fmt.Fprintf(tw, "  dashboard\t%s\tlive page: sales/s, books, nodes\tlog %s\n", st.Dashboard.URL+"/", st.Dashboard.Log)
 	}
 	tw.Flush()
-	fmt.Fprintf(w, "  admin token   %s\n", st.AdminToken)
+	fmt.Fprintf(w, "  secrets       admin token, auth and payment secrets in %s (owner-only); a buyer token: flashsale token --dir %s --user U\n",
+		filepath.Join(st.Dir, StateFile), st.Dir)
 	fmt.Fprintf(w, "state in %s; from another shell: flashsale cluster status|kill NODE|restart NODE|down --dir %s\n",
 		filepath.Join(st.Dir, StateFile), st.Dir)
 }
@@ -1025,6 +1112,12 @@ func (c *Cluster) Topic() string { return c.st.Topic }
 // AdminToken returns the nodes' admin bearer token.
 func (c *Cluster) AdminToken() string { return c.st.AdminToken }
 
+// AuthSecret returns the nodes' auth.secret (to mint buyer tokens).
+func (c *Cluster) AuthSecret() string { return c.st.AuthSecret }
+
+// PaymentSecret returns the nodes' payment.secret (to sign callbacks).
+func (c *Cluster) PaymentSecret() string { return c.st.PaymentSecret }
+
 // Dir returns the absolute run directory.
 func (c *Cluster) Dir() string { return c.st.Dir }
 
@@ -1074,4 +1167,21 @@ func tail(path string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return "  " + strings.Join(lines, "\n  ")
+}
+
+// envDuration returns the duration the last of names is set to in env
+// (later entries win, as for a process environment), or 0.
+func envDuration(env []string, names ...string) time.Duration {
+	var d time.Duration
+	for _, kv := range env {
+		k, v, _ := strings.Cut(kv, "=")
+		for _, n := range names {
+			if k == n {
+				if x, err := time.ParseDuration(v); err == nil {
+					d = x
+				}
+			}
+		}
+	}
+	return d
 }

@@ -81,8 +81,10 @@ func TestCLIUpNoNodes(t *testing.T) {
 	if info, err := os.Stat(filepath.Join(dir, StateFile)); err != nil || info.Mode().Perm() != 0o600 {
 		t.Fatalf("state file mode: %v %v", info.Mode(), err)
 	}
-	if !strings.Contains(out, st.Redis.Addr) || !strings.Contains(out, st.Broker.Addr) || !strings.Contains(out, st.AdminToken) {
-		t.Errorf("summary lacks addresses or token:\n%s", out)
+	// Secrets are never printed, only where they are (issue 11).
+	if !strings.Contains(out, st.Redis.Addr) || !strings.Contains(out, st.Broker.Addr) || !strings.Contains(out, StateFile) ||
+		strings.Contains(out, st.AdminToken) || strings.Contains(out, st.AuthSecret) || strings.Contains(out, st.PaymentSecret) {
+		t.Errorf("summary lacks addresses or the secrets' place, or prints a secret:\n%s", out)
 	}
 	want := []string{"redis", "broker"}
 	if _, err := exec.LookPath("nginx"); err == nil {
@@ -382,4 +384,73 @@ func TestUpFreshAndReuse(t *testing.T) {
 			t.Fatalf("fresh=%v: Redis had %q, want %q", tc.fresh, got, tc.want)
 		}
 	}
+}
+
+// Invariant: restarts run in parallel from three "shells" lose no update of
+// the state file: afterwards it names each node's live process.
+func TestParallelRestartsLoseNothing(t *testing.T) {
+	testenv.RedisBinary(t)
+	exe := testBinary(t)
+	dir := t.TempDir()
+	c, err := Up(context.Background(), Config{Nodes: 3, Dir: dir, Binary: exe, NoNginx: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Down() })
+	before := c.State()
+	errs := make(chan error, 3)
+	for _, name := range []string{"node1", "node2", "node3"} {
+		go func() {
+			other, err := Open(dir)
+			if err == nil {
+				err = other.Restart(name)
+			}
+			errs <- err
+		}()
+	}
+	for range 3 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	after, err := readState(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, n := range after.Nodes {
+		if n.PID == before.Nodes[i].PID || !pidAlive(n.PID, n.StartTicks) {
+			t.Fatalf("%s: state says pid %d (was %d, alive %v): a parallel restart lost this update",
+				n.Name, n.PID, before.Nodes[i].PID, pidAlive(n.PID, n.StartTicks))
+		}
+	}
+}
+
+// Invariant: a restarted node counts as started only when the process that
+// answers on its port is the one started: here another process holds the
+// port, the node dies of "address already in use", and Restart says so.
+func TestRestartRefusesAnImpostor(t *testing.T) {
+	testenv.RedisBinary(t)
+	exe := testBinary(t)
+	c, err := Up(context.Background(), Config{Nodes: 1, Dir: t.TempDir(), Binary: exe, NoNginx: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Down() })
+	if err := c.Kill("node1"); err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", c.State().Nodes[0].Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, `{"status":"ok","pid":%d}`, os.Getpid()) // healthy and ready, but not node1
+	})}
+	go srv.Serve(l)
+	defer srv.Close()
+	err = c.Restart("node1")
+	if err == nil {
+		t.Fatal("Restart reported ready although another process answers on the node's port")
+	}
+	t.Logf("restart refused: %v", strings.SplitN(err.Error(), "\n", 2)[0])
 }

@@ -82,7 +82,9 @@ func fakeNode() int {
 	go func() { defer close(memDone); _ = mem.Run(ctx) }()
 
 	mux := http.NewServeMux()
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, `{"status":"ok","pid":%d}`+"\n", os.Getpid())
+	})
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
 		if err := rdb.Ping(r.Context()).Err(); err != nil {
 			http.Error(w, "redis: "+err.Error(), http.StatusServiceUnavailable)

@@ -54,6 +54,11 @@ func TestGeneratedNginxConfPassesNginxT(t *testing.T) {
 					t.Errorf("config lacks %q", want)
 				}
 			}
+			for _, want := range abuseSettings {
+				if !strings.Contains(string(conf), want) {
+					t.Errorf("config lacks %q", want)
+				}
+			}
 			if err := os.MkdirAll(filepath.Join(prefix, "tmp"), 0o755); err != nil {
 				t.Fatal(err)
 			}
@@ -69,6 +74,14 @@ func TestGeneratedNginxConfPassesNginxT(t *testing.T) {
 	}
 }
 
+// abuseSettings are issue 11's limits on slow and greedy clients, in both
+// nginx configs: short header/body timeouts, resets of timed-out
+// connections, a per-IP connection cap, upstream failure counting that one
+// slow connect does not trip, and JSON bodies for nginx's own errors.
+var abuseSettings = []string{"client_header_timeout 5s;", "client_body_timeout 5s;", "reset_timedout_connection on;",
+	"limit_conn flashsale_perip", "limit_conn_status 429;", "max_fails=3", "error_page 429 = @rate_limited;",
+	"error_page 502 = @bad_gateway;", "error_page 504 = @gateway_timeout;", "error_page 503 = @unavailable;", `'{"error":{"code":"rate_limited"`}
+
 // TestComposeNginxConfPassesNginxT checks cluster/nginx/nginx.conf, the one
 // docker-compose mounts. Its upstreams name compose services (node1..3),
 // which only resolve inside the compose network, and nginx -t resolves
@@ -79,7 +92,8 @@ func TestComposeNginxConfPassesNginxT(t *testing.T) {
 		t.Fatal(err)
 	}
 	conf := string(src)
-	for _, want := range []string{"server node1:8080", "server node2:8080", "server node3:8080", "keepalive 256", "listen 8080", "proxy_http_version 1.1", "location = /lb-healthz"} {
+	for _, want := range append([]string{"server node1:8080", "server node2:8080", "server node3:8080", "keepalive 256", "listen 8080",
+		"proxy_http_version 1.1", "location = /lb-healthz"}, abuseSettings...) {
 		if !strings.Contains(conf, want) {
 			t.Errorf("cluster/nginx/nginx.conf lacks %q", want)
 		}

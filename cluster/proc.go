@@ -21,8 +21,9 @@ type Proc struct {
 	// signalled only while it still names the same process, so a stale state
 	// file can never make `down` kill an unrelated process that reused it.
 	StartTicks uint64   `json:"start_ticks,omitempty"`
-	Addr       string   `json:"addr"`          // host:port it serves
-	URL        string   `json:"url,omitempty"` // http URL for nodes and nginx
+	Addr       string   `json:"addr"`                // host:port it serves
+	URL        string   `json:"url,omitempty"`       // http URL for nodes and nginx
+	AdminURL   string   `json:"admin_url,omitempty"` // nodes: the admin listener (/metrics, pprof, /readyz details)
 	Weight     int      `json:"weight,omitempty"`
 	Log        string   `json:"log"`                // stdout+stderr, appended across restarts
 	StatLog    string   `json:"stat_log,omitempty"` // nodes only

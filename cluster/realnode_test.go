@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/flashsale/flashsale/auth"
 	"io"
 	"net/http"
 	"os/exec"
@@ -87,7 +88,11 @@ func TestUpRealNodes(t *testing.T) {
 		t.Fatalf("create sale: %d %s", code, body)
 	}
 	buy := func(user int) (int, string) {
-		code, body, _ := call(t, "POST", fmt.Sprintf("%s/v1/sales/launcher-test/buy", base), "", map[string]any{"user_id": fmt.Sprintf("u%d", user)})
+		tok, err := auth.Mint([]byte(c.AuthSecret()), fmt.Sprintf("u%d", user), time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		code, body, _ := call(t, "POST", fmt.Sprintf("%s/v1/sales/launcher-test/buy", base), tok, nil)
 		return code, body
 	}
 	sold := 0

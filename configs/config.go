@@ -39,7 +39,33 @@ type Config struct {
 		WriteTimeout      time.Duration `mapstructure:"write_timeout"`
 		IdleTimeout       time.Duration `mapstructure:"idle_timeout"`
 		ShutdownTimeout   time.Duration `mapstructure:"shutdown_timeout"`
+		MaxConns          int           `mapstructure:"max_conns"`
+		ConnReserve       int           `mapstructure:"conn_reserve"`
+		AdminAddr         string        `mapstructure:"admin_addr"`
+		TrustedProxies    []string      `mapstructure:"trusted_proxies"`
+		// Issue 13 (a buyer's answer is the truth): how long a buy, pay or
+		// cancel may take before the node stops trying (env also
+		// FLASHSALE_REQUEST_DEADLINE); issue 16's admission line takes half
+		// of it at most (read it through Config.RequestDeadline).
+		RequestDeadline    time.Duration `mapstructure:"request_deadline"`
+		RequestStartHeader string        `mapstructure:"request_start_header"`
 	} `mapstructure:"http"`
+	// Admission is the controlled-delay admission in front of the routes.
+	Admission struct {
+		MaxWaiting int           `mapstructure:"max_waiting"`
+		Target     time.Duration `mapstructure:"target"`
+		Interval   time.Duration `mapstructure:"interval"`
+		Shed       string        `mapstructure:"shed"`
+		LIFO       bool          `mapstructure:"lifo"`
+	} `mapstructure:"admission"`
+	// WaitingRoom configures the per-sale waiting rooms (package waitroom).
+	WaitingRoom struct {
+		Secret    string        `mapstructure:"secret"`
+		TicketTTL time.Duration `mapstructure:"ticket_ttl"`
+		Tick      time.Duration `mapstructure:"tick"`
+		Lease     time.Duration `mapstructure:"lease"`
+		MaxRooms  int           `mapstructure:"max_rooms"`
+	} `mapstructure:"waiting_room"`
 	Redis struct {
 		Addrs        []string      `mapstructure:"addrs"`
 		Password     string        `mapstructure:"password"`
@@ -63,6 +89,24 @@ type Config struct {
 	Admin struct {
 		Token string `mapstructure:"token"`
 	} `mapstructure:"admin"`
+	// Auth, Payment and Rate are issue 11's: buyer tokens, the payment
+	// provider's signature key and the abuse limits.
+	Auth struct {
+		Secret        string `mapstructure:"secret"`
+		PublicKeyFile string `mapstructure:"public_key_file"`
+	} `mapstructure:"auth"`
+	Payment struct {
+		Secret string `mapstructure:"secret"`
+	} `mapstructure:"payment"`
+	Rate struct {
+		PerUser               float64 `mapstructure:"per_user"`
+		PerUserBurst          int     `mapstructure:"per_user_burst"`
+		PerIP                 float64 `mapstructure:"per_ip"`
+		PerIPBurst            int     `mapstructure:"per_ip_burst"`
+		CallbackFailuresPerIP float64 `mapstructure:"callback_failures_per_ip"`
+		CallbackFailuresBurst int     `mapstructure:"callback_failures_burst"`
+		MaxKeys               int     `mapstructure:"max_keys"`
+	} `mapstructure:"rate"`
 	StatLog struct {
 		Path          string        `mapstructure:"path"`
 		BufferBytes   int           `mapstructure:"buffer_bytes"`
@@ -136,9 +180,6 @@ type Config struct {
 		Level  string `mapstructure:"level"`
 		Format string `mapstructure:"format"`
 	} `mapstructure:"log"`
-	Debug struct {
-		PprofAddr string `mapstructure:"pprof_addr"`
-	} `mapstructure:"debug"`
 	Runtime struct {
 		GCPercent int `mapstructure:"gc_percent"`
 	} `mapstructure:"runtime"`
@@ -175,10 +216,14 @@ func EnvName(key string) string {
 	return "FLASHSALE_" + strings.ToUpper(strings.ReplaceAll(key, ".", "_"))
 }
 
-// envAliases are the operator's names for keys whose FLASHSALE_<KEY> name
-// is not the one the issue contracts: FLASHSALE_POSTGRES_DSN sets store.dsn
-// (FLASHSALE_STORE_DSN works too).
-var envAliases = map[string][]string{"store.dsn": {"FLASHSALE_POSTGRES_DSN"}}
+// envAliases are the operator's short names for keys, beside the generated
+// FLASHSALE_<KEY> (which wins when both are set): FLASHSALE_POSTGRES_DSN
+// sets store.dsn (issue 15), FLASHSALE_REQUEST_DEADLINE
+// http.request_deadline (issue 13).
+var envAliases = map[string][]string{
+	"store.dsn":             {"FLASHSALE_POSTGRES_DSN"},
+	"http.request_deadline": {"FLASHSALE_REQUEST_DEADLINE"},
+}
 
 // EnvAliases returns the other environment variables that override key.
 func EnvAliases(key string) []string { return envAliases[key] }
@@ -297,6 +342,15 @@ func (c *Config) Validate() error {
 	if c.HTTP.MaxBodyBytes <= 0 || c.HTTP.MaxInflight <= 0 {
 		bad = append(bad, "http.max_body_bytes and http.max_inflight must be positive")
 	}
+	if c.HTTP.RequestDeadline <= 0 || c.Admission.MaxWaiting < 0 || c.Admission.Target <= 0 || c.Admission.Interval <= 0 {
+		bad = append(bad, "http.request_deadline, admission.target and admission.interval must be positive, admission.max_waiting >= 0")
+	}
+	if w := c.WaitingRoom; w.TicketTTL <= 0 || w.Tick <= 0 || w.Lease <= w.Tick || w.MaxRooms < 1 {
+		bad = append(bad, "waiting_room: ticket_ttl, tick and max_rooms must be positive and lease longer than tick")
+	}
+	if c.Admission.Shed != "newest" && c.Admission.Shed != "oldest" {
+		bad = append(bad, "admission.shed must be newest or oldest")
+	}
 	if c.Stock.BatchMax <= 0 || c.Stock.Flushers <= 0 || c.Stock.QueueSize <= 0 {
 		bad = append(bad, "stock.batch_max, stock.flushers and stock.queue_size must be positive")
 	}
@@ -323,6 +377,12 @@ func (c *Config) Validate() error {
 		st.BatchMax < 1 || st.MaxConns < 2 || st.Timeout <= 0 || st.ArchiveInterval <= 0 || st.ArchiveQuiet < 30*time.Second) {
 		bad = append(bad, "store: group must be set and differ from kafka.group and envelope.group; batch_max >= 1, max_conns >= 2, timeout and archive_interval > 0, archive_quiet >= 30s")
 	}
+	if c.HTTP.MaxConns < 1 || c.HTTP.ConnReserve < 0 || c.HTTP.IdleTimeout <= 0 {
+		bad = append(bad, "http.max_conns and http.idle_timeout must be positive, http.conn_reserve >= 0")
+	}
+	if r := c.Rate; r.PerUser < 0 || r.PerIP < 0 || r.CallbackFailuresPerIP < 0 || r.MaxKeys < 1 {
+		bad = append(bad, "rate: rates must be >= 0 (0 is off) and max_keys positive")
+	}
 	if c.Wallet.RecentEntries < 1 {
 		bad = append(bad, "wallet.recent_entries must be positive")
 	}
@@ -332,17 +392,21 @@ func (c *Config) Validate() error {
 	return nil
 }
 
-// YAML renders c with every key, for `flashsale config`.
+// RequestDeadline is how long a request may take from arrival to answer
+// (http.request_deadline); the admission line takes half of it at most.
+func (c *Config) RequestDeadline() time.Duration { return c.HTTP.RequestDeadline }
+
+// SecretKeys are the keys whose values are never printed.
+var SecretKeys = []string{"admin.token", "auth.secret", "payment.secret", "redis.password", "waiting_room.secret"}
+
+// YAML renders c with every key, for `flashsale config`. Secrets are
+// replaced by where they come from and whether they are set, never shown.
 func (c *Config) YAML() ([]byte, error) {
-	out := c.settings
-	if st, ok := c.settings["store"].(map[string]any); ok {
+	out := Redacted(c.settings)
+	if st, ok := out["store"].(map[string]any); ok {
 		// The DSN may carry a password: print it without.
 		if dsn, _ := st["dsn"].(string); dsn != "" {
-			out = map[string]any{}
-			for k, v := range c.settings {
-				out[k] = v
-			}
-			redacted := map[string]any{}
+			redacted := make(map[string]any, len(st))
 			for k, v := range st {
 				redacted[k] = v
 			}
@@ -370,4 +434,31 @@ func RedactDSN(dsn string) string {
 		return u.String()
 	}
 	return dsnPassword.ReplaceAllString(dsn, "${1}xxxxx")
+}
+
+// Redacted returns a copy of a settings tree with every SecretKeys value
+// replaced by a note saying whether it is set and which env variable sets it.
+func Redacted(settings map[string]any) map[string]any {
+	out := make(map[string]any, len(settings))
+	for k, v := range settings {
+		out[k] = v
+	}
+	for _, key := range SecretKeys {
+		section, name, _ := strings.Cut(key, ".")
+		m, ok := out[section].(map[string]any)
+		if !ok {
+			continue
+		}
+		cp := make(map[string]any, len(m))
+		for k, v := range m {
+			cp[k] = v
+		}
+		state := "unset"
+		if s, _ := cp[name].(string); s != "" {
+			state = fmt.Sprintf("set, %d bytes", len(s))
+		}
+		cp[name] = fmt.Sprintf("<secret %s; from %s or %s in a --config file>", state, EnvName(key), key)
+		out[section] = cp
+	}
+	return out
 }

@@ -1,6 +1,7 @@
 package configs
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -69,5 +70,38 @@ func TestInvalidRejected(t *testing.T) {
 	t.Setenv("FLASHSALE_PAY_TIMEOUT", "10ms")
 	if _, err := Load(nil); err == nil {
 		t.Fatal("pay_timeout of 10ms accepted")
+	}
+}
+
+// `flashsale config` never prints a secret: it says whether one is set and
+// where it comes from.
+func TestYAMLRedactsSecrets(t *testing.T) {
+	for k, v := range map[string]string{"FLASHSALE_AUTH_SECRET": "auth-secret-value-0123456789abcdef",
+		"FLASHSALE_PAYMENT_SECRET": "payment-secret-value", "FLASHSALE_ADMIN_TOKEN": "admin-token-value",
+		"FLASHSALE_REDIS_PASSWORD":      "redis-password-value",
+		"FLASHSALE_WAITING_ROOM_SECRET": "room-secret-value", "FLASHSALE_RATE_PER_USER": "0", "FLASHSALE_RATE_PER_IP": "7"} {
+		t.Setenv(k, v)
+	}
+	c, err := Load(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.WaitingRoom.Secret != "room-secret-value" {
+		t.Fatalf("FLASHSALE_WAITING_ROOM_SECRET not applied: %q", c.WaitingRoom.Secret)
+	}
+	if c.Auth.Secret != "auth-secret-value-0123456789abcdef" || c.Rate.PerUser != 0 || c.Rate.PerIP != 7 {
+		t.Fatalf("env not applied: %+v %+v", c.Auth, c.Rate)
+	}
+	y, err := c.YAML()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, secret := range []string{"auth-secret-value", "payment-secret-value", "admin-token-value", "redis-password-value", "room-secret-value"} {
+		if strings.Contains(string(y), secret) {
+			t.Errorf("config output shows %q:\n%s", secret, y)
+		}
+	}
+	if !strings.Contains(string(y), "FLASHSALE_AUTH_SECRET") {
+		t.Errorf("config output does not say where the auth secret comes from:\n%s", y)
 	}
 }

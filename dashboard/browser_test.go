@@ -45,7 +45,7 @@ func TestBrowserShowsLiveSale(t *testing.T) {
 	rdb := redis.NewClient(&redis.Options{Addr: env.Redis.Addr})
 	t.Cleanup(func() { rdb.Close() })
 
-	d, err := dashboard.New(dashboard.Config{Redis: rdb, Nodes: []string{n.URL}, Interval: 500 * time.Millisecond})
+	d, err := dashboard.New(dashboard.Config{Redis: rdb, Nodes: []string{n.AdminURL}, Interval: 500 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -101,11 +101,11 @@ func TestGrafanaPanelsNameRealMetrics(t *testing.T) {
 	n := env.StartNode(t, "node1", nil)
 	e2e.CreateSale(t, n.URL, `{"id":"g1","name":"g","stock":2,"price_cents":1}`)
 	e2e.Hammer(t, []string{n.URL}, "g1", []string{"a", "a", "b", "c"}, 1) // ok, limit_reached, ok, sold_out
-	exported := scrapeNames(t, n.URL+"/metrics")
+	exported := scrapeNames(t, n.AdminURL+"/metrics")
 
 	rdb := redis.NewClient(&redis.Options{Addr: env.Redis.Addr})
 	t.Cleanup(func() { rdb.Close() })
-	d, err := dashboard.New(dashboard.Config{Redis: rdb, Nodes: []string{n.URL}})
+	d, err := dashboard.New(dashboard.Config{Redis: rdb, Nodes: []string{n.AdminURL}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -175,18 +175,28 @@ type Envelope struct {
 	ExpiresAt  time.Time
 }
 
-// NewID returns a fresh envelope id: 24 random hex digits, so envelope links
-// cannot be guessed.
-func NewID() string {
-	var b [12]byte
-	_, _ = rand.Read(b[:])
-	return "e" + hex.EncodeToString(b[:])
+// NewID returns a fresh envelope id of sender: 20 random hex digits and
+// four letters or digits that put its keys in the Redis Cluster slot of the
+// sender's wallet (lua.EnvelopeIDForSender), so envelope links cannot be
+// guessed and the debit is one script with the envelope's record.
+func NewID(sender string) string {
+	for {
+		var b [10]byte
+		_, _ = rand.Read(b[:])
+		if id, ok := lua.EnvelopeIDForSender("e"+hex.EncodeToString(b[:]), sender); ok {
+			return id
+		}
+	}
 }
 
-// Create sends an envelope: it pre-splits the total, stores the envelope,
-// debits the sender and announces it on Kafka (which schedules the refund).
-// If it cannot be announced, it is refunded at once and the sender gets an
-// ErrNotDurable error; the ledger nets to zero either way.
+// ErrInsufficientFunds is a send the sender's balance does not cover.
+var ErrInsufficientFunds = flashsale.Errorf(flashsale.EINSUFFICIENT, "the wallet's balance does not cover the envelope")
+
+// Create sends an envelope: it pre-splits the total, stores the envelope and
+// debits the sender in one step (ErrInsufficientFunds, nothing written, when
+// the balance does not cover it), and announces it on Kafka (which
+// schedules the refund). If it cannot be announced, it is refunded at once
+// and the sender gets an ErrNotDurable error; the ledger nets to zero.
 func (s *Service) Create(ctx context.Context, r Request) (Envelope, error) {
 	if err := s.cfg.Limits.Validate(r); err != nil {
 		return Envelope{}, err
@@ -195,14 +205,18 @@ func (s *Service) Create(ctx context.Context, r Request) (Envelope, error) {
 	var id string
 	var nowMs, expMs int64
 	for attempt := 0; ; attempt++ {
-		id = NewID()
+		id = NewID(r.SenderID)
 		rctx, cancel := context.WithTimeout(ctx, s.cfg.RedisTimeout)
-		created, now, exp, err := lua.EnvCreate(rctx, s.rdb, id, r.SenderID, r.TotalCents, r.ExpiresIn.Milliseconds(), shares)
+		created, now, exp, _, err := lua.EnvCreate(rctx, s.rdb, id, r.SenderID, wallet.SendID(id), s.cfg.RecentEntries,
+			r.TotalCents, r.ExpiresIn.Milliseconds(), shares)
 		cancel()
 		if err != nil {
 			return Envelope{}, fmt.Errorf("%w: %w", ErrRedis, err)
 		}
-		if created {
+		if created == -1 {
+			return Envelope{}, ErrInsufficientFunds
+		}
+		if created == 1 {
 			nowMs, expMs = now, exp
 			break
 		}
@@ -220,26 +234,20 @@ func (s *Service) Create(ctx context.Context, r Request) (Envelope, error) {
 	pipe.ZAdd(rctx, lua.EnvelopesKey, redis.Z{Score: float64(expMs), Member: id})
 	pipe.ZAdd(rctx, DueKey, redis.Z{Score: float64(expMs), Member: id})
 	_, idxErr := pipe.Exec(rctx)
-	_, debitErr := wallet.ApplyAll(rctx, s.rdb, s.cfg.RecentEntries,
-		[]wallet.Credit{{User: r.SenderID, Entry: lua.Entry{ID: wallet.SendID(id), Amount: -r.TotalCents}}})
 	cancel()
 	if idxErr != nil {
 		s.log.Warn("index envelope", "envelope", id, "err", idxErr)
 	}
-	var pubErr error
-	if debitErr == nil {
-		ev := Event{Type: TypeCreated, EnvelopeID: id, SenderID: r.SenderID, TotalCents: r.TotalCents,
-			Count: int64(r.Count), AtMs: nowMs, ExpiresAtMs: expMs}
-		errs := make([]error, 1)
-		pctx, cancel := context.WithTimeout(ctx, s.cfg.PublishTimeout)
-		s.pub.Publish(pctx, []kafka.Message{{Key: []byte(id), Value: AppendEvent(nil, &ev)}}, errs)
-		cancel()
-		pubErr = errs[0]
-	}
-	if err := errors.Join(debitErr, pubErr); err != nil {
+	ev := Event{Type: TypeCreated, EnvelopeID: id, SenderID: r.SenderID, TotalCents: r.TotalCents,
+		Count: int64(r.Count), AtMs: nowMs, ExpiresAtMs: expMs}
+	errs := make([]error, 1)
+	pctx, pcancel := context.WithTimeout(ctx, s.cfg.PublishTimeout)
+	s.pub.Publish(pctx, []kafka.Message{{Key: []byte(id), Value: AppendEvent(nil, &ev)}}, errs)
+	pcancel()
+	if err := errs[0]; err != nil {
 		// Nobody can have opened it yet in a way that matters: the abort
 		// refunds whatever is unopened and the ledger settles to zero.
-		s.log.Warn("envelope could not be debited or announced; refunding it now", "envelope", id, "err", err)
+		s.log.Warn("envelope could not be announced; refunding it now", "envelope", id, "err", err)
 		if _, serr := s.Settle(context.WithoutCancel(ctx), id, lua.RefundAbort); serr != nil {
 			s.log.Error("abort of an unannounced envelope failed; the refund sweeper will settle it", "envelope", id, "err", serr)
 		}

@@ -72,6 +72,7 @@ func TestRefundExactlyOnceUnderRedelivery(t *testing.T) {
 	// 20 envelopes, more than MaxHeld (8): fetching must pause and resume.
 	var ids []string
 	var opened int64
+	fund(t, rdb, "boss", 100_000)
 	for i := 0; i < 20; i++ {
 		e, err := s.Create(ctx, envelope.Request{SenderID: "boss", TotalCents: 1000 + int64(i), Count: 5, ExpiresIn: 2 * time.Second})
 		if err != nil {
@@ -90,7 +91,7 @@ func TestRefundExactlyOnceUnderRedelivery(t *testing.T) {
 	for i := 0; i < 20; i++ {
 		total += 1000 + int64(i)
 	}
-	if b := balance(t, rdb, "boss"); b != -total {
+	if b := balance(t, rdb, "boss"); b != 100_000-total {
 		t.Fatalf("sender balance %d after sending, want %d", b, -total)
 	}
 
@@ -132,7 +133,7 @@ func TestRefundExactlyOnceUnderRedelivery(t *testing.T) {
 			t.Fatalf("settle again: %+v %v", r, err)
 		}
 	}
-	if b := balance(t, rdb, "boss"); b != -opened {
+	if b := balance(t, rdb, "boss"); b != 100_000-opened {
 		t.Fatalf("sender balance %d, want -%d (only what was opened left the sender)", b, opened)
 	}
 	if n, _ := rdb.ZCard(ctx, envelope.DueKey).Result(); n != 0 {
@@ -193,12 +194,14 @@ func TestUnannouncedIsUndone(t *testing.T) {
 	ctx := context.Background()
 
 	pub.refuse.Store(envelope.TypeCreated)
+	fund(t, rdb, "s1", 500)
+	fund(t, rdb, "s2", 300)
 	e, err := s.Create(ctx, envelope.Request{SenderID: "s1", TotalCents: 500, Count: 5, ExpiresIn: time.Minute})
 	if flashsale.ErrorCode(err) != flashsale.EUNAVAILABLE || e.ID == "" {
 		t.Fatalf("create with Kafka refusing: %v", err)
 	}
 	b, _ := envelope.Books(ctx, rdb, e.ID)
-	if !b.OK() || b.State != "refunded" || b.RefundedCents != 500 || b.Ledger.SumCents != 0 || balance(t, rdb, "s1") != 0 {
+	if !b.OK() || b.State != "refunded" || b.RefundedCents != 500 || b.Ledger.SumCents != 0 || balance(t, rdb, "s1") != 500 {
 		t.Fatalf("aborted envelope: %+v, balance %d", b, balance(t, rdb, "s1"))
 	}
 	if _, err := s.Open(ctx, e.ID, "u"); flashsale.ErrorCode(err) != flashsale.EEXPIRED {
@@ -239,11 +242,20 @@ func TestUnannouncedIsUndone(t *testing.T) {
 	}
 }
 
+// fund credits cents to user's wallet: a send is paid from its balance.
+func fund(t *testing.T, rdb *redis.Client, user string, cents int64) {
+	t.Helper()
+	if _, _, err := wallet.AddFunds(context.Background(), rdb, user, "test-"+user, cents, 20); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // A credit lost between the open and the wallet is repaired by Settle, once.
 func TestLedgerRepair(t *testing.T) {
 	rdb := testenv.StartRedis(t, false).Client(t)
 	s := newService(t, rdb, &refusing{})
 	ctx := context.Background()
+	fund(t, rdb, "s", 100)
 	e, _ := s.Create(ctx, envelope.Request{SenderID: "s", TotalCents: 100, Count: 2, ExpiresIn: time.Second})
 	o, err := s.Open(ctx, e.ID, "a")
 	if err != nil {
@@ -262,7 +274,7 @@ func TestLedgerRepair(t *testing.T) {
 		t.Fatalf("sweep: %d %v", n, err)
 	}
 	b, _ := envelope.Books(ctx, rdb, e.ID)
-	if !b.OK() || b.Ledger.SumCents != 0 || balance(t, rdb, "a") != o.AmountCents || balance(t, rdb, "s") != -o.AmountCents {
+	if !b.OK() || b.Ledger.SumCents != 0 || balance(t, rdb, "a") != o.AmountCents || balance(t, rdb, "s") != 100-o.AmountCents {
 		t.Fatalf("after repair: %+v a=%d s=%d", b, balance(t, rdb, "a"), balance(t, rdb, "s"))
 	}
 	if n, _ := s.SettleLedger(ctx, e.ID); n != 0 {

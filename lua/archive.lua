@@ -6,6 +6,10 @@
 -- KEYS[3]  fs:{sale:ID}:orders     dropped
 -- KEYS[4]  fs:{sale:ID}:deadlines  dropped
 -- KEYS[5]  fs:{sale:ID}:outbox     must be empty (every transition on Kafka)
+-- KEYS[6..] dropped too: the Idempotency-Key maps (idem, idemexp: every key
+--          names a final order now), the payment ids (payments: the store's
+--          rows carry them) and the waiting room's per-buyer state
+--          (wr:buyers, wr:used) — everything that grows with the buyers
 -- ARGV[1]  the order sequence number the caller checked against the store
 -- ARGV[2]  now_ms, recorded as archived_at_ms
 --
@@ -27,7 +31,7 @@ end
 if redis.call('HLEN', KEYS[5]) > 0 then
   return 0
 end
-redis.call('UNLINK', KEYS[2], KEYS[3], KEYS[4], KEYS[5])
+redis.call('UNLINK', unpack(KEYS, 2))
 redis.call('HSET', KEYS[1], 'archived_at_ms', ARGV[2])
 redis.call('HDEL', KEYS[1], 'finish_seen_ms', 'finish_books')
 return 1

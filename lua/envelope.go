@@ -51,23 +51,27 @@ func EnvelopeKeysFor(id string) EnvelopeKeys {
 }
 
 // EnvCreate stores a new envelope whose shares (in hand-out order) must sum
-// to total. It reports false when the id is taken, and the refund deadline on
-// Redis's clock.
-func EnvCreate(ctx context.Context, rdb redis.Scripter, id, sender string, total, ttlMs int64, shares []int64) (created bool, nowMs, expiresMs int64, err error) {
-	k := EnvelopeKeysFor(id)
-	args := make([]any, 0, len(shares)+3)
-	args = append(args, sender, total, ttlMs)
+// to total, debiting total from sender's wallet in the same step under the
+// ledger entry debitID. It reports created 1, 0 when the id is taken, or -1
+// when the balance does not cover total (nothing written); the refund
+// deadline on Redis's clock; and the sender's balance after. id must share
+// the wallet's slot (EnvelopeIDForSender).
+func EnvCreate(ctx context.Context, rdb redis.Scripter, id, sender, debitID string, recent int, total, ttlMs int64,
+	shares []int64) (created int64, nowMs, expiresMs, balance int64, err error) {
+	k, w := EnvelopeKeysFor(id), WalletKeysFor(sender)
+	args := make([]any, 0, len(shares)+5)
+	args = append(args, sender, total, ttlMs, debitID, max(recent, 1))
 	for _, a := range shares {
 		args = append(args, a)
 	}
-	v, err := envCreate.Run(ctx, rdb, []string{k.Meta, k.Shares}, args...).Int64Slice()
+	v, err := envCreate.Run(ctx, rdb, []string{k.Meta, k.Shares, w.Meta, w.Entries, w.Recent}, args...).Int64Slice()
 	if err != nil {
-		return false, 0, 0, fmt.Errorf("create envelope %q: %w", id, err)
+		return 0, 0, 0, 0, fmt.Errorf("create envelope %q: %w", id, err)
 	}
-	if len(v) != 3 {
-		return false, 0, 0, fmt.Errorf("create envelope %q: reply %v", id, v)
+	if len(v) != 4 {
+		return 0, 0, 0, 0, fmt.Errorf("create envelope %q: reply %v", id, v)
 	}
-	return v[0] == 1, v[1], v[2], nil
+	return v[0], v[1], v[2], v[3], nil
 }
 
 // Envelope-level and per-opener codes of the open script.

@@ -33,28 +33,64 @@ func newEnvelope(t *testing.T, rdb *redis.Client, id string, ttl time.Duration, 
 	for _, s := range shares {
 		total += s
 	}
-	ok, _, exp, err := lua.EnvCreate(context.Background(), rdb, id, "sender", total, ttl.Milliseconds(), shares)
-	if err != nil || !ok {
+	fund(t, rdb, "sender", total)
+	ok, _, exp, _, err := lua.EnvCreate(context.Background(), rdb, id, "sender", "send:env:"+id, 20, total, ttl.Milliseconds(), shares)
+	if err != nil || ok != 1 {
 		t.Fatalf("create envelope %s: %v %v", id, ok, err)
 	}
 	return exp
 }
 
+var fundSeq int
+
+// fund credits cents to user's wallet: a send needs the balance.
+func fund(t *testing.T, rdb *redis.Client, user string, cents int64) {
+	t.Helper()
+	fundSeq++
+	if _, _, err := lua.WalletApply(context.Background(), rdb, user, 20,
+		[]lua.Entry{{ID: fmt.Sprintf("credit:test%d", fundSeq), Amount: cents}}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A send the balance does not cover writes nothing: no envelope, no debit;
+// one it covers debits exactly the total in the same step.
+func TestEnvCreateDebitsTheSender(t *testing.T) {
+	rdb := testenv.StartRedis(t, false).Client(t)
+	ctx := context.Background()
+	fund(t, rdb, "poor", 99)
+	c, _, _, bal, err := lua.EnvCreate(ctx, rdb, "e1", "poor", "send:env:e1", 20, 100, 1000, []int64{50, 50})
+	if err != nil || c != -1 || bal != 99 {
+		t.Fatalf("uncovered send: created %d balance %d err %v", c, bal, err)
+	}
+	if n, _ := rdb.Exists(ctx, lua.EnvelopeKeysFor("e1").Meta, lua.EnvelopeKeysFor("e1").Shares).Result(); n != 0 {
+		t.Fatal("a refused send left the envelope behind")
+	}
+	c, _, _, bal, err = lua.EnvCreate(ctx, rdb, "e1", "poor", "send:env:e1", 20, 99, 1000, []int64{49, 50})
+	if err != nil || c != 1 || bal != 0 {
+		t.Fatalf("covered send: created %d balance %d err %v", c, bal, err)
+	}
+	if v, _ := rdb.HGet(ctx, lua.WalletKeysFor("poor").Meta, "balance").Int64(); v != 0 {
+		t.Fatalf("balance %d after sending all of it", v)
+	}
+}
+
 func TestEnvCreateChecksTheSplitAndNeverResets(t *testing.T) {
 	rdb := testenv.StartRedis(t, false).Client(t)
 	ctx := context.Background()
-	if _, _, _, err := lua.EnvCreate(ctx, rdb, "bad", "s", 10, 1000, []int64{5, 4}); err == nil {
+	fund(t, rdb, "s", 1000)
+	if _, _, _, _, err := lua.EnvCreate(ctx, rdb, "bad", "s", "send:env:bad", 20, 10, 1000, []int64{5, 4}); err == nil {
 		t.Fatal("shares summing to 9 accepted for a total of 10")
 	}
-	if _, _, _, err := lua.EnvCreate(ctx, rdb, "bad", "s", 10, 1000, []int64{10, 0}); err == nil {
+	if _, _, _, _, err := lua.EnvCreate(ctx, rdb, "bad", "s", "send:env:bad", 20, 10, 1000, []int64{10, 0}); err == nil {
 		t.Fatal("a 0-cent share accepted")
 	}
 	if n, _ := rdb.Exists(ctx, lua.EnvelopeKeysFor("bad").Meta).Result(); n != 0 {
 		t.Fatal("a refused envelope left keys behind")
 	}
 	newEnvelope(t, rdb, "e", time.Minute, 3, 7)
-	ok, _, _, err := lua.EnvCreate(ctx, rdb, "e", "s", 100, 1000, []int64{100})
-	if err != nil || ok {
+	ok, _, _, _, err := lua.EnvCreate(ctx, rdb, "e", "s", "send:env:e2", 20, 100, 1000, []int64{100})
+	if err != nil || ok != 0 {
 		t.Fatalf("second create: %v %v, want refused", ok, err)
 	}
 	if m := envMeta(t, rdb, "e"); m["total"] != 10 || m["left"] != 2 {
@@ -309,7 +345,8 @@ func TestShakeRangeAmounts(t *testing.T) {
 func TestResolveEnvBatch(t *testing.T) {
 	rdb := testenv.StartRedis(t, false).Client(t)
 	ctx := context.Background()
-	if ok, _, _, err := lua.EnvCreate(ctx, rdb, "rb", "boss", 10, time.Hour.Milliseconds(), []int64{3, 3, 4}); err != nil || !ok {
+	fund(t, rdb, "boss", 10)
+	if ok, _, _, _, err := lua.EnvCreate(ctx, rdb, "rb", "boss", "send:env:rb", 20, 10, time.Hour.Milliseconds(), []int64{3, 3, 4}); err != nil || ok != 1 {
 		t.Fatalf("create: %v %v", ok, err)
 	}
 	if _, err := lua.EnvOpen(ctx, rdb, "rb", "n1", "ran", []string{"a", "b"}); err != nil {

@@ -13,6 +13,7 @@ package lua
 import (
 	"context"
 	_ "embed"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -49,10 +50,12 @@ const SalesIndexKey = "fs:sales"
 // SaleKeys are the Redis keys of one sale. All share the {sale:ID} hash tag.
 type SaleKeys struct {
 	Meta      string // hash: settings and books
-	Users     string // hash: user id -> active orders
+	Users     string // hash: user id -> "n1,n2" active (pending or paid) order numbers; their number is the count against the limit
 	Orders    string // hash: order number -> record
 	Deadlines string // zset: "first-last" order-number ranges, one per batch, by deadline (ms)
-	Outbox    string // hash: "<n>:<status>" -> "<settled_ms>|<record>", transitions whose event is not yet on Kafka
+	Idem      string // hash: "k|user|key" -> order number (Idempotency-Key); "c|N" -> 1 once a repeat answered N
+	IdemExp   string // zset: "N|user|key" by pay deadline (ms): when a key is forgotten
+	Outbox    string // hash: "<n>:<status>" -> "<settled_ms>|<payment id or empty>|<record>", transitions whose event is not yet on Kafka
 }
 
 // ParseDeadlineRange parses a member of SaleKeys.Deadlines: "first-last", the
@@ -79,10 +82,10 @@ func BatchKey(sale, batch string) string { return "fs:{sale:" + sale + "}:batch:
 func KeysFor(id string) SaleKeys {
 	p := "fs:{sale:" + id + "}:"
 	return SaleKeys{Meta: p + "meta", Users: p + "users", Orders: p + "orders", Deadlines: p + "deadlines",
-		Outbox: p + "outbox"}
+		Idem: p + "idem", IdemExp: p + "idemexp", Outbox: p + "outbox"}
 }
 
-func (k SaleKeys) settle() []string { return []string{k.Meta, k.Users, k.Orders, k.Outbox} }
+func (k SaleKeys) settle() []string { return []string{k.Meta, k.Users, k.Orders, k.Idem, k.Outbox} }
 
 // OutboxField is the field of SaleKeys.Outbox for order n's move to status.
 func OutboxField(n int64, status byte) string {
@@ -93,7 +96,8 @@ func OutboxField(n int64, status byte) string {
 type OutboxEntry struct {
 	Field     string // the hash field, to delete once published
 	Order     int64
-	SettledMs int64 // Redis clock at the transition
+	SettledMs int64  // Redis clock at the transition
+	Payment   string // the payment id that paid it (order.paid only)
 	Record    Record
 }
 
@@ -106,7 +110,8 @@ func ParseOutboxEntry(field, value string) (OutboxEntry, error) {
 	}
 	ts, rest, ok := strings.Cut(value, "|")
 	settled, err := strconv.ParseInt(ts, 10, 64)
-	if !ok || err != nil {
+	payment, rest, ok2 := strings.Cut(rest, "|")
+	if !ok || !ok2 || err != nil {
 		return OutboxEntry{}, fmt.Errorf("malformed outbox entry %q", value)
 	}
 	r, err := ParseRecord(rest)
@@ -116,14 +121,14 @@ func ParseOutboxEntry(field, value string) (OutboxEntry, error) {
 	if r.Status != st[0] {
 		return OutboxEntry{}, fmt.Errorf("outbox field %q holds a record of status %c", field, r.Status)
 	}
-	return OutboxEntry{Field: field, Order: n, SettledMs: settled, Record: r}, nil
+	return OutboxEntry{Field: field, Order: n, SettledMs: settled, Payment: payment, Record: r}, nil
 }
 
 // Load sends every script to the server with SCRIPT LOAD, so the first
 // requests of a sale do not all pay for EVAL. Optional: Run reloads on demand.
 func Load(ctx context.Context, rdb redis.Scripter) error {
 	for _, s := range []*redis.Script{createSale, buy, settle, archive, envCreate, envOpen, envUndo, envRefund,
-		walletApply, shakeCreate, shakeTake, batchVoid} {
+		walletApply, shakeCreate, shakeTake, batchVoid, payScript} {
 		if err := s.Load(ctx, rdb).Err(); err != nil {
 			return fmt.Errorf("load lua script: %w", err)
 		}
@@ -171,13 +176,16 @@ func SaleArchived(ctx context.Context, rdb redis.Cmdable, id string) (bool, erro
 	return ok, nil
 }
 
-// ArchiveSale drops sale id's per-order state (orders, user slots, deadline
-// index, outbox) and marks it archived, if its order sequence is still seq,
+// ArchiveSale drops sale id's per-order and per-buyer state (orders, user
+// slots, deadline index, outbox, Idempotency-Keys, payment ids, waiting-room
+// buyers) and marks it archived, if its order sequence is still seq,
 // nothing is pending and the outbox is empty; see archive.lua. The meta hash
 // (settings and counters) stays as the tombstone.
 func ArchiveSale(ctx context.Context, rdb redis.Scripter, id string, seq, nowMs int64) (bool, error) {
 	k := KeysFor(id)
-	n, err := archive.Run(ctx, rdb, []string{k.Meta, k.Users, k.Orders, k.Deadlines, k.Outbox}, seq, nowMs).Int()
+	wr := RoomKeysFor(id)
+	n, err := archive.Run(ctx, rdb, []string{k.Meta, k.Users, k.Orders, k.Deadlines, k.Outbox,
+		k.Idem, k.IdemExp, PaymentsKey(id), wr.Buyers, wr.Used}, seq, nowMs).Int()
 	if err != nil {
 		return false, fmt.Errorf("archive sale %q: %w", id, err)
 	}
@@ -190,6 +198,16 @@ type BuyReply struct {
 	DeadlineMs int64   // pay deadline of every order created by the batch
 	SaleCode   int64   // 0 when the sale is open, else BuyNotStarted, BuyEnded or BuyNoSale
 	Results    []int64 // per buyer: order number (> 0) or BuySoldOut / BuyLimit
+	// Repeats lists the buyers whose Idempotency-Key named a live order:
+	// Results[I] is that order (created earlier, or by another buyer of
+	// this batch), which this batch did not create.
+	Repeats []BuyRepeat
+}
+
+// BuyRepeat is a buyer answered with the order its Idempotency-Key names.
+type BuyRepeat struct {
+	I          int   // index of the buyer
+	DeadlineMs int64 // that order's pay deadline
 }
 
 // Buy settles users (one entry per buyer, repeats allowed) against sale id in
@@ -198,6 +216,30 @@ type BuyReply struct {
 // the reply's Results. When it returns an error other than a script error,
 // the batch may or may not have run: resolve it with ResolveBatch.
 func Buy(ctx context.Context, rdb redis.Scripter, id, node, batch string, users []string, results []int64) (BuyReply, error) {
+	return BuyKeyed(ctx, rdb, id, node, batch, users, nil, results)
+}
+
+// ValidIdempotencyKey reports whether k may be an Idempotency-Key: 1-64
+// characters of [A-Za-z0-9_.:@-] (a UUID fits; "," and "|" never do, the
+// scripts use them as separators).
+func ValidIdempotencyKey(k string) bool {
+	if len(k) == 0 || len(k) > 64 {
+		return false
+	}
+	for i := 0; i < len(k); i++ {
+		c := k[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-' || c == '.' || c == ':' || c == '@') {
+			return false
+		}
+	}
+	return true
+}
+
+// BuyKeyed is Buy with an Idempotency-Key per buyer: keys is nil or has one
+// entry per user ("" for a buyer without a key; others must pass
+// ValidIdempotencyKey). A buyer whose key already names a live order of
+// this user gets that order back (listed in Repeats) instead of a new one.
+func BuyKeyed(ctx context.Context, rdb redis.Scripter, id, node, batch string, users, keys []string, results []int64) (BuyReply, error) {
 	size := len(users)
 	for _, u := range users {
 		size += len(u)
@@ -209,9 +251,21 @@ func Buy(ctx context.Context, rdb redis.Scripter, id, node, batch string, users 
 		}
 		joined = append(joined, u...)
 	}
+	var keyArg []byte
+	for i, kk := range keys {
+		if kk == "" {
+			continue
+		}
+		if len(keyArg) > 0 {
+			keyArg = append(keyArg, ',')
+		}
+		keyArg = strconv.AppendInt(keyArg, int64(i+1), 10)
+		keyArg = append(keyArg, ':')
+		keyArg = append(keyArg, kk...)
+	}
 	k := KeysFor(id)
-	v, err := buy.Run(ctx, rdb, []string{k.Meta, k.Users, k.Orders, k.Deadlines, BatchKey(id, batch)},
-		node, int64(BatchTTL/time.Second), joined).Slice()
+	v, err := buy.Run(ctx, rdb, []string{k.Meta, k.Users, k.Orders, k.Deadlines, BatchKey(id, batch), k.Idem, k.IdemExp},
+		node, int64(BatchTTL/time.Second), joined, keyArg).Slice()
 	if err != nil {
 		return BuyReply{}, fmt.Errorf("buy script for sale %q: %w", id, err)
 	}
@@ -230,6 +284,17 @@ func Buy(ctx context.Context, rdb redis.Scripter, id, node, batch string, users 
 	for len(list) > 0 {
 		var f string
 		f, list, _ = strings.Cut(list, ",")
+		if rest, ok := strings.CutPrefix(f, "d"); ok {
+			on, dl, _ := strings.Cut(rest, ":")
+			n, err1 := strconv.ParseInt(on, 10, 64)
+			d, err2 := strconv.ParseInt(dl, 10, 64)
+			if err1 != nil || err2 != nil || n <= 0 {
+				return BuyReply{}, fmt.Errorf("buy script for sale %q: bad repeat %q", id, f)
+			}
+			r.Repeats = append(r.Repeats, BuyRepeat{I: len(r.Results), DeadlineMs: d})
+			r.Results = append(r.Results, n)
+			continue
+		}
 		n, err := strconv.ParseInt(f, 10, 64)
 		if err != nil {
 			return BuyReply{}, fmt.Errorf("buy script for sale %q: bad result %q", id, f)
@@ -270,12 +335,57 @@ func ResolveBatch(ctx context.Context, rdb redis.Scripter, sale, batch string) (
 	return orders, nil
 }
 
+// UserOrders returns the live orders (pending or paid) of user in sale, as
+// listed in SaleKeys.Users, with their records. An order whose record is
+// missing is left out.
+func UserOrders(ctx context.Context, rdb redis.UniversalClient, sale, user string) ([]int64, []Record, error) {
+	k := KeysFor(sale)
+	list, err := rdb.HGet(ctx, k.Users, user).Result()
+	if errors.Is(err, redis.Nil) || list == "" && err == nil {
+		return nil, nil, nil
+	} else if err != nil {
+		return nil, nil, fmt.Errorf("orders of a user in sale %q: %w", sale, err)
+	}
+	fields := strings.Split(list, ",")
+	vals, err := rdb.HMGet(ctx, k.Orders, fields...).Result()
+	if err != nil {
+		return nil, nil, fmt.Errorf("orders of a user in sale %q: %w", sale, err)
+	}
+	var nums []int64
+	var recs []Record
+	for i, v := range vals {
+		sv, ok := v.(string)
+		n, err := strconv.ParseInt(fields[i], 10, 64)
+		if !ok || err != nil {
+			continue
+		}
+		r, err := ParseRecord(sv)
+		if err != nil {
+			return nil, nil, err
+		}
+		nums = append(nums, n)
+		recs = append(recs, r)
+	}
+	return nums, recs, nil
+}
+
+// HeldCount returns how many active orders a SaleKeys.Users value lists.
+func HeldCount(v string) int64 {
+	if v == "" {
+		return 0
+	}
+	return int64(strings.Count(v, ",") + 1)
+}
+
 // Settle actions.
 const (
 	Pay    = "pay"
 	Cancel = "cancel"
 	Expire = "expire" // only at or after the deadline
 	Abort  = "abort"  // the order could not be made durable: undo it now
+	// Claim marks a live order as answered to a repeat of its
+	// Idempotency-Key, so a late Abort of its first attempt keeps it.
+	Claim = "claim"
 )
 
 // Per-order codes of the settle script.
@@ -286,6 +396,7 @@ const (
 	SettleExpired  = -6
 	SettleConflict = -7
 	SettleNotDue   = -8
+	SettleClaimed  = -10 // abort refused: a repeat was answered with this order
 )
 
 // Status letters stored in an order record.

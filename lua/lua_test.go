@@ -68,7 +68,7 @@ func TestBuyBatchSettlesExactly(t *testing.T) {
 		t.Fatalf("books after batch: %v", b)
 	}
 	held, _ := rdb.HGetAll(context.Background(), lua.KeysFor("b").Users).Result()
-	if held["a"] != "2" || held["b"] != "1" || held["c"] != "" {
+	if held["a"] != "1,2" || held["b"] != "3" || held["c"] != "" {
 		t.Fatalf("users = %v", held)
 	}
 	if r.DeadlineMs-r.NowMs != 60_000 {
@@ -173,7 +173,7 @@ func TestSettle(t *testing.T) {
 		t.Fatalf("books = %v", m)
 	}
 	held, _ := rdb.HGetAll(ctx, lua.KeysFor("s").Users).Result()
-	if len(held) != 1 || held["a"] != "1" {
+	if len(held) != 1 || held["a"] != fmt.Sprint(a) {
 		t.Fatalf("only the payer keeps a slot: %v", held)
 	}
 	// The batch's one index entry covers all four orders, with their deadline;

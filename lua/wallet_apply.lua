@@ -10,8 +10,10 @@
 --
 -- Returns {balance, a1, a2, ...}: a is 1 when the entry was applied now and
 -- 0 when it had been applied before (HSETNX), so repeats change nothing.
--- Debits may take the balance below zero: the wallet is a ledger of flows,
--- not a bank account (there is no top-up in flashsale).
+-- Credits (opens, wins, refunds, admin credits) come here. The one debit,
+-- "send:env:ID", is applied by env_create.lua together with the envelope,
+-- after checking the balance; here it only comes again as a repair, where
+-- HSETNX finds it and changes nothing. So no balance goes below zero.
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
 local out = {0}

@@ -26,9 +26,12 @@ func newEnvelopeEnv(t *testing.T) *e2e.Env {
 	return e2e.NewEnv(t)
 }
 
-func sendEnvelope(t *testing.T, url, body string) string {
+// sendEnvelope credits sender with fund cents (money enters wallets only
+// through the admin credit) and sends the envelope as sender.
+func sendEnvelope(t *testing.T, url, sender string, fund int64, body string) string {
 	t.Helper()
-	r := e2e.Do(t, "POST", url+"/v1/envelopes", body)
+	e2e.Credit(t, url, sender, fund, fmt.Sprintf("fund-%d", time.Now().UnixNano()))
+	r := e2e.Do(t, "POST", url+"/v1/envelopes", body, e2e.As(t, sender)...)
 	if r.Status != 201 {
 		t.Fatalf("send envelope: %d %s", r.Status, r.Raw)
 	}
@@ -37,7 +40,7 @@ func sendEnvelope(t *testing.T, url, body string) string {
 
 func walletOf(t *testing.T, url, user string) int64 {
 	t.Helper()
-	r := e2e.Do(t, "GET", url+"/v1/users/"+user+"/wallet", "")
+	r := e2e.Do(t, "GET", url+"/v1/users/"+user+"/wallet", "", e2e.As(t, user)...)
 	if r.Status != 200 {
 		t.Fatalf("wallet: %d %s", r.Status, r.Raw)
 	}
@@ -65,7 +68,7 @@ func TestThousandOpenAcrossTwoNodes(t *testing.T) {
 	a := e.StartNode(t, "a", nil)
 	b := e.StartNode(t, "b", nil)
 	const total = 88_888
-	id := sendEnvelope(t, a.URL, `{"sender_id":"boss","total_cents":88888,"count":100,"expires_in":"10m"}`)
+	id := sendEnvelope(t, a.URL, "boss", total, `{"sender_id":"boss","total_cents":88888,"count":100,"expires_in":"10m"}`)
 
 	us := e2e.Users("opener", 1000)
 	out := make([]e2e.Reply, len(us))
@@ -77,7 +80,7 @@ func TestThousandOpenAcrossTwoNodes(t *testing.T) {
 			defer wg.Done()
 			for i := range next {
 				url := []string{a.URL, b.URL}[i%2]
-				out[i] = e2e.Do(t, "POST", url+"/v1/envelopes/"+id+"/open", `{"user_id":"`+us[i]+`"}`)
+				out[i] = e2e.Do(t, "POST", url+"/v1/envelopes/"+id+"/open", "", e2e.As(t, us[i])...)
 			}
 		}()
 	}
@@ -125,11 +128,11 @@ func TestThousandOpenAcrossTwoNodes(t *testing.T) {
 			t.Fatalf("wallet of %s: %d, want %d", u, w, amt)
 		}
 	}
-	if w := walletOf(t, b.URL, "boss"); w != -total {
-		t.Fatalf("sender wallet %d, want %d", w, -total)
+	if w := walletOf(t, b.URL, "boss"); w != 0 {
+		t.Fatalf("sender wallet %d, want 0 (credited the total, then sent it)", w)
 	}
 	// A second open by a winner is already_opened (or empty from memory).
-	if r := e2e.Do(t, "POST", a.URL+"/v1/envelopes/"+id+"/open", `{"user_id":"opener0"}`); r.Status != 409 {
+	if r := e2e.Do(t, "POST", a.URL+"/v1/envelopes/"+id+"/open", "", e2e.As(t, "opener0")...); r.Status != 409 {
 		t.Fatalf("second open: %d %s", r.Status, r.Raw)
 	}
 
@@ -199,10 +202,10 @@ func readEnvelopeEvents(t *testing.T, broker string, n int) map[string]int64 {
 func TestEnvelopeRefundThroughNode(t *testing.T) {
 	e := newEnvelopeEnv(t)
 	n := e.StartNode(t, "n1", nil)
-	id := sendEnvelope(t, n.URL, `{"sender_id":"s","total_cents":500,"count":5,"expires_in":"1s"}`)
+	id := sendEnvelope(t, n.URL, "s", 500, `{"total_cents":500,"count":5,"expires_in":"1s"}`)
 	var opened int64
 	for _, u := range []string{"x", "y"} {
-		r := e2e.Do(t, "POST", n.URL+"/v1/envelopes/"+id+"/open", `{"user_id":"`+u+`"}`)
+		r := e2e.Do(t, "POST", n.URL+"/v1/envelopes/"+id+"/open", "", e2e.As(t, u)...)
 		if r.Status != 200 {
 			t.Fatalf("open: %d %s", r.Status, r.Raw)
 		}
@@ -219,14 +222,14 @@ func TestEnvelopeRefundThroughNode(t *testing.T) {
 	if !bk.OK() || bk.State != "refunded" || bk.RefundedCents != 500-opened || bk.Ledger.SumCents != 0 {
 		t.Fatalf("after expiry: %+v", bk)
 	}
-	if w := walletOf(t, n.URL, "s"); w != -opened {
-		t.Fatalf("sender wallet %d, want %d", w, -opened)
+	if w := walletOf(t, n.URL, "s"); w != 500-opened {
+		t.Fatalf("sender wallet %d, want %d", w, 500-opened)
 	}
-	if r := e2e.Do(t, "POST", n.URL+"/v1/envelopes/"+id+"/open", `{"user_id":"z"}`); r.Status != 410 || r.Code() != "expired" {
+	if r := e2e.Do(t, "POST", n.URL+"/v1/envelopes/"+id+"/open", "", e2e.As(t, "z")...); r.Status != 410 || r.Code() != "expired" {
 		t.Fatalf("open after expiry: %d %s", r.Status, r.Raw)
 	}
-	wr := e2e.Do(t, "GET", n.URL+"/v1/users/s/wallet", "")
-	if recent, _ := wr.Body["recent"].([]any); len(recent) != 2 {
+	wr := e2e.Do(t, "GET", n.URL+"/v1/users/s/wallet", "", e2e.As(t, "s")...)
+	if recent, _ := wr.Body["recent"].([]any); len(recent) != 3 { // credit, send, refund
 		t.Fatalf("sender's recent entries: %s", wr.Raw)
 	}
 }
@@ -235,8 +238,10 @@ func TestEnvelopeRefundThroughNode(t *testing.T) {
 func TestEnvelopeAndShakeBadInput(t *testing.T) {
 	e := newEnvelopeEnv(t)
 	n := e.StartNode(t, "n1", func(c *configs.Config) { c.Envelope.MaxCount = 100; c.Envelope.MaxTotalCents = 10_000 })
-	id := sendEnvelope(t, n.URL, `{"sender_id":"s","total_cents":100,"count":2}`)
+	id := sendEnvelope(t, n.URL, "s", 100, `{"sender_id":"s","total_cents":100,"count":2}`)
 	auth := []string{"Authorization", "Bearer " + e2e.AdminToken}
+	b := e2e.As(t, "b")
+	e2e.Credit(t, n.URL, "b", 50, "b-funds")
 	long := strings.Repeat("x", 65)
 	cases := []struct {
 		name, method, path, body string
@@ -244,34 +249,44 @@ func TestEnvelopeAndShakeBadInput(t *testing.T) {
 		status                   int
 		code                     string
 	}{
-		{"send empty", "POST", "/v1/envelopes", ``, nil, 400, "invalid"},
-		{"send malformed", "POST", "/v1/envelopes", `{"sender_id":`, nil, 400, "invalid"},
-		{"send unknown field", "POST", "/v1/envelopes", `{"sender_id":"b","total_cents":10,"count":2,"x":1}`, nil, 400, "invalid"},
-		{"send no count", "POST", "/v1/envelopes", `{"sender_id":"b","total_cents":10}`, nil, 400, "invalid"},
-		{"send zero count", "POST", "/v1/envelopes", `{"sender_id":"b","total_cents":10,"count":0}`, nil, 400, "invalid"},
-		{"send count over max", "POST", "/v1/envelopes", `{"sender_id":"b","total_cents":1000,"count":101}`, nil, 400, "invalid"},
-		{"send under a cent each", "POST", "/v1/envelopes", `{"sender_id":"b","total_cents":2,"count":3}`, nil, 400, "invalid"},
-		{"send over cap", "POST", "/v1/envelopes", `{"sender_id":"b","total_cents":10001,"count":3}`, nil, 400, "invalid"},
-		{"send negative", "POST", "/v1/envelopes", `{"sender_id":"b","total_cents":-5,"count":1}`, nil, 400, "invalid"},
-		{"send fractional", "POST", "/v1/envelopes", `{"sender_id":"b","total_cents":10.5,"count":1}`, nil, 400, "invalid"},
-		{"send bad sender", "POST", "/v1/envelopes", `{"sender_id":"a b","total_cents":10,"count":1}`, nil, 400, "invalid"},
-		{"send bad expiry", "POST", "/v1/envelopes", `{"sender_id":"b","total_cents":10,"count":1,"expires_in":"soon"}`, nil, 400, "invalid"},
-		{"send expiry too long", "POST", "/v1/envelopes", `{"sender_id":"b","total_cents":10,"count":1,"expires_in":"1000h"}`, nil, 400, "invalid"},
-		{"send huge body", "POST", "/v1/envelopes", `{"sender_id":"` + strings.Repeat("b", 5000) + `"}`, nil, 413, "too_large"},
-		{"open no user", "POST", "/v1/envelopes/" + id + "/open", `{}`, nil, 400, "invalid"},
-		{"open long user", "POST", "/v1/envelopes/" + id + "/open", `{"user_id":"` + long + `"}`, nil, 400, "invalid"},
-		{"open bad id", "POST", "/v1/envelopes/" + long + "/open", `{"user_id":"u"}`, nil, 400, "invalid"},
-		{"open unknown", "POST", "/v1/envelopes/enope/open", `{"user_id":"u"}`, nil, 404, "not_found"},
+		{"send empty", "POST", "/v1/envelopes", ``, b, 400, "invalid"},
+		{"send malformed", "POST", "/v1/envelopes", `{"sender_id":`, b, 400, "invalid"},
+		{"send unknown field", "POST", "/v1/envelopes", `{"sender_id":"b","total_cents":10,"count":2,"x":1}`, b, 400, "invalid"},
+		{"send no count", "POST", "/v1/envelopes", `{"sender_id":"b","total_cents":10}`, b, 400, "invalid"},
+		{"send zero count", "POST", "/v1/envelopes", `{"sender_id":"b","total_cents":10,"count":0}`, b, 400, "invalid"},
+		{"send count over max", "POST", "/v1/envelopes", `{"sender_id":"b","total_cents":1000,"count":101}`, b, 400, "invalid"},
+		{"send under a cent each", "POST", "/v1/envelopes", `{"sender_id":"b","total_cents":2,"count":3}`, b, 400, "invalid"},
+		{"send over cap", "POST", "/v1/envelopes", `{"sender_id":"b","total_cents":10001,"count":3}`, b, 400, "invalid"},
+		{"send negative", "POST", "/v1/envelopes", `{"sender_id":"b","total_cents":-5,"count":1}`, b, 400, "invalid"},
+		{"send fractional", "POST", "/v1/envelopes", `{"sender_id":"b","total_cents":10.5,"count":1}`, b, 400, "invalid"},
+		{"send bad sender", "POST", "/v1/envelopes", `{"sender_id":"a b","total_cents":10,"count":1}`, b, 400, "invalid"},
+		{"send bad expiry", "POST", "/v1/envelopes", `{"sender_id":"b","total_cents":10,"count":1,"expires_in":"soon"}`, b, 400, "invalid"},
+		{"send expiry too long", "POST", "/v1/envelopes", `{"sender_id":"b","total_cents":10,"count":1,"expires_in":"1000h"}`, b, 400, "invalid"},
+		{"send huge body", "POST", "/v1/envelopes", `{"sender_id":"` + strings.Repeat("b", 5000) + `"}`, b, 413, "too_large"},
+		{"send no token", "POST", "/v1/envelopes", `{"total_cents":10,"count":1}`, nil, 401, "unauthorized"},
+		{"send as another", "POST", "/v1/envelopes", `{"sender_id":"s","total_cents":10,"count":1}`, b, 403, "forbidden"},
+		{"send over balance", "POST", "/v1/envelopes", `{"total_cents":51,"count":1}`, b, 409, "insufficient_funds"},
+		{"send re-cased field", "POST", "/v1/envelopes", `{"Total_Cents":10,"count":1}`, b, 400, "invalid"},
+		{"open no token", "POST", "/v1/envelopes/" + id + "/open", ``, nil, 401, "unauthorized"},
+		{"open as another", "POST", "/v1/envelopes/" + id + "/open", `{"user_id":"s"}`, b, 403, "forbidden"},
+		{"open long user", "POST", "/v1/envelopes/" + id + "/open", `{"user_id":"` + long + `"}`, b, 400, "invalid"},
+		{"open bad id", "POST", "/v1/envelopes/" + long + "/open", `{"user_id":"b"}`, b, 400, "invalid"},
+		{"open unknown", "POST", "/v1/envelopes/enope/open", ``, b, 404, "not_found"},
 		{"get unknown", "GET", "/v1/envelopes/enope", ``, nil, 404, "not_found"},
-		{"wallet bad id", "GET", "/v1/users/" + long + "/wallet", ``, nil, 400, "invalid"},
+		{"wallet bad id", "GET", "/v1/users/" + long + "/wallet", ``, b, 400, "invalid"},
+		{"wallet of another", "GET", "/v1/users/s/wallet", ``, b, 403, "forbidden"},
+		{"wallet no token", "GET", "/v1/users/b/wallet", ``, nil, 401, "unauthorized"},
+		{"credit no admin", "POST", "/v1/users/b/wallet/credit", `{"cents":5,"reference":"r"}`, b, 401, "unauthorized"},
+		{"credit zero", "POST", "/v1/users/b/wallet/credit", `{"cents":0,"reference":"r"}`, auth, 400, "invalid"},
+		{"credit no reference", "POST", "/v1/users/b/wallet/credit", `{"cents":5}`, auth, 400, "invalid"},
 		{"shake no auth", "POST", "/v1/shakes", `{"id":"c","total_envelopes":5,"budget_cents":500,"rate_per_sec":1}`, nil, 401, "unauthorized"},
 		{"shake no rate", "POST", "/v1/shakes", `{"id":"c","total_envelopes":5,"budget_cents":500}`, auth, 400, "invalid"},
 		{"shake budget too small", "POST", "/v1/shakes", `{"id":"c","total_envelopes":5,"budget_cents":4,"rate_per_sec":1}`, auth, 400, "invalid"},
 		{"shake both modes", "POST", "/v1/shakes", `{"id":"c","total_envelopes":5,"budget_cents":500,"min_cents":1,"max_cents":2,"rate_per_sec":1}`, auth, 400, "invalid"},
 		{"shake min over max", "POST", "/v1/shakes", `{"id":"c","total_envelopes":5,"min_cents":3,"max_cents":2,"rate_per_sec":1}`, auth, 400, "invalid"},
 		{"shake past start", "POST", "/v1/shakes", `{"id":"c","total_envelopes":5,"budget_cents":500,"rate_per_sec":1,"starts_at":"2001-01-01T00:00:00Z"}`, auth, 400, "invalid"},
-		{"shake unknown", "POST", "/v1/shakes/nope/shake", `{"user_id":"u"}`, nil, 404, "not_found"},
-		{"shake no user", "GET", "/v1/shakes/nope/shake", ``, nil, 400, "invalid"},
+		{"shake unknown", "POST", "/v1/shakes/nope/shake", `{"user_id":"b"}`, b, 404, "not_found"},
+		{"shake no token", "GET", "/v1/shakes/nope/shake", ``, nil, 401, "unauthorized"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -291,8 +306,8 @@ func TestEnvelopeAndShakeBadInput(t *testing.T) {
 	if bk := envelopeBook(t, n.URL, id); !bk.OK() || bk.Opened != 0 || bk.LeftCents != 100 {
 		t.Fatalf("envelope changed by bad input: %+v", bk)
 	}
-	if w := walletOf(t, n.URL, "b"); w != 0 {
-		t.Fatalf("a rejected sender was debited: %d", w)
+	if w := walletOf(t, n.URL, "b"); w != 50 {
+		t.Fatalf("a rejected sender was debited: %d, want the 50 credited", w)
 	}
 	if ids, _ := shake.List(context.Background(), rdb); len(ids) != 0 {
 		t.Fatalf("campaigns after bad input: %v", ids)
@@ -326,6 +341,10 @@ func TestShakeFollowsTheClock(t *testing.T) {
 	var cents atomic.Int64
 	var mu sync.Mutex
 	ids := map[string]bool{}
+	tokens := make([][]string, 3000)
+	for i := range tokens {
+		tokens[i] = e2e.As(t, "shaker"+strconv.Itoa(i))
+	}
 	for w := 0; w < 24; w++ {
 		wg.Add(1)
 		go func(w int) {
@@ -338,8 +357,7 @@ func TestShakeFollowsTheClock(t *testing.T) {
 				default:
 				}
 				url := []string{a.URL, b.URL}[i%2]
-				u := "shaker" + strconv.Itoa(rng.IntN(3000))
-				r := e2e.Do(t, "POST", url+"/v1/shakes/rain/shake", `{"user_id":"`+u+`"}`)
+				r := e2e.Do(t, "POST", url+"/v1/shakes/rain/shake", "", tokens[rng.IntN(len(tokens))]...)
 				shakes.Add(1)
 				if r.Status != 200 {
 					t.Errorf("shake: %d %s", r.Status, r.Raw)

@@ -96,7 +96,7 @@ func (h *haRun) buy(perSale int, workers int) {
 	for range workers {
 		wg.Go(func() {
 			for j := range jobs {
-				j.s.record(j.user, e2e.Do(h.t, "POST", j.url+"/v1/sales/"+j.s.id+"/buy", `{"user_id":"`+j.user+`"}`))
+				j.s.record(j.user, e2e.Do(h.t, "POST", j.url+"/v1/sales/"+j.s.id+"/buy", "", e2e.As(h.t, j.user)...))
 			}
 		})
 	}
@@ -225,7 +225,7 @@ func (h *haRun) verdict(s *haSale) (lost int, rep *reconcile.Report) {
 		t.Fatal(err)
 	}
 	for _, w := range s.wins {
-		_, n, err := flashsale.ParseOrderID(w.order)
+		_, n, err := flashsale.ParseOrderID(e2e.RecordID(w.order)) // the public id carries a tag
 		if err != nil {
 			t.Fatalf("order id %q: %v", w.order, err)
 		}

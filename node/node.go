@@ -5,33 +5,47 @@ package node
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
-	_ "net/http/pprof" // served only on debug.pprof_addr
 	"os"
 	"runtime/debug"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/flashsale/flashsale/admit"
 	"github.com/flashsale/flashsale/api"
+	"github.com/flashsale/flashsale/auth"
 	"github.com/flashsale/flashsale/cluster"
 	"github.com/flashsale/flashsale/configs"
 	"github.com/flashsale/flashsale/envelope"
+	"github.com/flashsale/flashsale/limit"
 	"github.com/flashsale/flashsale/lua"
 	"github.com/flashsale/flashsale/order"
 	"github.com/flashsale/flashsale/shake"
 	"github.com/flashsale/flashsale/statlog"
 	"github.com/flashsale/flashsale/stock"
 	"github.com/flashsale/flashsale/store"
+	"github.com/flashsale/flashsale/waitroom"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/redis/go-redis/v9"
 	"github.com/segmentio/kafka-go"
 )
+
+// admissionConfig maps the admission keys to the controller's config: the
+// line takes at most half of the request deadline, so an admitted buy keeps
+// the other half for its batch.
+func admissionConfig(cfg *configs.Config) admit.Config {
+	shed, _ := admit.ParseShed(cfg.Admission.Shed) // Validate checked it
+	return admit.Config{Slots: cfg.HTTP.MaxInflight, MaxWaiting: cfg.Admission.MaxWaiting,
+		Target: cfg.Admission.Target, Interval: cfg.Admission.Interval, MaxWait: cfg.RequestDeadline() / 2,
+		Shed: shed, LIFO: cfg.Admission.LIFO}
+}
 
 // Node is one running flashsale node. Open it, Run it, and it closes itself
 // when Run returns.
@@ -56,7 +70,9 @@ type Node struct {
 	EnvelopeSweeper   *envelope.Sweeper
 	Shakes            *shake.Service
 	API               *api.Server
-	Registry          *prometheus.Registry
+	// Rooms serves the sales' waiting rooms (package waitroom).
+	Rooms    *waitroom.Service
+	Registry *prometheus.Registry
 
 	// Membership registers this node in Redis and counts the live ones, so
 	// the stock is shared among them.
@@ -68,6 +84,10 @@ type Node struct {
 
 	listener net.Listener
 	server   *http.Server
+	conns    *connCap
+	// The admin listener (http.admin_addr): /metrics, pprof, detailed /readyz.
+	adminListener net.Listener
+	adminServer   *http.Server
 }
 
 // redisLogger routes go-redis's internal log lines (dial retries while Redis
@@ -100,6 +120,10 @@ func Open(cfg *configs.Config, log *slog.Logger) (*Node, error) {
 	if _, set := os.LookupEnv("GOGC"); !set && cfg.Runtime.GCPercent > 0 {
 		debug.SetGCPercent(cfg.Runtime.GCPercent)
 	}
+	ident, err := NewIdentity(cfg)
+	if err != nil {
+		return nil, err
+	}
 	n := &Node{Config: cfg, Log: log, Registry: prometheus.NewRegistry()}
 	redis.SetLogger(redisLogger{log})
 	n.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -113,7 +137,6 @@ func Open(cfg *configs.Config, log *slog.Logger) (*Node, error) {
 	}
 	cancel()
 
-	var err error
 	n.Membership, err = cluster.NewMembership(n.Redis, cluster.MembershipConfig{NodeID: cfg.Node.ID,
 		Beat: cfg.Cluster.Heartbeat, TTL: cfg.Cluster.TTL})
 	if err != nil {
@@ -178,7 +201,8 @@ func Open(cfg *configs.Config, log *slog.Logger) (*Node, error) {
 		MaxCampaigns: cfg.Shake.MaxCampaigns, RecentEntries: cfg.Wallet.RecentEntries,
 	}, n.Redis, n.Membership, log)
 
-	if n.StatLog, err = statlog.Open(cfg.StatLog.Path, cfg.StatLog.BufferBytes, cfg.StatLog.FlushInterval); err != nil {
+	if n.StatLog, err = statlog.OpenWith(cfg.StatLog.Path, statlog.Options{BufferBytes: cfg.StatLog.BufferBytes,
+		Interval: cfg.StatLog.FlushInterval, Node: cfg.Node.ID, Log: log}); err != nil {
 		n.Redis.Close()
 		return nil, err
 	}
@@ -192,16 +216,21 @@ func Open(cfg *configs.Config, log *slog.Logger) (*Node, error) {
 		history = n.Store
 	}
 
+	n.Rooms = waitroom.New(waitroom.Config{Node: cfg.Node.ID, Secret: []byte(cfg.WaitingRoom.Secret),
+		TicketTTL: cfg.WaitingRoom.TicketTTL, Tick: cfg.WaitingRoom.Tick, Lease: cfg.WaitingRoom.Lease,
+		RedisTimeout: redisTimeout, MaxRooms: cfg.WaitingRoom.MaxRooms}, n.Redis, log.With("component", "waitroom"))
 	n.API = api.New(api.Config{
 		NodeID: cfg.Node.ID, AdminToken: cfg.Admin.Token, MaxBodyBytes: cfg.HTTP.MaxBodyBytes,
-		MaxInflight: cfg.HTTP.MaxInflight, DefaultPayTimeout: cfg.PayTimeout, RedisTimeout: redisTimeout,
-		Envelope: envLimits, Shake: shakeLimits, WalletRecent: cfg.Wallet.RecentEntries,
+		Admission: admissionConfig(cfg), DefaultPayTimeout: cfg.PayTimeout, RedisTimeout: redisTimeout,
+		Envelope: envLimits, Shake: shakeLimits, WalletRecent: cfg.Wallet.RecentEntries, Identity: ident,
+		RequestDeadline: cfg.HTTP.RequestDeadline, RequestStartHeader: cfg.HTTP.RequestStartHeader,
 	}, api.Deps{Redis: n.Redis, Seller: n.Seller, Orders: n.Orders, StatLog: n.StatLog, Registry: n.Registry, Log: log,
-		Envelopes: n.Envelopes, Shakes: n.Shakes, History: history,
+		Envelopes: n.Envelopes, Shakes: n.Shakes, History: history, Rooms: n.Rooms,
 		Ready: map[string]func(context.Context) error{
 			"redis": func(ctx context.Context) error { return n.Redis.Ping(ctx).Err() },
 			"kafka": func(ctx context.Context) error { return pingKafka(ctx, cfg.Kafka.Brokers) },
-		}})
+		},
+		Degraded: map[string]func() error{"statlog": n.StatLog.Health}})
 	n.server = &http.Server{
 		Handler:           n.API.Handler(),
 		ReadHeaderTimeout: cfg.HTTP.ReadHeaderTimeout,
@@ -210,10 +239,33 @@ func Open(cfg *configs.Config, log *slog.Logger) (*Node, error) {
 		IdleTimeout:       cfg.HTTP.IdleTimeout,
 		MaxHeaderBytes:    16 << 10,
 	}
-	if n.listener, err = net.Listen("tcp", cfg.HTTP.Addr); err != nil {
+	ln, err := net.Listen("tcp", cfg.HTTP.Addr)
+	if err != nil {
+		n.API.Close()
+		n.Rooms.Close()
 		n.StatLog.Close()
 		n.Redis.Close()
 		return nil, fmt.Errorf("listen on %s: %w", cfg.HTTP.Addr, err)
+	}
+	maxConns := capConns(cfg.HTTP.MaxConns, cfg.HTTP.ConnReserve)
+	if maxConns < cfg.HTTP.MaxConns {
+		log.Warn("http.max_conns lowered to fit the open-files limit", "max_conns", maxConns, "configured", cfg.HTTP.MaxConns)
+	}
+	n.conns = newConnCap(ln, maxConns)
+	n.listener = n.conns
+	n.server.ConnState = n.conns.ConnState
+	n.Registry.MustRegister(connCollector{n.conns})
+	if addr := cfg.HTTP.AdminAddr; addr != "" {
+		if n.adminListener, err = net.Listen("tcp", addr); err != nil {
+			ln.Close()
+			n.API.Close()
+			n.Rooms.Close()
+			n.StatLog.Close()
+			n.Redis.Close()
+			return nil, fmt.Errorf("listen on http.admin_addr %s: %w", addr, err)
+		}
+		n.adminServer = &http.Server{Handler: n.API.AdminHandler(), ReadHeaderTimeout: cfg.HTTP.ReadHeaderTimeout,
+			IdleTimeout: cfg.HTTP.IdleTimeout}
 	}
 	return n, nil
 }
@@ -230,6 +282,45 @@ func NewStoreRunner(cfg *configs.Config, rdb redis.UniversalClient, log *slog.Lo
 		ArchiveQuiet: max(cfg.Store.ArchiveQuiet, lua.BatchTTL),
 		RedisTimeout: cfg.Redis.ReadTimeout + cfg.Redis.WriteTimeout,
 	}, rdb, log)
+}
+
+// AdminAddr returns the admin listener's address, "" when it is off.
+func (n *Node) AdminAddr() string {
+	if n.adminListener == nil {
+		return ""
+	}
+	return n.adminListener.Addr().String()
+}
+
+// NewIdentity builds the API's identity settings from cfg: the token
+// verifier (an auth.secret under 32 bytes is an error: the node refuses to
+// start), the order id codec, the payment key and the abuse limits.
+func NewIdentity(cfg *configs.Config) (api.Identity, error) {
+	var pub ed25519.PublicKey
+	if f := cfg.Auth.PublicKeyFile; f != "" {
+		var err error
+		if pub, err = auth.LoadPublicKey(f); err != nil {
+			return api.Identity{}, err
+		}
+	}
+	v, err := auth.NewVerifier([]byte(cfg.Auth.Secret), pub)
+	if err != nil {
+		return api.Identity{}, err
+	}
+	proxies, err := api.ParseProxies(cfg.HTTP.TrustedProxies)
+	if err != nil {
+		return api.Identity{}, err
+	}
+	r := cfg.Rate
+	return api.Identity{
+		Auth:           v,
+		OrderIDs:       auth.NewOrderIDs(auth.DeriveKey([]byte(cfg.Auth.Secret), "order-id")),
+		PaymentSecret:  []byte(cfg.Payment.Secret),
+		UserLimit:      limit.New(r.PerUser, r.PerUserBurst, r.MaxKeys),
+		IPLimit:        limit.New(r.PerIP, r.PerIPBurst, r.MaxKeys),
+		CallbackLimit:  limit.New(r.CallbackFailuresPerIP, r.CallbackFailuresBurst, r.MaxKeys),
+		TrustedProxies: proxies,
+	}, nil
 }
 
 // NewRedisClient returns the node's Redis client for cfg (see RedisOptions),
@@ -325,13 +416,11 @@ func (n *Node) Run(ctx context.Context) error {
 		}()
 	}
 
-	if addr := n.Config.Debug.PprofAddr; addr != "" {
-		// pprof handlers register on http.DefaultServeMux; serve only that mux,
-		// on its own listener, so it never shares the API's port.
+	if n.adminServer != nil {
 		go func() {
-			n.Log.Info("pprof listening", "addr", addr)
-			if err := http.ListenAndServe(addr, http.DefaultServeMux); err != nil {
-				n.Log.Warn("pprof listener stopped", "err", err)
+			n.Log.Info("admin listener serving /metrics, /readyz and /debug/pprof/", "addr", n.AdminAddr())
+			if err := n.adminServer.Serve(n.adminListener); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				n.Log.Warn("admin listener stopped", "err", err)
 			}
 		}()
 	}
@@ -352,6 +441,11 @@ func (n *Node) Run(ctx context.Context) error {
 	if serr := n.server.Shutdown(sctx); serr != nil && !errors.Is(serr, http.ErrServerClosed) {
 		err = errors.Join(err, fmt.Errorf("drain http: %w", serr))
 	}
+	if n.adminServer != nil {
+		_ = n.adminServer.Close()
+	}
+	n.API.Close()
+	n.Rooms.Close()
 	n.Seller.Close()
 	n.Envelopes.Close()
 	n.Shakes.Close()
@@ -366,7 +460,7 @@ func (n *Node) Run(ctx context.Context) error {
 		err = errors.Join(err, serr)
 	}
 	if d := n.StatLog.Dropped(); d > 0 {
-		n.Log.Warn("stat.log lines dropped because its buffer was full", "lines", d)
+		n.Log.Warn("stat.log lines dropped (buffer full or disk refused them); a gap record states them", "lines", d)
 	}
 	stopBG()
 	bgDone := make(chan struct{})
@@ -406,10 +500,33 @@ func pingKafka(ctx context.Context, brokers []string) error {
 	return fmt.Errorf("no kafka broker answered: %s", strings.Join(errs, "; "))
 }
 
+// connCollector exports the connection cap's counters.
+type connCollector struct{ cc *connCap }
+
+var (
+	connOpen    = prometheus.NewDesc("flashsale_http_connections", "Open client connections.", nil, nil)
+	connEvicted = prometheus.NewDesc("flashsale_http_connections_evicted_total",
+		"Idle (or never used) connections closed to admit a new client at http.max_conns.", nil, nil)
+	connRefused = prometheus.NewDesc("flashsale_http_connections_refused_total",
+		"New connections closed at http.max_conns because every connection was busy.", nil, nil)
+)
+
+func (c connCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- connOpen
+	ch <- connEvicted
+	ch <- connRefused
+}
+func (c connCollector) Collect(ch chan<- prometheus.Metric) {
+	open, evicted, refused := c.cc.Stats()
+	ch <- prometheus.MustNewConstMetric(connOpen, prometheus.GaugeValue, float64(open))
+	ch <- prometheus.MustNewConstMetric(connEvicted, prometheus.CounterValue, float64(evicted))
+	ch <- prometheus.MustNewConstMetric(connRefused, prometheus.CounterValue, float64(refused))
+}
+
 type statLogCollector struct{ w *statlog.Writer }
 
 var (
-	statDropped = prometheus.NewDesc("flashsale_statlog_dropped_total", "stat.log lines dropped because the buffer was full.", nil, nil)
+	statDropped = prometheus.NewDesc("flashsale_statlog_dropped_total", "stat.log lines not written: the buffer was full or the disk refused them.", nil, nil)
 	statErrors  = prometheus.NewDesc("flashsale_statlog_write_errors_total", "stat.log flushes that failed.", nil, nil)
 )
 

@@ -71,11 +71,13 @@ type Event struct {
 	CreatedMs  int64  `json:"created_ms"`
 	DeadlineMs int64  `json:"deadline_ms"`
 	SettledMs  int64  `json:"settled_ms,omitempty"` // the transition's time (Redis clock); 0 on order.created
+	PaymentID  string `json:"payment_id,omitempty"` // order.paid: the payment provider's id of the payment
 }
 
 // AppendTransition appends the event of order n of sale moving to
-// rec.Status at settledMs (Redis clock), encoded as JSON.
-func AppendTransition(b []byte, sale string, n int64, rec lua.Record, settledMs int64) []byte {
+// rec.Status at settledMs (Redis clock), encoded as JSON; payment is the
+// payment id of an order.paid ("" leaves the field out).
+func AppendTransition(b []byte, sale string, n int64, rec lua.Record, settledMs int64, payment string) []byte {
 	b = append(b, '{')
 	b = jsonw.StrField(b, "type", TypeOfStatus(rec.Status))
 	b = jsonw.Field(b, "order_id")
@@ -88,6 +90,9 @@ func AppendTransition(b []byte, sale string, n int64, rec lua.Record, settledMs 
 	b = jsonw.IntField(b, "created_ms", rec.CreatedMs)
 	b = jsonw.IntField(b, "deadline_ms", rec.DeadlineMs)
 	b = jsonw.IntField(b, "settled_ms", settledMs)
+	if payment != "" {
+		b = jsonw.StrField(b, "payment_id", payment)
+	}
 	return append(b, '}')
 }
 
@@ -144,7 +149,8 @@ func parseCreatedFast(b []byte) (Event, bool) {
 		p.lit(`,"node":"`) && p.str(&e.Node) &&
 		p.lit(`,"created_ms":`) && p.num(&e.CreatedMs) &&
 		p.lit(`,"deadline_ms":`) && p.num(&e.DeadlineMs) &&
-		(p.lit(`}`) || p.lit(`,"settled_ms":`) && p.num(&e.SettledMs) && p.lit(`}`)) && p.i == len(b)
+		(p.lit(`}`) || p.lit(`,"settled_ms":`) && p.num(&e.SettledMs) &&
+			(p.lit(`}`) || p.lit(`,"payment_id":"`) && p.str(&e.PaymentID) && p.lit(`}`))) && p.i == len(b)
 	return e, ok
 }
 

@@ -86,7 +86,7 @@ func TestExpiryExactlyOnceAcrossCrashAndRedelivery(t *testing.T) {
 	// Pay some before the deadline; they must stay paid.
 	svc := order.NewService(rdb, time.Second)
 	for i := int64(1); i <= 20; i++ {
-		if _, err := svc.Pay(ctx, flashsale.OrderID("ex", i)); err != nil {
+		if _, err := svc.Pay(ctx, "ex", i, fmt.Sprint("pay-", i), 0); err != nil {
 			t.Fatal(err)
 		}
 	}

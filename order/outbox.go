@@ -76,6 +76,21 @@ func (o *Outbox) Announce(ctx context.Context, sale string, nowMs int64, orders 
 	}
 }
 
+// AnnouncePaid publishes the order.paid event of order n of sale, which
+// payment paid at nowMs (Redis clock; rec is the paid record). Errors are
+// logged: the entry stays in the outbox for Drain.
+func (o *Outbox) AnnouncePaid(ctx context.Context, sale string, nowMs, n int64, rec lua.Record, payment string) {
+	if o == nil {
+		return
+	}
+	e := lua.OutboxEntry{Field: lua.OutboxField(n, lua.StatusPaid), Order: n, SettledMs: nowMs, Payment: payment, Record: rec}
+	done, err := o.publish(ctx, sale, []lua.OutboxEntry{e})
+	o.announced.Add(float64(done))
+	if err != nil {
+		o.log.Warn("order.paid not published; the sweeper will publish it from the outbox", "sale", sale, "err", err)
+	}
+}
+
 // Drain publishes the sale's outbox entries older than minAge and returns
 // how many it published.
 func (o *Outbox) Drain(ctx context.Context, sale string) (int, error) {
@@ -144,7 +159,7 @@ func (o *Outbox) publish(ctx context.Context, sale string, entries []lua.OutboxE
 	key := []byte(sale)
 	for i, e := range entries {
 		start := len(buf)
-		buf = AppendTransition(buf, sale, e.Order, e.Record, e.SettledMs)
+		buf = AppendTransition(buf, sale, e.Order, e.Record, e.SettledMs, e.Payment)
 		msgs[i] = kafka.Message{Key: key, Value: buf[start:len(buf):len(buf)]}
 	}
 	o.pub.Publish(ctx, msgs, errs)

@@ -59,11 +59,43 @@ var (
 	errInternal = errors.New("unexpected settle reply")
 )
 
-// Pay marks a pending order paid. Paying a paid order again returns it
-// unchanged (idempotent, so a client may retry a lost response); paying after
-// the deadline is EEXPIRED, and the unit goes back to stock if it had not yet.
-func (s *Service) Pay(ctx context.Context, id string) (flashsale.Order, error) {
-	return s.settle(ctx, id, lua.Pay)
+// ErrDoubleCharge is a payment callback for an order another payment id
+// already paid: the buyer was charged twice and the provider must refund one.
+var ErrDoubleCharge = flashsale.Errorf(flashsale.ECONFLICT, "the order was already paid by another payment; refund this one")
+
+var errWrongAmount = flashsale.Errorf(flashsale.EINVALID, "amount_cents is not the sale's price")
+
+// Pay records the payment provider's (already authenticated) confirmation
+// that payment paid order n of sale for amount cents. The same payment id
+// again returns the same order (a retried callback counts once); another
+// payment id for a paid order is ErrDoubleCharge; after the deadline it is
+// EEXPIRED (the expiry consumer gives the unit back); a wrong amount is
+// EINVALID. Only the first changes anything.
+func (s *Service) Pay(ctx context.Context, sale string, n int64, payment string, amount int64) (flashsale.Order, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	nowMs, code, rec, err := lua.PayOrder(ctx, s.rdb, sale, n, payment, amount)
+	if err != nil {
+		return flashsale.Order{}, fmt.Errorf("pay order %d of sale %q: %w: %w", n, sale, stock.ErrRedis, err)
+	}
+	if code == lua.SettleDone {
+		s.events.AnnouncePaid(ctx, sale, nowMs, n, rec, payment)
+	}
+	switch code {
+	case lua.SettleDone, lua.SettleRepeat:
+		return toOrder(sale, n, rec), nil
+	case lua.SettleNotFound:
+		return flashsale.Order{}, errNoOrder
+	case lua.SettleExpired:
+		return toOrder(sale, n, rec), errExpired
+	case lua.SettleConflict:
+		return toOrder(sale, n, rec), errNotOpen
+	case lua.PayOtherPayment:
+		return toOrder(sale, n, rec), ErrDoubleCharge
+	case lua.PayWrongAmount:
+		return toOrder(sale, n, rec), errWrongAmount
+	}
+	return flashsale.Order{}, fmt.Errorf("pay order %d of sale %q: code %d: %w", n, sale, code, errInternal)
 }
 
 // Cancel gives a pending order's unit back to stock at once. Cancelling twice
@@ -76,6 +108,11 @@ func (s *Service) settle(ctx context.Context, id, action string) (flashsale.Orde
 	sale, n, err := flashsale.ParseOrderID(id)
 	if err != nil {
 		return flashsale.Order{}, err
+	}
+	if ctx.Err() != nil {
+		// The request deadline passed (or the client left) before the
+		// script was sent: nothing is changed, and the answer says so.
+		return flashsale.Order{}, stock.ErrDeadline
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
@@ -99,6 +136,26 @@ func (s *Service) settle(ctx context.Context, id, action string) (flashsale.Orde
 		return toOrder(sale, n, r.Record), errNotOpen
 	}
 	return flashsale.Order{}, fmt.Errorf("%s order %q: code %d: %w", action, id, r.Code, errInternal)
+}
+
+// OfUser returns user's live (pending or paid) orders of sale, oldest
+// first, from Redis; none is an empty list. Finished orders are not listed
+// (the PostgreSQL store keeps their history).
+func (s *Service) OfUser(ctx context.Context, sale, user string) ([]flashsale.Order, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	nums, recs, err := lua.UserOrders(ctx, s.rdb, sale, user)
+	if err != nil {
+		return nil, fmt.Errorf("orders of user in sale %q: %w: %w", sale, stock.ErrRedis, err)
+	}
+	out := make([]flashsale.Order, 0, len(nums))
+	for i, n := range nums {
+		if recs[i].Status != lua.StatusPending && recs[i].Status != lua.StatusPaid {
+			continue // a list is trimmed in the same script that ends an order; this is belt and braces
+		}
+		out = append(out, toOrder(sale, n, recs[i]))
+	}
+	return out, nil
 }
 
 // StatusOf maps a record status letter to an OrderStatus.

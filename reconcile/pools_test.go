@@ -17,14 +17,15 @@ import (
 func TestPoolsCatchAPhantomWin(t *testing.T) {
 	e := e2e.NewEnv(t)
 	n := e.StartNode(t, "a", nil)
-	r := e2e.Do(t, "POST", n.URL+"/v1/envelopes", `{"sender_id":"boss","total_cents":1000,"count":10}`)
+	e2e.Credit(t, n.URL, "boss", 1000, "boss-funds")
+	r := e2e.Do(t, "POST", n.URL+"/v1/envelopes", `{"total_cents":1000,"count":10}`, e2e.As(t, "boss")...)
 	if r.Status != 201 {
 		t.Fatalf("send: %d %s", r.Status, r.Raw)
 	}
 	env := r.Body["envelope_id"].(string)
 	opened := 0
 	for i := 0; i < 30; i++ {
-		if o := e2e.Do(t, "POST", n.URL+"/v1/envelopes/"+env+"/open", fmt.Sprintf(`{"user_id":"u%d"}`, i)); o.Status == 200 {
+		if o := e2e.Do(t, "POST", n.URL+"/v1/envelopes/"+env+"/open", "", e2e.As(t, fmt.Sprintf("u%d", i))...); o.Status == 200 {
 			opened++
 		}
 	}
@@ -35,7 +36,7 @@ func TestPoolsCatchAPhantomWin(t *testing.T) {
 	time.Sleep(100 * time.Millisecond) // let some envelopes be released
 	won := 0
 	for i := 0; i < 200 && won < 5; i++ {
-		if s := e2e.Do(t, "POST", n.URL+"/v1/shakes/rain/shake", fmt.Sprintf(`{"user_id":"s%d"}`, i)); s.Body["won"] == true {
+		if s := e2e.Do(t, "POST", n.URL+"/v1/shakes/rain/shake", "", e2e.As(t, fmt.Sprintf("s%d", i))...); s.Body["won"] == true {
 			won++
 		}
 	}

@@ -42,6 +42,12 @@ type Input struct {
 	// how long the check waits for the store's consumer to catch up.
 	Store     *store.Store
 	StoreWait time.Duration
+	// Client is what clients were told (a client log, see ReadClientLog);
+	// when given, the client view is checked too. ClientInDoubt widens the
+	// window after a failed answer in which an order of that buyer still
+	// counts against it.
+	Client        []ClientAnswer
+	ClientInDoubt time.Duration
 }
 
 // Check is one invariant's verdict.
@@ -63,6 +69,17 @@ type NodeSummary struct {
 	Malformed int            `json:"malformed"`
 	Truncated bool           `json:"truncated"`
 	Killed    bool           `json:"killed"`
+	// Lost is the lines the node said (in gap records) it could not write:
+	// its buffer was full or the disk refused them.
+	Lost int64 `json:"lost_lines"`
+}
+
+// Note is a named finding that is not a failure: evidence known to be
+// missing or damaged, with counts, so it is not mistaken for a discrepancy.
+type Note struct {
+	Name   string `json:"name"`
+	Count  int64  `json:"count"`
+	Detail string `json:"detail"`
 }
 
 // Report is the outcome of a reconciliation.
@@ -74,6 +91,7 @@ type Report struct {
 	Events     int             `json:"order_created_events"`
 	Checks     []Check         `json:"checks"`
 	Warnings   []string        `json:"warnings,omitempty"`
+	Notes      []Note          `json:"notes,omitempty"`
 	OK         bool            `json:"ok"`
 	UnloggedBy map[string]int  `json:"orders_without_statlog_line_by_node,omitempty"`
 	PerUserMax int64           `json:"per_user_max_active"`
@@ -145,6 +163,7 @@ func Run(ctx context.Context, in Input) (*Report, error) {
 	}
 	// stat.log: ok lines by order id, and what every node answered.
 	okLines := map[string][]statlog.Record{}
+	repeatLines := map[string][]statlog.Record{} // answers to a repeated Idempotency-Key
 	undoneLines := map[string]statlog.Record{}
 	nodes := map[string]*NodeSummary{}
 	for _, path := range in.StatLogs {
@@ -165,6 +184,10 @@ func Run(ctx context.Context, in Input) (*Report, error) {
 				}
 				fileNode = ns
 			}
+			if r.Kind == statlog.KindGap {
+				ns.Lost += r.Lost
+				return nil
+			}
 			if r.Kind != "buy" || r.Sale != in.Sale {
 				return nil
 			}
@@ -174,6 +197,8 @@ func Run(ctx context.Context, in Input) (*Report, error) {
 			case "ok":
 				ns.OK++
 				okLines[r.Order] = append(okLines[r.Order], r)
+			case statlog.ResultRepeat:
+				repeatLines[r.Order] = append(repeatLines[r.Order], r)
 			case flashsale.ESOLDOUT:
 				ns.SoldOut++
 			default:
@@ -194,8 +219,22 @@ func Run(ctx context.Context, in Input) (*Report, error) {
 			rep.Warnings = append(rep.Warnings, fmt.Sprintf("%s: no readable line (truncated=%v, malformed=%d)", path, st.Truncated, st.Malformed))
 		}
 	}
+	var lost, corrupt int64
 	for _, ns := range nodes {
 		rep.Nodes = append(rep.Nodes, ns)
+		lost += ns.Lost
+		corrupt += int64(ns.Malformed)
+		if ns.Truncated {
+			corrupt++
+		}
+	}
+	if lost > 0 {
+		rep.Notes = append(rep.Notes, Note{Name: "statlog_lines_lost", Count: lost,
+			Detail: "lines the nodes could not write (buffer full or disk full), as their gap records state; orders of those nodes without a line are counted against them"})
+	}
+	if corrupt > 0 {
+		rep.Notes = append(rep.Notes, Note{Name: "statlog_corrupt_lines", Count: corrupt,
+			Detail: "stat.log lines that are not a record (malformed, or a last line cut off); orders of those nodes without a line are counted against them"})
 	}
 	sort.Slice(rep.Nodes, func(i, j int) bool { return rep.Nodes[i].Node < rep.Nodes[j].Node })
 
@@ -235,7 +274,7 @@ func Run(ctx context.Context, in Input) (*Report, error) {
 		if n > sale.PerUserLimit {
 			overLimit = append(overLimit, fmt.Sprintf("%s holds %d", u, n))
 		}
-		if h, _ := strconv.ParseInt(held[u], 10, 64); h != n {
+		if h := lua.HeldCount(held[u]); h != n {
 			heldMismatch = append(heldMismatch, fmt.Sprintf("%s: slots %d, active orders %d", u, h, n))
 		}
 	}
@@ -265,6 +304,19 @@ func Run(ctx context.Context, in Input) (*Report, error) {
 			badOK = append(badOK, id+": user "+lines[0].User+" vs "+o.rec.User)
 		}
 	}
+	// A repeat answered with an order its key made earlier: the order must
+	// exist, be the same buyer's, and not be undone (a claim keeps it).
+	for id, lines := range repeatLines {
+		o, found := orders[id]
+		switch {
+		case !found:
+			badOK = append(badOK, id+": repeat answered with no order in Redis")
+		case o.rec.Status == lua.StatusAborted:
+			badOK = append(badOK, id+": repeat answered but undone")
+		case o.rec.User != lines[0].User:
+			badOK = append(badOK, id+": repeat for user "+lines[0].User+" vs "+o.rec.User)
+		}
+	}
 	sort.Strings(badOK)
 	add("successes_have_orders", len(badOK) == 0, fmt.Sprintf("%d ok lines, %d without exactly one matching order", len(okLines), len(badOK)), badOK)
 
@@ -282,12 +334,18 @@ func Run(ctx context.Context, in Input) (*Report, error) {
 	// And nothing else: every order that was not undone has its ok line,
 	// unless it was sold by a killed node whose last lines were not flushed.
 	var unlogged []string
+	unloggedOf := map[string][]int{} // node -> indexes into unlogged
 	lostWithKilled := 0
 	for id, o := range orders {
 		if o.rec.Status == lua.StatusAborted {
 			continue
 		}
 		if _, ok := okLines[id]; ok {
+			continue
+		}
+		if _, ok := repeatLines[id]; ok {
+			// Its first attempt was answered too late (and undone, but a
+			// repeat claimed it first): the repeat told the buyer.
 			continue
 		}
 		if killed[o.rec.Node] {
@@ -303,12 +361,47 @@ func Run(ctx context.Context, in Input) (*Report, error) {
 			continue
 		}
 		unlogged = append(unlogged, id+" (node "+o.rec.Node+")")
+		unloggedOf[o.rec.Node] = append(unloggedOf[o.rec.Node], len(unlogged)-1)
+	}
+	// Orders of a node that lost or damaged at least as many lines as it
+	// has orders without one are explained by that loss, not a discrepancy.
+	explained := 0
+	drop := map[int]bool{}
+	for node, at := range unloggedOf {
+		ns := nodes[node]
+		if ns == nil {
+			continue
+		}
+		budget := ns.Lost + int64(ns.Malformed)
+		if ns.Truncated {
+			budget++
+		}
+		if int64(len(at)) <= budget {
+			explained += len(at)
+			for _, i := range at {
+				drop[i] = true
+			}
+		}
+	}
+	if explained > 0 {
+		kept := unlogged[:0]
+		for i, u := range unlogged {
+			if !drop[i] {
+				kept = append(kept, u)
+			}
+		}
+		unlogged = kept
+		rep.Notes = append(rep.Notes, Note{Name: "orders_without_line_explained_by_lost_lines", Count: int64(explained),
+			Detail: "orders with no stat.log line, on nodes whose lost and corrupt lines cover them"})
 	}
 	sort.Strings(unlogged)
 	detail := fmt.Sprintf("%d orders not undone, %d without an ok line", len(orders)-int(count[lua.StatusAborted]), len(unlogged))
 	if lostWithKilled > 0 {
 		detail += fmt.Sprintf("; %d sold by killed nodes had no stat.log line (lost with the unflushed buffer at SIGKILL)", lostWithKilled)
 		rep.Warnings = append(rep.Warnings, fmt.Sprintf("%d orders of killed nodes have no stat.log line (unflushed at SIGKILL, or never answered); their orders are in Redis", lostWithKilled))
+	}
+	if explained > 0 {
+		detail += fmt.Sprintf("; %d more have no line but their nodes lost or damaged at least that many lines (see notes)", explained)
 	}
 	if unansweredN > 0 {
 		detail += fmt.Sprintf("; %d unpaid orders with no ok line and no event: Redis ran their buy but crashed before answering", unansweredN)
@@ -366,6 +459,9 @@ func Run(ctx context.Context, in Input) (*Report, error) {
 		}
 	} else {
 		rep.Warnings = append(rep.Warnings, "order store not read (no --postgres-dsn): store checks skipped")
+	}
+	if len(in.Client) > 0 {
+		clientChecks(in, orders, add)
 	}
 	if in.ExpectSellout {
 		add("no_undersell", b.Remaining == 0 && b.Pending+b.Paid == b.Stock,

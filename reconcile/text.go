@@ -50,6 +50,9 @@ func (r *Report) WriteText(w io.Writer) {
 			fmt.Fprintf(w, "        %s\n", s)
 		}
 	}
+	for _, n := range r.Notes {
+		fmt.Fprintf(w, "NOTE  %-24s %d: %s\n", n.Name, n.Count, n.Detail)
+	}
 	for _, warn := range r.Warnings {
 		fmt.Fprintf(w, "NOTE  %s\n", warn)
 	}

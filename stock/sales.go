@@ -19,6 +19,8 @@ const (
 	MaxPriceCents   = 1_000_000_000_00
 	MinPayTimeout   = time.Second
 	MaxPayTimeout   = 24 * time.Hour
+	MaxAdmitPerSec  = 1_000_000
+	MaxPreQueue     = 24 * time.Hour
 )
 
 // ValidateSale checks a sale's settings before it is stored.
@@ -38,8 +40,22 @@ func ValidateSale(s flashsale.Sale) error {
 		return flashsale.Errorf(flashsale.EINVALID, "pay_timeout must be between %v and %v", MinPayTimeout, MaxPayTimeout)
 	case !s.StartsAt.IsZero() && !s.EndsAt.IsZero() && !s.EndsAt.After(s.StartsAt):
 		return flashsale.Errorf(flashsale.EINVALID, "ends_at must be after starts_at")
+	case s.WaitingRoom.Enabled && (s.WaitingRoom.AdmitPerSec < 1 || s.WaitingRoom.AdmitPerSec > MaxAdmitPerSec):
+		return flashsale.Errorf(flashsale.EINVALID, "waiting_room.admit_per_sec must be between 1 and %d", MaxAdmitPerSec)
+	case s.WaitingRoom.Enabled && (s.WaitingRoom.PreQueue < 0 || s.WaitingRoom.PreQueue > MaxPreQueue):
+		return flashsale.Errorf(flashsale.EINVALID, "waiting_room.pre_queue must be between 0 and %v", MaxPreQueue)
+	case s.WaitingRoom.PreQueue > 0 && s.StartsAt.IsZero():
+		return flashsale.Errorf(flashsale.EINVALID, "waiting_room.pre_queue needs starts_at")
 	}
 	return nil
+}
+
+// roomRate is the stored admit rate: 0 means no waiting room.
+func roomRate(w flashsale.WaitingRoom) int64 {
+	if !w.Enabled {
+		return 0
+	}
+	return w.AdmitPerSec
 }
 
 func unixMs(t time.Time) int64 {
@@ -59,6 +75,7 @@ func CreateSale(ctx context.Context, rdb redis.UniversalClient, s flashsale.Sale
 		"name", s.Name, "stock", s.Stock, "price_cents", s.PriceCents,
 		"per_user_limit", s.PerUserLimit, "pay_timeout_ms", s.PayTimeout.Milliseconds(),
 		"starts_at_ms", unixMs(s.StartsAt), "ends_at_ms", unixMs(s.EndsAt),
+		lua.FieldRoomAdmitPerSec, roomRate(s.WaitingRoom), lua.FieldRoomPreQueueMs, s.WaitingRoom.PreQueue.Milliseconds(),
 	})
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrRedis, err)
@@ -96,6 +113,10 @@ func LoadSale(ctx context.Context, rdb redis.UniversalClient, id string) (flashs
 	s := flashsale.Sale{ID: id, Name: m["name"], Stock: n("stock"), PriceCents: n("price_cents"),
 		PerUserLimit: n("per_user_limit"), PayTimeout: time.Duration(n("pay_timeout_ms")) * time.Millisecond,
 		StartsAt: t("starts_at_ms"), EndsAt: t("ends_at_ms")}
+	if rate := n(lua.FieldRoomAdmitPerSec); rate > 0 {
+		s.WaitingRoom = flashsale.WaitingRoom{Enabled: true, AdmitPerSec: rate,
+			PreQueue: time.Duration(n(lua.FieldRoomPreQueueMs)) * time.Millisecond}
+	}
 	b := flashsale.Books{Stock: n("stock"), Remaining: n("remaining"), Pending: n("pending"), Paid: n("paid"),
 		Expired: n("expired"), Cancelled: n("cancelled"), Aborted: n("aborted")}
 	return s, b, nil

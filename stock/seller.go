@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -23,6 +24,9 @@ type Reservation struct {
 	Order      int64 // order number within the sale
 	CreatedMs  int64 // Redis clock
 	DeadlineMs int64 // pay deadline, Redis clock
+	// Repeat is true when the buyer's Idempotency-Key named this order,
+	// created by an earlier attempt: nothing was sold now.
+	Repeat bool
 }
 
 // Confirmer makes reservations durable before the buyer hears "you got it"
@@ -82,7 +86,20 @@ type saleState struct {
 	endsMs   int64
 }
 
-type buyReq struct{ user string }
+// buyReq is one queued buyer. ctx is the request's context (cancelled
+// when the client or the proxy gives up) and deadline its request deadline
+// (zero: none); both are checked before the batch is sent and again before
+// the answer, so a buyer nobody is waiting for is never sold to.
+type buyReq struct {
+	user, key string
+	ctx       context.Context
+	deadline  time.Time
+}
+
+// late reports whether nobody will hear this buyer's answer any more.
+func (r *buyReq) late(now time.Time) bool {
+	return r.ctx.Err() != nil || !r.deadline.IsZero() && !now.Before(r.deadline)
+}
 
 type buyRes struct {
 	r   Reservation
@@ -99,12 +116,15 @@ var (
 	ErrOverloaded = flashsale.Errorf(flashsale.EOVERLOADED, "too many buyers at once; retry shortly")
 	ErrRedis      = flashsale.Errorf(flashsale.EUNAVAILABLE, "stock service unavailable; retry shortly")
 	ErrNotDurable = flashsale.Errorf(flashsale.EUNAVAILABLE, "order could not be recorded; retry shortly")
+	// ErrDeadline is the answer to a buyer whose request deadline passed (or
+	// who went away) before the sale could be confirmed: nothing is held.
+	ErrDeadline = flashsale.Errorf(flashsale.EUNAVAILABLE, "the request deadline passed before the order was confirmed; nothing is held, retry shortly")
 )
 
 // Sentinels lists the Seller's package-level errors, so the API can render
 // their bodies once.
 func Sentinels() []*flashsale.Error {
-	return []*flashsale.Error{ErrSoldOut, ErrLimit, ErrNotStarted, ErrEnded, ErrNoSale, ErrOverloaded, ErrRedis}
+	return []*flashsale.Error{ErrSoldOut, ErrLimit, ErrNotStarted, ErrEnded, ErrNoSale, ErrOverloaded, ErrRedis, ErrDeadline}
 }
 
 // NewSeller returns a Seller that deducts from Redis and confirms through c.
@@ -141,8 +161,31 @@ func cmp0(d, def time.Duration) time.Duration {
 // Buy sells one unit of sale saleID to userID. On success the order is in
 // Redis and confirmed (durable); on any error nothing is held: the unit is
 // back in Redis and in the local share. The order number is returned with an
-// ErrNotDurable error too, so the outcome log can name the undone order.
+// ErrNotDurable or ErrDeadline error too, so the outcome log can name the
+// undone order.
+//
+// ctx is the buyer's request: its deadline (ctx.Deadline) and its
+// cancellation are the request deadline. A buyer whose deadline passes
+// before its batch is sent is left out of it (ErrDeadline); one whose
+// deadline passes, or whose pay deadline passes, after the script ran but
+// before the answer is undone through the same abort as a lost reply.
 func (s *Seller) Buy(ctx context.Context, saleID, userID string) (Reservation, error) {
+	return s.BuyKeyed(ctx, saleID, userID, "", time.Time{})
+}
+
+// BuyKeyed is Buy with an Idempotency-Key (key "" for none; otherwise it
+// must pass lua.ValidIdempotencyKey): while the order an earlier attempt
+// with the same key made is live, the same buyer gets that order back
+// (Reservation.Repeat) instead of a second one or ErrLimit. deadline is the
+// request deadline; zero means ctx.Deadline(). It is passed apart from ctx
+// so the hot path needs no timer per request.
+func (s *Seller) BuyKeyed(ctx context.Context, saleID, userID, key string, deadline time.Time) (Reservation, error) {
+	if deadline.IsZero() {
+		deadline, _ = ctx.Deadline()
+	}
+	if !deadline.IsZero() && !time.Now().Before(deadline) || ctx.Err() != nil {
+		return Reservation{}, ErrDeadline
+	}
 	st, err := s.sale(ctx, saleID)
 	if err != nil {
 		return Reservation{}, err
@@ -163,7 +206,7 @@ func (s *Seller) Buy(ctx context.Context, saleID, userID string) (Reservation, e
 		}
 		return Reservation{}, ErrSoldOut
 	}
-	res, ok := st.co.Do(buyReq{user: userID})
+	res, ok := st.co.Do(buyReq{user: userID, key: key, ctx: ctx, deadline: deadline})
 	if !ok {
 		st.share.Give(1)
 		return Reservation{}, ErrOverloaded
@@ -238,57 +281,102 @@ func (s *Seller) sale(ctx context.Context, id string) (*saleState, error) {
 var errTooManySales = flashsale.Errorf(flashsale.EOVERLOADED, "this node serves too many sales")
 
 // flush settles one batch of buyers: one buy script call, one Confirm for
-// the winners, one abort call for any winner that could not be confirmed,
-// and one adjustment of the local share.
+// the winners, one abort call for any winner that could not be confirmed
+// or whose answer would come too late, and one adjustment of the local share.
 func (st *saleState) flush(reqs []buyReq, res []buyRes) {
 	s := st.s
-	s.batches.Observe(float64(len(reqs)))
-	users := make([]string, len(reqs))
-	for i, r := range reqs {
-		users[i] = r.user
+	// Buyers nobody waits for any more are not sent: they hear 503 and
+	// nothing is sold to them.
+	now := time.Now()
+	users := make([]string, 0, len(reqs))
+	var keys []string
+	pos := make([]int, 0, len(reqs)) // pos[j]: the request of the script's buyer j
+	var latest time.Time             // the latest request deadline of the batch; zero: none
+	unbounded := false
+	for i := range reqs {
+		r := &reqs[i]
+		if r.late(now) {
+			res[i].err = ErrDeadline
+			continue
+		}
+		if r.key != "" && keys == nil {
+			keys = make([]string, len(users), len(reqs))
+		}
+		users = append(users, r.user)
+		if keys != nil {
+			keys = append(keys, r.key)
+		}
+		pos = append(pos, i)
+		if r.deadline.IsZero() {
+			unbounded = true
+		} else if r.deadline.After(latest) {
+			latest = r.deadline
+		}
 	}
+	if len(users) < len(reqs) {
+		st.share.Give(int64(len(reqs) - len(users)))
+	}
+	if len(users) == 0 {
+		return
+	}
+	if unbounded {
+		latest = time.Time{}
+	}
+	s.batches.Observe(float64(len(users)))
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.RedisTimeout)
 	batch := NewBatchID(s.cfg.Node)
-	reply, err := lua.Buy(ctx, s.rdb, st.id, s.cfg.Node, batch, users, nil)
+	reply, err := lua.BuyKeyed(ctx, s.rdb, st.id, s.cfg.Node, batch, users, keys, nil)
 	cancel()
+	replied := time.Now()
 	if err != nil {
-		s.log.Warn("buy script failed", "sale", st.id, "batch", len(reqs), "err", err)
+		s.log.Warn("buy script failed", "sale", st.id, "batch", len(users), "err", err)
 		if !Definite(err) {
 			// The script may still run, or may have run: settle that later
 			// so the 503 these buyers get stays true.
 			s.doubt.Add(st.id, batch)
 		}
-		st.share.Give(int64(len(reqs)))
-		fill(res, ErrRedis)
+		st.share.Give(int64(len(users)))
+		fillAt(res, pos, ErrRedis)
 		return
 	}
 	switch reply.SaleCode {
 	case lua.BuyVoid: // cannot happen: only a lost reply is written off
-		st.share.Give(int64(len(reqs)))
-		fill(res, ErrRedis)
+		st.share.Give(int64(len(users)))
+		fillAt(res, pos, ErrRedis)
 		return
 	case lua.BuyNoSale:
 		st.share.MarkGone()
-		fill(res, ErrNoSale)
+		fillAt(res, pos, ErrNoSale)
 		return
 	case lua.BuyNotStarted:
-		st.share.Give(int64(len(reqs)))
-		fill(res, ErrNotStarted)
+		st.share.Give(int64(len(users)))
+		fillAt(res, pos, ErrNotStarted)
 		return
 	case lua.BuyEnded:
 		st.share.Set(0)
-		fill(res, ErrEnded)
+		fillAt(res, pos, ErrEnded)
 		return
 	}
 
 	var unused int64
 	soldOut := false
-	won := make([]Reservation, 0, len(reqs))
-	idx := make([]int, 0, len(reqs))
-	for i, n := range reply.Results {
+	won := make([]Reservation, 0, len(users))
+	idx := make([]int, 0, len(users)) // request index of won[j]
+	var repeats []int                 // script buyer index of each repeat
+	rep := 0
+	for j, n := range reply.Results {
+		i := pos[j]
+		if rep < len(reply.Repeats) && reply.Repeats[rep].I == j {
+			res[i].r = Reservation{SaleID: st.id, UserID: users[j], Node: s.cfg.Node, Order: n,
+				CreatedMs: reply.NowMs, DeadlineMs: reply.Repeats[rep].DeadlineMs, Repeat: true}
+			repeats = append(repeats, j)
+			rep++
+			unused++ // a repeat took no unit
+			continue
+		}
 		switch {
 		case n > 0:
-			res[i].r = Reservation{SaleID: st.id, UserID: users[i], Node: s.cfg.Node, Order: n,
+			res[i].r = Reservation{SaleID: st.id, UserID: users[j], Node: s.cfg.Node, Order: n,
 				CreatedMs: reply.NowMs, DeadlineMs: reply.DeadlineMs}
 			won = append(won, res[i].r)
 			idx = append(idx, i)
@@ -300,22 +388,40 @@ func (st *saleState) flush(reqs []buyReq, res []buyRes) {
 			res[i].err = ErrLimit
 		}
 	}
+	var undo []int64
 	if len(won) > 0 {
 		errs := make([]error, len(won))
+		// Waiting for Kafka past every buyer's deadline is pointless: the
+		// answers would be undone anyway.
 		cctx, cancel := context.WithTimeout(context.Background(), s.cfg.ConfirmTimeout)
+		if !latest.IsZero() {
+			cctx, cancel = context.WithDeadline(context.Background(), minTime(latest, time.Now().Add(s.cfg.ConfirmTimeout)))
+		}
 		s.confirm.Confirm(cctx, won, errs)
 		cancel()
-		var undo []int64
+		// The last look before the answer: a "yes" nobody hears any more,
+		// or for an order whose pay window has closed, is taken back.
+		now := time.Now()
+		redisNow := reply.NowMs + now.Sub(replied).Milliseconds()
 		for j, e := range errs {
-			if e != nil {
-				undo = append(undo, won[j].Order)
+			r := &reqs[idx[j]]
+			switch {
+			case e != nil:
 				res[idx[j]].err = fmt.Errorf("%w: %w", ErrNotDurable, e)
+			case r.late(now) || redisNow >= won[j].DeadlineMs:
+				res[idx[j]].err = ErrDeadline
+			default:
+				continue
 			}
+			undo = append(undo, won[j].Order)
 		}
 		if len(undo) > 0 {
 			unused += int64(len(undo))
 			st.abort(undo)
 		}
+	}
+	if len(repeats) > 0 {
+		st.answerRepeats(reqs, res, pos, repeats, won, undo, reply.NowMs, replied)
 	}
 	if soldOut {
 		// Redis is out even though this node still had an allowance.
@@ -323,6 +429,69 @@ func (st *saleState) flush(reqs []buyReq, res []buyRes) {
 	} else {
 		st.share.Give(unused)
 	}
+}
+
+// answerRepeats settles the buyers whose Idempotency-Key named a live
+// order. A repeat of an order made by this very batch shares its outcome.
+// Any other is claimed in Redis before it is answered, so a late abort of
+// the first attempt (on another node, say one that was frozen) cannot take
+// back the order this buyer is now told of; an order that ended in between
+// cannot be claimed, and the buyer hears 503 (a retry buys anew).
+func (st *saleState) answerRepeats(reqs []buyReq, res []buyRes, pos, repeats []int, won []Reservation, undo []int64,
+	nowMs int64, replied time.Time) {
+	s := st.s
+	now := time.Now()
+	redisNow := nowMs + now.Sub(replied).Milliseconds()
+	var claim []int64
+	var claimAt []int
+	for _, j := range repeats {
+		i := pos[j]
+		r := &res[i]
+		if k := slices.IndexFunc(won, func(w Reservation) bool { return w.Order == r.r.Order }); k >= 0 {
+			if slices.Contains(undo, r.r.Order) {
+				r.err = ErrDeadline
+			} else if reqs[i].late(now) {
+				r.err = ErrDeadline // the first of the batch is answered; this one is late
+			}
+			continue
+		}
+		if reqs[i].late(now) || redisNow >= r.r.DeadlineMs {
+			r.err = ErrDeadline
+			continue
+		}
+		claim = append(claim, r.r.Order)
+		claimAt = append(claimAt, i)
+	}
+	if len(claim) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.RedisTimeout)
+	defer cancel()
+	_, out, err := lua.Settle(ctx, s.rdb, st.id, lua.Claim, claim)
+	for k, i := range claimAt {
+		switch {
+		case err != nil:
+			// The claim may have run: the order is then kept for this
+			// buyer, who holds its key and learns it on the next retry.
+			res[i].err = ErrRedis
+		case out[k].Code == lua.SettleDone || out[k].Code == lua.SettleRepeat:
+			res[i].r.CreatedMs = out[k].Record.CreatedMs
+			res[i].r.DeadlineMs = out[k].Record.DeadlineMs
+			res[i].r.Node = out[k].Record.Node
+		default:
+			res[i].err = ErrDeadline
+		}
+	}
+	if err != nil {
+		s.log.Warn("claim of repeated idempotency keys failed", "sale", st.id, "orders", len(claim), "err", err)
+	}
+}
+
+func minTime(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
 }
 
 // abort undoes reservations that could not be confirmed. If Redis fails too,
@@ -337,8 +506,20 @@ func (st *saleState) abort(orders []int64) {
 	}
 }
 
-func fill(res []buyRes, err error) {
-	for i := range res {
+// fillAt answers err to the requests the script saw (pos); the others
+// already have their answer.
+// Undo takes back an order this node sold but whose buyer will never hear
+// of it (the connection closed after the batch settled): the same abort as
+// a lost reply, so the unit and the limit slot go back at once.
+func (s *Seller) Undo(saleID string, order int64) {
+	if st, ok := s.sales.Get(saleID); ok {
+		st.abort([]int64{order})
+		st.share.Give(1)
+	}
+}
+
+func fillAt(res []buyRes, pos []int, err error) {
+	for _, i := range pos {
 		res[i].err = err
 	}
 }

@@ -27,6 +27,7 @@ type Batch struct {
 
 type orderRow struct {
 	id, sale, user, node string
+	payment              string // order.paid's payment id; "" for the others
 	n                    int64
 	status               flashsale.OrderStatus
 	createdMs            int64
@@ -75,7 +76,7 @@ func (b *Batch) AddOrder(e order.Event) error {
 	b.Events++
 	b.sales[e.SaleID] = struct{}{}
 	row := orderRow{id: e.OrderID, sale: e.SaleID, user: e.UserID, node: e.Node, n: n, status: st,
-		createdMs: e.CreatedMs, deadlineMs: e.DeadlineMs, settledMs: e.SettledMs}
+		createdMs: e.CreatedMs, deadlineMs: e.DeadlineMs, settledMs: e.SettledMs, payment: e.PaymentID}
 	if old, ok := b.orders[e.OrderID]; ok && !Forward(old.status, st) {
 		return nil
 	}
@@ -204,26 +205,28 @@ func queueSales(batch *pgx.Batch, sales []flashsale.Sale) {
 // upsertOrders writes orders and moves existing rows forward only (see
 // Forward); the price comes from the sale's row.
 const upsertOrders = `
-INSERT INTO orders (id, sale_id, order_no, user_id, status, price_cents, created_at, deadline_at, settled_at, node)
+INSERT INTO orders (id, sale_id, order_no, user_id, status, price_cents, created_at, deadline_at, settled_at, node, payment_id)
 SELECT u.id, u.sale_id, u.order_no, u.user_id, u.status, s.price_cents,
        to_timestamp(u.created_ms / 1000.0), to_timestamp(u.deadline_ms / 1000.0),
-       CASE WHEN u.settled_ms > 0 THEN to_timestamp(u.settled_ms / 1000.0) END, u.node
-FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::bigint[], $7::bigint[], $8::bigint[], $9::text[])
-     AS u(id, sale_id, order_no, user_id, status, created_ms, deadline_ms, settled_ms, node)
+       CASE WHEN u.settled_ms > 0 THEN to_timestamp(u.settled_ms / 1000.0) END, u.node, NULLIF(u.payment, '')
+FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::bigint[], $7::bigint[], $8::bigint[], $9::text[], $10::text[])
+     AS u(id, sale_id, order_no, user_id, status, created_ms, deadline_ms, settled_ms, node, payment)
 LEFT JOIN sales s ON s.id = u.sale_id
-ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, settled_at = EXCLUDED.settled_at
+ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, settled_at = EXCLUDED.settled_at,
+    payment_id = COALESCE(EXCLUDED.payment_id, orders.payment_id)
 WHERE (orders.status = 'pending' AND EXCLUDED.status <> 'pending')
    OR (orders.status = 'expired' AND EXCLUDED.status = 'aborted')`
 
 func queueOrders(batch *pgx.Batch, b *Batch) {
 	n := len(b.orders)
-	ids, sales, users, statuses, nodes := make([]string, 0, n), make([]string, 0, n), make([]string, 0, n), make([]string, 0, n), make([]string, 0, n)
+	ids, sales, users, statuses, nodes, payments := make([]string, 0, n), make([]string, 0, n), make([]string, 0, n), make([]string, 0, n), make([]string, 0, n), make([]string, 0, n)
 	nos, created, deadlines, settled := make([]int64, 0, n), make([]int64, 0, n), make([]int64, 0, n), make([]int64, 0, n)
 	for _, r := range b.orders {
 		ids, sales, users, statuses, nodes = append(ids, r.id), append(sales, r.sale), append(users, r.user), append(statuses, string(r.status)), append(nodes, r.node)
+		payments = append(payments, r.payment)
 		nos, created, deadlines, settled = append(nos, r.n), append(created, r.createdMs), append(deadlines, r.deadlineMs), append(settled, r.settledMs)
 	}
-	batch.Queue(upsertOrders, ids, sales, nos, users, statuses, created, deadlines, settled, nodes)
+	batch.Queue(upsertOrders, ids, sales, nos, users, statuses, created, deadlines, settled, nodes, payments)
 }
 
 func queueEnvelopes(batch *pgx.Batch, b *Batch) {

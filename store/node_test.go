@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/flashsale/flashsale"
 	"github.com/flashsale/flashsale/configs"
 	"github.com/flashsale/flashsale/internal/e2e"
 	"github.com/flashsale/flashsale/internal/testenv"
@@ -126,11 +127,14 @@ func TestPaidPublishFailureRepaired(t *testing.T) {
 	pg := e.WithStore(t)
 	n := e.StartNode(t, "n1", fastSweep)
 	e2e.CreateSale(t, n.URL, `{"id":"pf","name":"G8","stock":5,"price_cents":700}`)
-	r := e2e.Do(t, "POST", n.URL+"/v1/sales/pf/buy", `{"user_id":"alice"}`)
+	r := e2e.Do(t, "POST", n.URL+"/v1/sales/pf/buy", "", e2e.As(t, "alice")...)
 	if r.Status != 201 {
 		t.Fatalf("buy: %d %s", r.Status, r.Raw)
 	}
-	id := r.Body["order_id"].(string)
+	_, seq, err := flashsale.ParseOrderID(e2e.RecordID(r.Body["order_id"].(string)))
+	if err != nil {
+		t.Fatal(err)
+	}
 	rdb := e.Redis.Client(t)
 
 	// A payment service whose Kafka is unreachable: the settle succeeds,
@@ -141,7 +145,7 @@ func TestPaidPublishFailureRepaired(t *testing.T) {
 	broken.PublishTo(order.NewOutbox(rdb, dead, time.Second, time.Second, nil))
 	// The sweeper must not drain it before this test looks: pay after a
 	// sweep, then look at once.
-	if o, err := broken.Pay(context.Background(), id); err != nil || o.Status != "paid" {
+	if o, err := broken.Pay(context.Background(), "pf", seq, "psp-pf-1", 700); err != nil || o.Status != "paid" {
 		t.Fatalf("pay: %+v %v", o, err)
 	}
 	left, err := rdb.HLen(context.Background(), lua.KeysFor("pf").Outbox).Result()
@@ -155,6 +159,10 @@ func TestPaidPublishFailureRepaired(t *testing.T) {
 	})
 	if left, _ := rdb.HLen(context.Background(), lua.KeysFor("pf").Outbox).Result(); left != 0 {
 		t.Fatalf("outbox still holds %d entries after the repair", left)
+	}
+	// The repaired event carried the payment id to the store.
+	if o, ok, err := s.GetOrder(context.Background(), flashsale.OrderID("pf", seq)); err != nil || !ok || o.PaymentID != "psp-pf-1" {
+		t.Fatalf("store row %+v (found %v, %v), want payment_id psp-pf-1", o, ok, err)
 	}
 	reconcileWithStore(t, e, s, "pf", n.StatLog)
 }
@@ -212,12 +220,15 @@ func TestArchiveFinishedSale(t *testing.T) {
 	e2e.CreateSale(t, n.URL, fmt.Sprintf(`{"id":"ar","name":"G9","stock":%d,"price_cents":1250,"per_user_limit":4}`, units))
 	users := e2e.Users("ar-u", int(units/4))
 	var ids []string
+	owner := map[string]string{}
 	for round := 0; round < 4; round++ {
-		for _, r := range e2e.Hammer(t, []string{n.URL}, "ar", users, 32) {
+		for i, r := range e2e.Hammer(t, []string{n.URL}, "ar", users, 32) {
 			if r.Status != 201 {
 				t.Fatalf("buy: %d %s", r.Status, r.Raw)
 			}
-			ids = append(ids, r.Body["order_id"].(string))
+			id := r.Body["order_id"].(string)
+			ids = append(ids, id)
+			owner[id] = users[i]
 		}
 	}
 	used1 := usedMemory()
@@ -227,7 +238,7 @@ func TestArchiveFinishedSale(t *testing.T) {
 	}
 	perOrder := float64(live+batchBytes) / float64(units)
 	for _, id := range ids {
-		if r := e2e.Do(t, "POST", n.URL+"/v1/orders/"+id+"/pay", ""); r.Status != 200 {
+		if r := e2e.Pay(t, n.URL, id, "psp-"+e2e.RecordID(id), 1250); r.Status != 200 {
 			t.Fatalf("pay %s: %d %s", id, r.Status, r.Raw)
 		}
 	}
@@ -260,36 +271,48 @@ func TestArchiveFinishedSale(t *testing.T) {
 	if b := e2e.GetBooks(t, n.URL, "ar"); b.Paid != units || b.Remaining != 0 || b.Pending != 0 {
 		t.Fatalf("archived sale's books: %+v", b)
 	}
-	if r := e2e.Do(t, "POST", n.URL+"/v1/sales/ar/buy", `{"user_id":"late"}`); r.Status != 409 {
+	if r := e2e.Do(t, "POST", n.URL+"/v1/sales/ar/buy", "", e2e.As(t, "late")...); r.Status != 409 {
 		t.Fatalf("buy from an archived sale: %d %s", r.Status, r.Raw)
 	}
-	// Its orders still answer by id, from the store; paying again is the
-	// idempotent 200, cancelling a paid one the usual conflict.
-	if r := e2e.Do(t, "GET", n.URL+"/v1/orders/"+ids[0], ""); r.Status != 200 || r.Body["status"] != "paid" {
+	// Its orders still answer by id, from the store, to their owner only;
+	// the provider's retried callback is the idempotent 200 (the store has
+	// the payment id), another payment the double charge, cancelling a
+	// paid one the usual conflict.
+	id0, who := ids[0], e2e.As(t, owner[ids[0]])
+	if r := e2e.Do(t, "GET", n.URL+"/v1/orders/"+id0, "", who...); r.Status != 200 || r.Body["status"] != "paid" || r.Body["order_id"] != id0 {
 		t.Fatalf("GET archived order: %d %s", r.Status, r.Raw)
 	}
-	if r := e2e.Do(t, "POST", n.URL+"/v1/orders/"+ids[0]+"/pay", ""); r.Status != 200 || r.Body["status"] != "paid" {
-		t.Fatalf("pay an archived paid order again: %d %s", r.Status, r.Raw)
+	if r := e2e.Do(t, "GET", n.URL+"/v1/orders/"+id0, "", e2e.As(t, "someone-else")...); r.Status != 404 {
+		t.Fatalf("GET another's archived order: %d %s, want 404", r.Status, r.Raw)
 	}
-	if r := e2e.Do(t, "POST", n.URL+"/v1/orders/"+ids[0]+"/cancel", ""); r.Status != 409 {
+	if r := e2e.Pay(t, n.URL, id0, "psp-"+e2e.RecordID(id0), 1250); r.Status != 200 || r.Body["status"] != "paid" {
+		t.Fatalf("retried callback of an archived paid order: %d %s", r.Status, r.Raw)
+	}
+	if r := e2e.Pay(t, n.URL, id0, "psp-other", 1250); r.Status != 409 {
+		t.Fatalf("another payment of an archived paid order: %d %s, want 409 (double charge)", r.Status, r.Raw)
+	}
+	if r := e2e.Pay(t, n.URL, id0, "psp-"+e2e.RecordID(id0), 1); r.Status != 400 {
+		t.Fatalf("callback with the wrong amount: %d %s, want 400", r.Status, r.Raw)
+	}
+	if r := e2e.Do(t, "POST", n.URL+"/v1/orders/"+id0+"/cancel", "", who...); r.Status != 409 {
 		t.Fatalf("cancel an archived paid order: %d %s", r.Status, r.Raw)
 	}
-	if r := e2e.Do(t, "GET", n.URL+"/v1/orders/ar.999999", ""); r.Status != 404 {
+	if r := e2e.Do(t, "GET", n.URL+"/v1/orders/ar.999999.0000000000000000", "", who...); r.Status != 404 {
 		t.Fatalf("GET an order that never was: %d %s", r.Status, r.Raw)
 	}
 	if ok, b, err := s.SaleArchived(context.Background(), "ar"); err != nil || !ok || b.Paid != units {
 		t.Fatalf("store's sale row: archived %v, books %+v, %v", ok, b, err)
 	}
 
-	// The buyer's history, two orders a page, from the store.
+	// The buyer's history, three orders a page, from the store.
 	var seen []string
 	cursor := ""
 	for page := 0; ; page++ {
-		q := n.URL + "/v1/users/me/orders?user_id=" + users[0] + "&sale=ar&limit=3"
+		q := n.URL + "/v1/users/me/orders?sale=ar&limit=3"
 		if cursor != "" {
 			q += "&cursor=" + url.QueryEscape(cursor)
 		}
-		r := e2e.Do(t, "GET", q, "")
+		r := e2e.Do(t, "GET", q, "", e2e.As(t, users[0])...)
 		if r.Status != 200 {
 			t.Fatalf("history: %d %s", r.Status, r.Raw)
 		}
@@ -317,7 +340,7 @@ func TestArchiveFinishedSale(t *testing.T) {
 		if !strings.Contains(bad, "user_id") {
 			q += "&user_id=" + users[0]
 		}
-		if r := e2e.Do(t, "GET", q, ""); r.Status != 400 || r.Code() != "invalid" {
+		if r := e2e.Do(t, "GET", q, "", e2e.As(t, users[0])...); r.Status != 400 || r.Code() != "invalid" {
 			t.Fatalf("GET %s: %d %s, want 400 invalid", q, r.Status, r.Raw)
 		}
 	}

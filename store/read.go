@@ -85,6 +85,7 @@ type Order struct {
 	flashsale.Order
 	PriceCents *int64     // nil until the sale's price is known
 	SettledAt  *time.Time // when it left pending (nil while pending)
+	PaymentID  string     // the payment that paid it ("" unless paid)
 }
 
 // SaleOrders returns every order of sale id, by order number; for reconcile.
@@ -111,10 +112,10 @@ func (s *Store) SaleOrders(ctx context.Context, id string) (map[int64]Order, err
 	return out, nil
 }
 
-const orderCols = "id, sale_id, user_id, node, status, created_at, deadline_at, price_cents, settled_at"
+const orderCols = "id, sale_id, user_id, node, status, created_at, deadline_at, price_cents, settled_at, coalesce(payment_id, '')"
 
 func (o *Order) fields() []any {
-	return []any{&o.ID, &o.SaleID, &o.UserID, &o.Node, (*string)(&o.Status), &o.CreatedAt, &o.ExpiresAt, &o.PriceCents, &o.SettledAt}
+	return []any{&o.ID, &o.SaleID, &o.UserID, &o.Node, (*string)(&o.Status), &o.CreatedAt, &o.ExpiresAt, &o.PriceCents, &o.SettledAt, &o.PaymentID}
 }
 
 // OrderQuery selects a buyer's orders for one page of GET /v1/users/me/orders.
@@ -149,7 +150,7 @@ func (s *Store) UserOrders(ctx context.Context, q OrderQuery) ([]Order, string, 
 		sql += ` AND status = $` + strconv.Itoa(len(args))
 	}
 	if q.Cursor != "" {
-		at, id, err := parseCursor(q.Cursor)
+		at, id, err := ParseCursor(q.Cursor)
 		if err != nil {
 			return nil, "", err
 		}
@@ -181,17 +182,21 @@ func (s *Store) UserOrders(ctx context.Context, q OrderQuery) ([]Order, string, 
 	if len(out) > q.Limit {
 		out = out[:q.Limit]
 		last := out[len(out)-1]
-		next = makeCursor(last.CreatedAt, last.ID)
+		next = MakeCursor(last.CreatedAt, last.ID)
 	}
 	return out, next, nil
 }
 
-// A cursor is opaque to clients: base64url of "<created_at µs>|<order id>".
-func makeCursor(at time.Time, id string) string {
+// MakeCursor returns the cursor of the page after the order created at at
+// with record id id. A cursor is opaque to clients: base64url of
+// "<created_at µs>|<order id>". Pages are ordered by (created_at, id)
+// descending, ids compared bytewise (the column's collation is "C").
+func MakeCursor(at time.Time, id string) string {
 	return base64.RawURLEncoding.EncodeToString([]byte(strconv.FormatInt(at.UnixMicro(), 10) + "|" + id))
 }
 
-func parseCursor(c string) (time.Time, string, error) {
+// ParseCursor decodes a MakeCursor cursor; anything else is EINVALID.
+func ParseCursor(c string) (time.Time, string, error) {
 	if len(c) > 200 {
 		return time.Time{}, "", errBadCursor
 	}

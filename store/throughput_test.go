@@ -50,7 +50,7 @@ func TestStoreThroughput(t *testing.T) {
 			rs = append(rs, r)
 			if withPaid && i%2 == 0 && sent+len(rs)+len(msgs) < events {
 				msgs = append(msgs, kafka.Message{Key: []byte(sale), Value: order.AppendTransition(nil, sale, i,
-					lua.Record{Status: lua.StatusPaid, User: r.UserID, Node: r.Node, CreatedMs: now, DeadlineMs: r.DeadlineMs}, now+1)})
+					lua.Record{Status: lua.StatusPaid, User: r.UserID, Node: r.Node, CreatedMs: now, DeadlineMs: r.DeadlineMs}, now+1, "psp-"+strconv.FormatInt(i, 10))})
 			}
 		}
 		errs := make([]error, len(rs))

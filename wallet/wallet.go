@@ -19,6 +19,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/flashsale/flashsale"
 	"github.com/flashsale/flashsale/lua"
 	"github.com/redis/go-redis/v9"
 )
@@ -160,3 +161,33 @@ func ApplyAll(ctx context.Context, rdb redis.UniversalClient, recent int, credit
 	}
 	return applied, firstErr
 }
+
+// CreditID is the ledger entry of an admin credit with reference ref.
+func CreditID(ref string) string { return "credit:" + ref }
+
+var errReferenceReused = flashsale.Errorf(flashsale.ECONFLICT, "this reference was used for a credit of another amount")
+
+// AddFunds adds cents to user's wallet once per reference: the same
+// reference again changes nothing and reports applied false (the same
+// reference with another amount is a conflict). Money enters wallets only
+// this way. It returns the balance after.
+func AddFunds(ctx context.Context, rdb redis.UniversalClient, user, ref string, cents int64, recent int) (applied bool, balance int64, err error) {
+	id := CreditID(ref)
+	balance, ok, err := lua.WalletApply(ctx, rdb, user, recent, []lua.Entry{{ID: id, Amount: cents}})
+	if err != nil {
+		return false, 0, fmt.Errorf("credit wallet of %q: %w: %w", user, errUnavailable, err)
+	}
+	if ok[0] {
+		return true, balance, nil
+	}
+	prev, err := rdb.HGet(ctx, lua.WalletKeysFor(user).Entries, id).Result()
+	if err != nil {
+		return false, 0, fmt.Errorf("read credit %q of %q: %w: %w", ref, user, errUnavailable, err)
+	}
+	if amount, _, _ := ParseEntry(prev); amount != cents {
+		return false, balance, errReferenceReused
+	}
+	return false, balance, nil
+}
+
+var errUnavailable = flashsale.Errorf(flashsale.EUNAVAILABLE, "wallet unavailable; retry shortly")

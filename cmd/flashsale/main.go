@@ -32,6 +32,7 @@ func newRootCommand() *cobra.Command {
 		newNodeCommand(),
 		newStoreCommand(),
 		newConfigCommand(),
+		newTokenCommand(),
 		newReconcileCommand(),
 		bench.Command(),
 		cluster.Command(),

@@ -20,13 +20,14 @@ var errChecksFailed = fmt.Errorf("reconciliation failed")
 
 func newReconcileCommand() *cobra.Command {
 	var (
-		in       reconcile.Input
-		pools    reconcile.PoolInput
-		redisA   []string
-		logs     []string
-		asJSON   bool
-		deadline time.Duration
-		dsn      string
+		in        reconcile.Input
+		pools     reconcile.PoolInput
+		redisA    []string
+		logs      []string
+		asJSON    bool
+		deadline  time.Duration
+		clientLog string
+		dsn       string
 
 		masterName   string
 		redisCluster bool
@@ -42,6 +43,17 @@ func newReconcileCommand() *cobra.Command {
 					return fmt.Errorf("--statlog %q: %w", pattern, err)
 				}
 				in.StatLogs = append(in.StatLogs, matches...)
+			}
+			if clientLog != "" {
+				f, err := os.Open(clientLog)
+				if err != nil {
+					return fmt.Errorf("--client-log: %w", err)
+				}
+				in.Client, err = reconcile.ReadClientLog(f)
+				f.Close()
+				if err != nil {
+					return err
+				}
 			}
 			// The same client construction as the node: with a master name the
 			// addresses are sentinels and the books are read from the master
@@ -123,6 +135,8 @@ func newReconcileCommand() *cobra.Command {
 	f.BoolVar(&in.ExpectSellout, "expect-sellout", false, "demand exceeded supply: check that every unit is paid or pending")
 	f.StringVar(&dsn, "postgres-dsn", "", "order store (PostgreSQL) to check as the third record; default $FLASHSALE_POSTGRES_DSN, empty skips it")
 	f.DurationVar(&in.StoreWait, "store-wait", 20*time.Second, "how long to wait for the order store to catch up before judging it")
+	f.StringVar(&clientLog, "client-log", "", "a client log (JSON lines: sale, user, status, order, sent, got): check every 201 is a payable order and a buyer told 5xx holds none")
+	f.DurationVar(&in.ClientInDoubt, "client-in-doubt", 0, "window after a failed answer in which an order of that buyer still counts against it")
 	f.BoolVar(&asJSON, "json", false, "print the report as JSON")
 	f.DurationVar(&deadline, "timeout", time.Minute, "bound of the whole reconciliation")
 	return cmd

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/flashsale/flashsale/auth"
 	"github.com/flashsale/flashsale/configs"
 	"github.com/flashsale/flashsale/internal/testenv"
 	"github.com/flashsale/flashsale/node"
@@ -26,6 +27,59 @@ import (
 
 // AdminToken is the admin token of every test node.
 const AdminToken = "test-admin"
+
+// AuthSecret and PaymentSecret are every test node's auth.secret and
+// payment.secret: tests mint buyer tokens (Token) and sign payment
+// callbacks (Pay) with them.
+const (
+	AuthSecret    = "e2e-auth-secret-0123456789abcdef0123"
+	PaymentSecret = "e2e-payment-secret-0123456789abcdef"
+)
+
+// Token returns a bearer token for user, valid for an hour, signed with
+// AuthSecret.
+func Token(t testing.TB, user string) string {
+	t.Helper()
+	tok, err := auth.Mint([]byte(AuthSecret), user, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+// As returns the Authorization header pair of user, for Do's hdr.
+func As(t testing.TB, user string) []string {
+	return []string{"Authorization", "Bearer " + Token(t, user)}
+}
+
+// Pay sends the payment provider's signed callback for an order (the only
+// way an order is paid) and returns the reply.
+func Pay(t testing.TB, url, orderID, paymentID string, amountCents int64) Reply {
+	t.Helper()
+	body := fmt.Sprintf(`{"order_id":%q,"payment_id":%q,"amount_cents":%d}`, orderID, paymentID, amountCents)
+	return Do(t, "POST", url+"/v1/payments/callback", body,
+		auth.SignatureHeader, auth.SignPayload([]byte(PaymentSecret), time.Now(), []byte(body)))
+}
+
+// RecordID is the record id ("<sale>.<seq>", as in Redis, Kafka and
+// stat.log) of a public order id ("<sale>.<seq>.<tag>").
+func RecordID(public string) string {
+	if i := strings.LastIndexByte(public, '.'); i > 0 {
+		return public[:i]
+	}
+	return public
+}
+
+// Credit puts cents into user's wallet through the admin credit route.
+func Credit(t testing.TB, url, user string, cents int64, reference string) Reply {
+	t.Helper()
+	r := Do(t, "POST", url+"/v1/users/"+user+"/wallet/credit", fmt.Sprintf(`{"cents":%d,"reference":%q}`, cents, reference),
+		"Authorization", "Bearer "+AdminToken)
+	if r.Status != 200 {
+		t.Fatalf("credit %s: %d %s", user, r.Status, r.Raw)
+	}
+	return r
+}
 
 // Env is one real Redis and one real broker shared by a test's nodes.
 type Env struct {
@@ -57,9 +111,10 @@ func NewEnv(t *testing.T) *Env {
 // Node is a node started by a test.
 type Node struct {
 	*node.Node
-	URL     string
-	StatLog string
-	Stop    func() // graceful stop; also run at cleanup
+	URL      string
+	AdminURL string // the admin listener: /metrics, /readyz with details, pprof
+	StatLog  string
+	Stop     func() // graceful stop; also run at cleanup
 }
 
 // StartNode runs a node with the real wiring on a free port.
@@ -79,6 +134,12 @@ func (e *Env) StartNode(t *testing.T, id string, mutate func(*configs.Config)) *
 	}
 	cfg.Kafka.Brokers = []string{e.Kafka.Addr}
 	cfg.Admin.Token = AdminToken
+	cfg.Auth.Secret = AuthSecret
+	cfg.Payment.Secret = PaymentSecret
+	cfg.HTTP.AdminAddr = "127.0.0.1:0"
+	// Tests hammer from one loopback IP with few users; the ones about
+	// abuse limits turn them back on.
+	cfg.Rate.PerUser, cfg.Rate.PerIP = 0, 0
 	cfg.StatLog.Path = filepath.Join(t.TempDir(), id+"-stat.log")
 	cfg.Expiry.RetryDelay = 200 * time.Millisecond
 	cfg.Log.Level = "error"
@@ -96,7 +157,7 @@ func (e *Env) StartNode(t *testing.T, id string, mutate func(*configs.Config)) *
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- n.Run(ctx) }()
-	tn := &Node{Node: n, URL: "http://" + n.Addr(), StatLog: cfg.StatLog.Path}
+	tn := &Node{Node: n, URL: "http://" + n.Addr(), AdminURL: "http://" + n.AdminAddr(), StatLog: cfg.StatLog.Path}
 	var once sync.Once
 	tn.Stop = func() {
 		once.Do(func() {
@@ -118,6 +179,8 @@ type Reply struct {
 	Body       map[string]any
 	Raw        string
 	RetryAfter string // the Retry-After header, if any
+	// WWWAuthenticate is the WWW-Authenticate header, if any.
+	WWWAuthenticate string
 }
 
 // Code is the error code of an error reply, "" otherwise.
@@ -145,7 +208,8 @@ func Do(t testing.TB, method, url, body string, hdr ...string) Reply {
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
-	r := Reply{Status: resp.StatusCode, Raw: string(b), RetryAfter: resp.Header.Get("Retry-After")}
+	r := Reply{Status: resp.StatusCode, Raw: string(b), RetryAfter: resp.Header.Get("Retry-After"),
+		WWWAuthenticate: resp.Header.Get("WWW-Authenticate")}
 	_ = json.Unmarshal(b, &r.Body)
 	return r
 }
@@ -189,9 +253,9 @@ func Hammer(t *testing.T, urls []string, sale string, users []string, workers in
 			for i := range next {
 				url := urls[i%len(urls)]
 				if i%2 == 0 {
-					out[i] = Do(t, "POST", url+"/v1/sales/"+sale+"/buy", `{"user_id":"`+users[i]+`"}`)
+					out[i] = Do(t, "POST", url+"/v1/sales/"+sale+"/buy", "", As(t, users[i])...)
 				} else {
-					out[i] = Do(t, "GET", url+"/v1/sales/"+sale+"/buy?user_id="+users[i], "")
+					out[i] = Do(t, "GET", url+"/v1/sales/"+sale+"/buy", "", As(t, users[i])...)
 				}
 			}
 		}()

@@ -24,8 +24,10 @@ CREATE TABLE sales (
 
 -- One row per order. status moves only forward: pending -> paid, cancelled,
 -- expired or aborted; expired -> aborted (a lost reply resolved late).
+-- id is compared bytewise (COLLATE "C") whatever the database's locale, so
+-- the keyset pages' order is the one the API merges Redis's live orders in.
 CREATE TABLE orders (
-    id          text PRIMARY KEY,
+    id          text COLLATE "C" PRIMARY KEY,
     sale_id     text NOT NULL,
     order_no    bigint NOT NULL,
     user_id     text NOT NULL,
