@@ -139,12 +139,16 @@ func Run(ctx context.Context, in Input) (*Report, error) {
 			return nil, err
 		}
 		// The user slots left Redis with the records: what the store says
-		// is active is what they were.
+		// is active is what they were (users hash: "n1,n2" order numbers).
 		held = map[string]string{}
-		for _, o := range orders {
+		for id, o := range orders {
 			if o.rec.Status == lua.StatusPending || o.rec.Status == lua.StatusPaid {
-				n, _ := strconv.Atoi(held[o.rec.User])
-				held[o.rec.User] = strconv.Itoa(n + 1)
+				_, num, _ := flashsale.ParseOrderID(id)
+				if h := held[o.rec.User]; h != "" {
+					held[o.rec.User] = h + "," + strconv.FormatInt(num, 10)
+				} else {
+					held[o.rec.User] = strconv.FormatInt(num, 10)
+				}
 			}
 		}
 	}

@@ -238,7 +238,7 @@ func TestArchiveFinishedSale(t *testing.T) {
 	}
 	perOrder := float64(live+batchBytes) / float64(units)
 	for _, id := range ids {
-		if r := e2e.Pay(t, n.URL, id, "psp-"+e2e.RecordID(id), 1250); r.Status != 200 {
+		if r := e2e.Pay(t, n.URL, id, paymentID(id), 1250); r.Status != 200 {
 			t.Fatalf("pay %s: %d %s", id, r.Status, r.Raw)
 		}
 	}
@@ -285,13 +285,13 @@ func TestArchiveFinishedSale(t *testing.T) {
 	if r := e2e.Do(t, "GET", n.URL+"/v1/orders/"+id0, "", e2e.As(t, "someone-else")...); r.Status != 404 {
 		t.Fatalf("GET another's archived order: %d %s, want 404", r.Status, r.Raw)
 	}
-	if r := e2e.Pay(t, n.URL, id0, "psp-"+e2e.RecordID(id0), 1250); r.Status != 200 || r.Body["status"] != "paid" {
+	if r := e2e.Pay(t, n.URL, id0, paymentID(id0), 1250); r.Status != 200 || r.Body["status"] != "paid" {
 		t.Fatalf("retried callback of an archived paid order: %d %s", r.Status, r.Raw)
 	}
 	if r := e2e.Pay(t, n.URL, id0, "psp-other", 1250); r.Status != 409 {
 		t.Fatalf("another payment of an archived paid order: %d %s, want 409 (double charge)", r.Status, r.Raw)
 	}
-	if r := e2e.Pay(t, n.URL, id0, "psp-"+e2e.RecordID(id0), 1); r.Status != 400 {
+	if r := e2e.Pay(t, n.URL, id0, paymentID(id0), 1); r.Status != 400 {
 		t.Fatalf("callback with the wrong amount: %d %s, want 400", r.Status, r.Raw)
 	}
 	if r := e2e.Do(t, "POST", n.URL+"/v1/orders/"+id0+"/cancel", "", who...); r.Status != 409 {
@@ -299,6 +299,9 @@ func TestArchiveFinishedSale(t *testing.T) {
 	}
 	if r := e2e.Do(t, "GET", n.URL+"/v1/orders/ar.999999.0000000000000000", "", who...); r.Status != 404 {
 		t.Fatalf("GET an order that never was: %d %s", r.Status, r.Raw)
+	}
+	if o, ok, err := s.GetOrder(context.Background(), e2e.RecordID(id0)); err != nil || !ok || o.PaymentID != paymentID(id0) {
+		t.Fatalf("store row %+v (%v, %v), want payment_id %s", o, ok, err, paymentID(id0))
 	}
 	if ok, b, err := s.SaleArchived(context.Background(), "ar"); err != nil || !ok || b.Paid != units {
 		t.Fatalf("store's sale row: archived %v, books %+v, %v", ok, b, err)
@@ -347,5 +350,106 @@ func TestArchiveFinishedSale(t *testing.T) {
 	rep := reconcileWithStore(t, e, s, "ar", n.StatLog)
 	if !rep.Archived {
 		t.Fatal("reconcile did not see the sale archived")
+	}
+}
+
+// Invariant: GET /v1/users/me/orders is one answer from two places: the
+// named sale's live orders from Redis and every other order from the
+// store, each order once, newest first, paged by cursor without a gap or a
+// repeat; with the database down it still answers the sale's live orders
+// (marked partial), and without a sale it says the history is unavailable.
+func TestMyOrdersLiveAndHistory(t *testing.T) {
+	t.Parallel() // nothing here is timed against another test
+	e := e2e.NewEnv(t)
+	pg := e.WithStore(t)
+	n := e.StartNode(t, "n1", nil)
+	e2e.CreateSale(t, n.URL, `{"id":"h1","name":"G10","stock":10,"price_cents":300,"per_user_limit":4}`)
+	e2e.CreateSale(t, n.URL, `{"id":"h2","name":"G11","stock":10,"price_cents":400}`)
+	me := e2e.As(t, "hana")
+	buy := func(sale string) string {
+		t.Helper()
+		r := e2e.Do(t, "POST", n.URL+"/v1/sales/"+sale+"/buy", "", me...)
+		if r.Status != 201 {
+			t.Fatalf("buy %s: %d %s", sale, r.Status, r.Raw)
+		}
+		time.Sleep(2 * time.Millisecond) // distinct created_at, so the order below is by time
+		return r.Body["order_id"].(string)
+	}
+	paid, cancelled, pending1, other, pending2 := buy("h1"), buy("h1"), buy("h1"), buy("h2"), buy("h1")
+	if r := e2e.Pay(t, n.URL, paid, paymentID(paid), 300); r.Status != 200 {
+		t.Fatalf("pay: %d %s", r.Status, r.Raw)
+	}
+	if r := e2e.Do(t, "POST", n.URL+"/v1/orders/"+cancelled+"/cancel", "", me...); r.Status != 200 {
+		t.Fatalf("cancel: %d %s", r.Status, r.Raw)
+	}
+	want := map[string]string{paid: "paid", cancelled: "cancelled", pending1: "pending", other: "pending", pending2: "pending"}
+	s := openStore(t, pg.DSN)
+	waitFor(t, 30*time.Second, "the store to hold the five orders", func() bool {
+		c1, err1 := s.SaleCounts(context.Background(), "h1")
+		c2, err2 := s.SaleCounts(context.Background(), "h2")
+		return err1 == nil && err2 == nil && c1.Orders == 4 && c1.Paid == 1 && c1.Cancelled == 1 && c2.Orders == 1
+	})
+
+	// pages walks every page of query, two orders a page.
+	pages := func(query string) ([]string, map[string]any) {
+		t.Helper()
+		var ids []string
+		var last map[string]any
+		cursor := ""
+		for page := 0; page < 10; page++ {
+			q := n.URL + "/v1/users/me/orders?limit=2" + query
+			if cursor != "" {
+				q += "&cursor=" + url.QueryEscape(cursor)
+			}
+			r := e2e.Do(t, "GET", q, "", me...)
+			if r.Status != 200 {
+				t.Fatalf("GET %s: %d %s", q, r.Status, r.Raw)
+			}
+			for _, o := range r.Body["orders"].([]any) {
+				m := o.(map[string]any)
+				id := m["order_id"].(string)
+				if m["status"] != want[id] {
+					t.Fatalf("order %s: %v, want status %s", id, m, want[id])
+				}
+				ids = append(ids, id)
+			}
+			last = r.Body
+			next, _ := r.Body["next_cursor"].(string)
+			if next == "" {
+				return ids, last
+			}
+			cursor = next
+		}
+		t.Fatalf("pagination of %q does not end", query)
+		return nil, nil
+	}
+	// One sale: Redis's live three and the store's cancelled one, newest first.
+	if got, _ := pages("&sale=h1"); strings.Join(got, " ") != strings.Join([]string{pending2, pending1, cancelled, paid}, " ") {
+		t.Fatalf("h1's orders by page: %v, want %v", got, []string{pending2, pending1, cancelled, paid})
+	}
+	// Every sale, from the store (pending rows checked against Redis).
+	if got, _ := pages(""); strings.Join(got, " ") != strings.Join([]string{pending2, other, pending1, cancelled, paid}, " ") {
+		t.Fatalf("all orders by page: %v", got)
+	}
+	if got, _ := pages("&sale=h1&status=pending"); len(got) != 2 || got[0] != pending2 || got[1] != pending1 {
+		t.Fatalf("h1's pending orders: %v", got)
+	}
+	if o, ok, err := s.GetOrder(context.Background(), e2e.RecordID(paid)); err != nil || !ok || o.PaymentID != paymentID(paid) {
+		t.Fatalf("store row of the paid order: %+v %v %v, want its payment id", o, ok, err)
+	}
+
+	// Database down: the sale's live orders still answer, marked partial;
+	// the cross-sale history is unavailable.
+	pg.Stop()
+	got, body := pages("&sale=h1")
+	if body["partial"] != true || len(got) != 3 || got[0] != pending2 || got[2] != paid {
+		t.Fatalf("h1 with the store down: %v %v, want its 3 live orders, partial", got, body)
+	}
+	if r := e2e.Do(t, "GET", n.URL+"/v1/users/me/orders", "", me...); r.Status != 503 || r.Code() != "unavailable" {
+		t.Fatalf("all orders with the store down: %d %s, want 503", r.Status, r.Raw)
+	}
+	pg.Start()
+	if r := e2e.Do(t, "GET", n.URL+"/v1/users/me/orders?sale=h1&user_id=someone", "", me...); r.Status != 403 {
+		t.Fatalf("naming another user: %d %s, want 403", r.Status, r.Raw)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -85,16 +86,20 @@ func waitFor(t *testing.T, wait time.Duration, what string, cond func() bool) {
 	}
 }
 
+// paymentID is the test payment provider's id for paying order id.
+func paymentID(id string) string { return "psp-" + strings.ReplaceAll(e2e.RecordID(id), ".", "-") }
+
 // sell runs a sale of stock units for 2×stock buyers on n, then pays every
 // third order and cancels every seventh. It returns the order ids.
 func sell(t *testing.T, url, sale string, stock int) []string {
 	t.Helper()
 	e2e.CreateSale(t, url, fmt.Sprintf(`{"id":%q,"name":"G1","stock":%d,"price_cents":1250}`, sale, stock))
 	rs := e2e.Hammer(t, []string{url}, sale, e2e.Users(sale+"-u", 2*stock), 64)
-	var ids []string
-	for _, r := range rs {
+	var ids, owners []string
+	for i, r := range rs {
 		if r.Status == 201 {
 			ids = append(ids, r.Body["order_id"].(string))
+			owners = append(owners, e2e.Users(sale+"-u", 2*stock)[i])
 		}
 	}
 	if len(ids) != stock {
@@ -103,11 +108,11 @@ func sell(t *testing.T, url, sale string, stock int) []string {
 	for i, id := range ids {
 		switch {
 		case i%3 == 0:
-			if r := e2e.Do(t, "POST", url+"/v1/orders/"+id+"/pay", ""); r.Status != 200 {
+			if r := e2e.Pay(t, url, id, paymentID(id), 1250); r.Status != 200 {
 				t.Fatalf("pay %s: %d %s", id, r.Status, r.Raw)
 			}
 		case i%7 == 0:
-			if r := e2e.Do(t, "POST", url+"/v1/orders/"+id+"/cancel", ""); r.Status != 200 {
+			if r := e2e.Do(t, "POST", url+"/v1/orders/"+id+"/cancel", "", e2e.As(t, owners[i])...); r.Status != 200 {
 				t.Fatalf("cancel %s: %d %s", id, r.Status, r.Raw)
 			}
 		}
