@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sort"
+	"strconv"
 	"time"
 
 	"github.com/flashsale/flashsale"
@@ -66,7 +67,11 @@ func lastStatus(created []order.Event, transitions []order.Event) (flashsale.Ord
 // archived sale) and the events on Kafka with the store's rows. It returns
 // the mismatches, and how many orders have no row because no event was
 // ever published for them (reserved by a killed node, still pending).
-func storeDiff(ctx context.Context, in Input, orders map[string]orderRec, events *EventLog) (bad []string, unpublished int, err error) {
+//
+// A paid order's row must carry the payment id that paid it: Redis's
+// (payments, the record pay.lua keeps) while the sale is live, else the one
+// its order.paid event carried.
+func storeDiff(ctx context.Context, in Input, orders map[string]orderRec, payments map[string]string, events *EventLog) (bad []string, unpublished int, err error) {
 	rows, err := in.Store.SaleOrders(ctx, in.Sale)
 	if err != nil {
 		return nil, 0, err
@@ -95,6 +100,8 @@ func storeDiff(ctx context.Context, in Input, orders map[string]orderRec, events
 			bad = append(bad, fmt.Sprintf("%s: events say %s, the store %s", id, evStatus, row.Status))
 		case events != nil && !hasEv:
 			bad = append(bad, id+": in the store without any event on Kafka")
+		case row.Status == flashsale.OrderPaid && row.PaymentID != paidBy(id, payments, events):
+			bad = append(bad, fmt.Sprintf("%s: paid by %q, the store says %q", id, paidBy(id, payments, events), row.PaymentID))
 		}
 	}
 	for id := range byID {
@@ -106,19 +113,59 @@ func storeDiff(ctx context.Context, in Input, orders map[string]orderRec, events
 	return bad, unpublished, nil
 }
 
+// paidBy is the payment id that paid order id: payments' (read from Redis)
+// when it has one, else the order.paid event's.
+func paidBy(id string, payments map[string]string, events *EventLog) string {
+	if p := payments[id]; p != "" {
+		return p
+	}
+	if events != nil {
+		for _, e := range events.Transitions[id] {
+			if e.Type == order.TypePaid && e.PaymentID != "" {
+				return e.PaymentID
+			}
+		}
+	}
+	return ""
+}
+
+// salePayments reads the live sale's payment ids from Redis, by order id.
+func salePayments(ctx context.Context, in Input) (map[string]string, error) {
+	raw, err := in.Redis.HGetAll(ctx, lua.PaymentsKey(in.Sale)).Result()
+	if err != nil {
+		return nil, fmt.Errorf("read payments of sale %q: %w", in.Sale, err)
+	}
+	out := make(map[string]string, len(raw))
+	for n, p := range raw {
+		num, err := strconv.ParseInt(n, 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("payments of sale %q: bad order number %q", in.Sale, n)
+		}
+		out[flashsale.OrderID(in.Sale, num)] = p
+	}
+	return out, nil
+}
+
 // checkStore adds the third record's check: Redis (or, archived, the
 // store's final books), Kafka and PostgreSQL agree order by order. It waits
 // up to in.StoreWait for the store to catch up first (its consumer may lag).
 func checkStore(ctx context.Context, in Input, orders map[string]orderRec, events *EventLog, archived bool,
 	add func(string, bool, string, []string)) error {
 	deadline := time.Now().Add(in.StoreWait)
+	var payments map[string]string
+	if !archived {
+		var err error
+		if payments, err = salePayments(ctx, in); err != nil {
+			return err
+		}
+	}
 	for {
-		bad, unpublished, err := storeDiff(ctx, in, orders, events)
+		bad, unpublished, err := storeDiff(ctx, in, orders, payments, events)
 		if err != nil {
 			return err
 		}
 		if len(bad) == 0 || !time.Now().Before(deadline) {
-			detail := fmt.Sprintf("%d orders, %d differ between Redis, Kafka and the store", len(orders), len(bad))
+			detail := fmt.Sprintf("%d orders, %d differ between Redis, Kafka and the store (status, user, node, payment id)", len(orders), len(bad))
 			if archived {
 				detail = fmt.Sprintf("archived sale: %d orders in the store, %d differ from the events on Kafka", len(orders), len(bad))
 			}
