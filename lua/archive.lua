@@ -15,7 +15,8 @@
 --
 -- Returns 1 when archived (or already archived), 0 when the sale moved since
 -- the caller looked (an order is pending again, a new one was sold, or a
--- transition still waits in the outbox): nothing is dropped then.
+-- transition still waits in the outbox, or an Idempotency-Key's order is
+-- still inside its pay window): nothing is dropped then.
 --
 -- The counters stay, so the sale still answers GET /v1/sales/{id} and can
 -- never sell again: it is archived only when ended or with remaining 0 and
@@ -30,6 +31,16 @@ if not m[1] or m[1] ~= '0' or m[2] ~= ARGV[1] then
 end
 if redis.call('HLEN', KEYS[5]) > 0 then
   return 0
+end
+-- An Idempotency-Key names its (paid) order until the order's pay deadline
+-- (KEYS[7], idemexp, scored by it): a retry until then must still get the
+-- order back, so the keys are not dropped before the last deadline.
+local last = redis.call('ZRANGE', KEYS[7], -1, -1, 'WITHSCORES')
+if last[2] then
+  local t = redis.call('TIME')
+  if tonumber(last[2]) > t[1] * 1000 + math.floor(t[2] / 1000) then
+    return 0
+  end
 end
 redis.call('UNLINK', unpack(KEYS, 2))
 redis.call('HSET', KEYS[1], 'archived_at_ms', ARGV[2])

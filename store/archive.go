@@ -121,6 +121,14 @@ func (a *Archiver) Archive(ctx context.Context, id string) (bool, error) {
 	if n, err := a.rdb.HLen(ctx, k.Outbox).Result(); err != nil || n > 0 {
 		return false, err // transitions not yet on Kafka
 	}
+	// An Idempotency-Key names its order until the order's pay deadline
+	// (issue 13): a retry until then gets the order back, so wait for the
+	// last one (archive.lua checks again, on Redis's clock).
+	if last, err := a.rdb.ZRangeWithScores(ctx, k.IdemExp, -1, -1).Result(); err != nil {
+		return false, fmt.Errorf("archive %q: %w", id, err)
+	} else if len(last) == 1 && int64(last[0].Score) > now.UnixMilli() {
+		return false, nil
+	}
 	have, err := a.store.SaleCounts(ctx, id)
 	if err != nil {
 		return false, err
