@@ -5,21 +5,23 @@ SHELL := /bin/bash
 GO    ?= go
 BIN   := bin/flashsale
 PKGS  := ./...
-APT_PKGS := redis-server nginx wrk apache2-utils chromium chromium-driver prometheus
+APT_PKGS := redis-server nginx wrk apache2-utils chromium chromium-driver prometheus postgresql
 SUDO  := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps build test vet fmt-check fuzz run cluster cluster-down bench bench-go up up-sentinel down clean
+.PHONY: all deps build test vet fmt-check fuzz run cluster cluster-down bench bench-go bench-store up up-sentinel down clean
 
 all: build
 
 ## deps: install redis-server, nginx, wrk, ab (apache2-utils), chromium + chromium-driver (the dashboard's
-## browser test) and promtool (prometheus: checks the compose Prometheus config) with apt when missing
+## browser test), promtool (prometheus: checks the compose Prometheus config) and postgresql (the order
+## store) with apt when missing
 deps:
 	@missing=""; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing="$$missing nginx"; \
 	command -v wrk >/dev/null || missing="$$missing wrk"; \
 	command -v ab >/dev/null || missing="$$missing apache2-utils"; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	[ -x /usr/bin/chromium ] || command -v chromium >/dev/null || missing="$$missing chromium"; \
 	command -v chromedriver >/dev/null || missing="$$missing chromium-driver"; \
 	command -v promtool >/dev/null || missing="$$missing prometheus"; \
@@ -76,6 +78,15 @@ BENCH_FLAGS ?= --runs 3 --duration 10s
 bench: deps build
 	$(BIN) bench suite $(BENCH_FLAGS)
 	$(MAKE) --no-print-directory bench-go
+	$(MAKE) --no-print-directory bench-store
+
+## bench-store: events/s one order-store consumer writes into a durable PostgreSQL (STORE_EVENTS of them),
+## and Redis bytes per live order and per archived sale (a sale of ARCHIVE_UNITS orders)
+STORE_EVENTS ?= 200000
+ARCHIVE_UNITS ?= 20000
+bench-store:
+	FLASHSALE_STORE_EVENTS=$(STORE_EVENTS) $(GO) test -count=1 -run '^TestStoreThroughput$$' -v ./store | grep -E 'store consumer|^(ok|FAIL|---)'
+	FLASHSALE_ARCHIVE_UNITS=$(ARCHIVE_UNITS) $(GO) test -count=1 -run '^TestArchiveFinishedSale$$' -v ./store | grep -E 'Redis per live order|finished sale of|^(ok|FAIL|---)'
 
 bench-go:
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2s ./stock ./lua ./order ./kafka ./statlog ./auth

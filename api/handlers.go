@@ -200,7 +200,7 @@ func (s *Server) view(o flashsale.Order) OrderView {
 }
 
 func (s *Server) getOrder(c *gin.Context) {
-	o, err := s.ownOrder(c)
+	o, _, err := s.ownOrder(c)
 	s.respondOrder(c, o, err)
 }
 
@@ -210,8 +210,13 @@ func (s *Server) getOrder(c *gin.Context) {
 func (s *Server) cancel(c *gin.Context) {
 	ctx, cancel := context.WithTimeout(c.Request.Context(), s.cfg.RequestDeadline)
 	defer cancel()
-	o, err := s.ownOrder(c)
-	if err == nil {
+	o, archived, err := s.ownOrder(c)
+	switch {
+	case err == nil && archived:
+		// Its sale is archived: the order is final, and the store's row
+		// says how, so the answer is the one settle would give.
+		err = archivedSettle(o, flashsale.OrderCancelled)
+	case err == nil:
 		o, err = s.Orders.Cancel(ctx, o.ID)
 	}
 	s.respondOrder(c, o, err)
@@ -287,42 +292,6 @@ func idempotencyKey(c *gin.Context) (string, error) {
 		return ParseIdempotencyKey(h[0], true)
 	}
 	return "", nil
-}
-
-// MyOrdersView is the JSON of GET /v1/users/me/orders.
-type MyOrdersView struct {
-	Orders []OrderView `json:"orders"`
-}
-
-// myOrders answers the buyer's live (pending or paid) orders of one sale,
-// from Redis: the way to learn the truth after a lost answer without an
-// Idempotency-Key.
-func (s *Server) myOrders(c *gin.Context) {
-	raw := c.Request.URL.RawQuery
-	sale, _, err := queryParam(raw, "sale")
-	if err == nil && !flashsale.ValidID(sale) {
-		err = fieldErr("sale")
-	}
-	var user string
-	if err == nil {
-		// The token's subject; a user_id still named must be it (403).
-		user, err = s.buyer(c)
-	}
-	if err != nil {
-		s.writeError(c, err)
-		return
-	}
-	orders, err := s.Orders.OfUser(c.Request.Context(), sale, user)
-	if err != nil {
-		c.Set(resultKey, flashsale.ErrorCode(err))
-		s.writeError(c, err)
-		return
-	}
-	v := MyOrdersView{Orders: make([]OrderView, 0, len(orders))}
-	for _, o := range orders {
-		v.Orders = append(v.Orders, s.view(o))
-	}
-	c.JSON(http.StatusOK, v)
 }
 
 func (s *Server) respondOrder(c *gin.Context, o flashsale.Order, err error) {

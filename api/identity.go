@@ -181,18 +181,24 @@ func (s *Server) publicOrder(id string) (sale string, seq int64, err error) {
 	return sale, seq, nil
 }
 
-// ownOrder returns the caller's order id; another person's order answers
-// exactly like an order that does not exist.
-func (s *Server) ownOrder(c *gin.Context) (flashsale.Order, error) {
+// ownOrder returns the caller's order; another person's order answers
+// exactly like an order that does not exist. An order of an archived sale
+// (no longer in Redis) comes from the order store, with archived true.
+func (s *Server) ownOrder(c *gin.Context) (o flashsale.Order, archived bool, err error) {
 	sale, seq, err := s.publicOrder(c.Param("id"))
 	if err != nil {
-		return flashsale.Order{}, err
+		return flashsale.Order{}, false, err
 	}
-	o, err := s.Orders.Get(c.Request.Context(), flashsale.OrderID(sale, seq))
+	o, err = s.Orders.Get(c.Request.Context(), flashsale.OrderID(sale, seq))
+	if flashsale.ErrorCode(err) == flashsale.ENOTFOUND {
+		if row, ok := s.archivedOrder(c.Request.Context(), sale, seq); ok {
+			o, err, archived = row.Order, nil, true
+		}
+	}
 	if err == nil && o.UserID != subject(c) {
-		return flashsale.Order{}, errOrderUnknown
+		return flashsale.Order{}, false, errOrderUnknown
 	}
-	return o, err
+	return o, archived, err
 }
 
 // paymentMetrics count callbacks by result, and double charges apart.
@@ -270,6 +276,13 @@ func (s *Server) paymentCallback(c *gin.Context) {
 	ctx, cancel := context.WithTimeout(c.Request.Context(), s.cfg.RequestDeadline)
 	defer cancel()
 	o, err := s.Orders.Pay(ctx, sale, seq, cb.PaymentID, *cb.AmountCents)
+	if flashsale.ErrorCode(err) == flashsale.ENOTFOUND {
+		// A retried callback for an order whose sale was archived out of
+		// Redis: the store's row (with its payment id) gives the answer.
+		if row, ok := s.archivedOrder(ctx, sale, seq); ok {
+			o, err = row.Order, archivedPay(row, cb.PaymentID, *cb.AmountCents)
+		}
+	}
 	if err == order.ErrDoubleCharge {
 		s.payments.doubleCharge.Inc()
 		s.log.Warn("double charge: order already paid by another payment", "order", cb.OrderID, "payment", cb.PaymentID)

@@ -35,6 +35,7 @@ type Config struct {
 	// the rest wait in line; see package admit.
 	Admission         admit.Config
 	DefaultPayTimeout time.Duration
+	RedisTimeout      time.Duration   // bound of the archived-sale check before an order store lookup
 	Envelope          envelope.Limits // send-envelope validation
 	Shake             shake.Limits    // campaign validation
 	WalletRecent      int             // entries GET /v1/users/{id}/wallet shows
@@ -58,7 +59,11 @@ type Deps struct {
 	Shakes    *shake.Service
 	// Rooms is optional: without it the queue routes are absent and no
 	// sale's buys are checked against a waiting room.
-	Rooms    *waitroom.Service
+	Rooms *waitroom.Service
+	// History adds finished orders to GET /v1/users/me/orders (and
+	// answers for orders of archived sales) from the order store; nil when
+	// no store is configured.
+	History  OrderHistory
 	StatLog  *statlog.Writer
 	Registry *prometheus.Registry
 	Ready    map[string]func(context.Context) error

@@ -841,12 +841,19 @@ func startWaitNode(ctx context.Context, cfg SuiteConfig, st cluster.State) (url 
 	for _, kv := range st.Nodes[0].Env {
 		k, _, _ := strings.Cut(kv, "=")
 		switch k {
-		case "FLASHSALE_NODE_ID", "FLASHSALE_HTTP_ADDR", "FLASHSALE_STATLOG_PATH":
+		// Its own ports and stat.log; no second order-store consumer (node1's
+		// writes every order of the deployment).
+		case "FLASHSALE_NODE_ID", "FLASHSALE_HTTP_ADDR", "FLASHSALE_STATLOG_PATH", "FLASHSALE_HTTP_ADMIN_ADDR",
+			"FLASHSALE_POSTGRES_DSN":
 		default:
 			env = append(env, kv)
 		}
 	}
-	env = append(env, "FLASHSALE_NODE_ID=node-wait", "FLASHSALE_HTTP_ADDR="+naddr,
+	aaddr, err := freeAddr()
+	if err != nil {
+		return "", 0, stop, err
+	}
+	env = append(env, "FLASHSALE_NODE_ID=node-wait", "FLASHSALE_HTTP_ADDR="+naddr, "FLASHSALE_HTTP_ADMIN_ADDR="+aaddr,
 		"FLASHSALE_STATLOG_PATH="+filepath.Join(ndir, "stat.log"), "FLASHSALE_REDIS_MIN_REPLICAS_ACKED=1")
 	logf, err := os.Create(filepath.Join(ndir, "node.log"))
 	if err != nil {

@@ -28,6 +28,7 @@ import (
 	"github.com/flashsale/flashsale/node"
 	"github.com/flashsale/flashsale/order"
 	"github.com/flashsale/flashsale/reconcile"
+	"github.com/flashsale/flashsale/store"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -246,7 +247,7 @@ func SellOut(ctx context.Context, o Options) (out *Outcome, err error) {
 		if up.Log == nil {
 			up.Log = o.Log
 		}
-		fmt.Fprintf(o.Log, "bringing up %d nodes, redis, the broker and nginx in %s\n", up.Nodes, up.Dir)
+		fmt.Fprintf(o.Log, "bringing up %d nodes, redis, the broker, postgres (when installed) and nginx in %s\n", up.Nodes, up.Dir)
 		if c, err = cluster.Up(ctx, up); err != nil {
 			return nil, err
 		}
@@ -478,9 +479,19 @@ func (r *run) sellOut(ctx context.Context) error {
 
 	// Every node's stat.log, Redis and Kafka against each other.
 	t := time.Now()
-	out.Reconcile, err = reconcile.Run(ctx, reconcile.Input{Sale: o.Sale, Redis: r.rdb,
+	in := reconcile.Input{Sale: o.Sale, Redis: r.rdb,
 		Brokers: []string{r.c.BrokerAddr()}, Topic: r.c.Topic(), StatLogs: r.c.StatLogs(),
-		Killed: out.Killed, ExpectSellout: true})
+		Killed: out.Killed, ExpectSellout: true}
+	if dsn := r.c.PostgresDSN(); dsn != "" {
+		// The third record: the order store, fed by the nodes' consumers.
+		st, err := store.Open(ctx, store.Config{DSN: dsn, MaxConns: 2, Timeout: 10 * time.Second})
+		if err != nil {
+			return fmt.Errorf("open the order store: %w", err)
+		}
+		defer st.Close()
+		in.Store, in.StoreWait = st, 30*time.Second
+	}
+	out.Reconcile, err = reconcile.Run(ctx, in)
 	out.Timings.Reconcile = time.Since(t)
 	if err != nil {
 		return fmt.Errorf("reconcile: %w", err)

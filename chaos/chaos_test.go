@@ -71,8 +71,9 @@ func upCluster(t *testing.T, log *logBuf, env ...string) *cluster.Cluster {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
+	// No order store here (the node-kill run has one), to keep CI short.
 	c, err := cluster.Up(ctx, cluster.Config{Nodes: 3, Dir: t.TempDir(), Binary: flashsaleBinary(t), Log: log.w,
-		Env: append(append([]string{}, chaos.NodeEnv...), env...), NoRateLimits: true})
+		Env: append(append([]string{}, chaos.NodeEnv...), env...), NoRateLimits: true, NoPostgres: true})
 	if err != nil {
 		t.Fatalf("%v\n%s", err, log)
 	}

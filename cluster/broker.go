@@ -18,6 +18,9 @@ import (
 // DefaultTopic is the topic order events go to.
 const DefaultTopic = "flashsale.orders"
 
+// EnvelopeTopic is the red-envelope topic the launcher's broker creates too.
+const EnvelopeTopic = "flashsale.envelopes"
+
 // BrokerConfig configures the dev broker.
 type BrokerConfig struct {
 	// Addr is host:port to listen on; the port must be set (kfake advertises

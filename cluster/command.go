@@ -70,6 +70,7 @@ so any other FLASHSALE_* setting exported here reaches every node.`,
 	f.IntVar(&cfg.BasePort, "base-port", 8081, "node1's port; node i gets base-port+i-1 (0: free ports)")
 	f.IntVar(&cfg.NginxPort, "nginx-port", 8080, "load balancer port (0: a free port)")
 	f.BoolVar(&cfg.NoNginx, "no-nginx", false, "start no load balancer")
+	f.BoolVar(&cfg.NoPostgres, "no-postgres", false, "start no PostgreSQL order store (started by default when installed)")
 	f.BoolVar(&cfg.Dashboard, "dashboard", true, "start the live dashboard (flashsale dashboard) on the nodes and Redis")
 	f.IntVar(&cfg.DashboardPort, "dashboard-port", 8090, "the dashboard's port (0: a free port)")
 	f.BoolVar(&cfg.NginxAccessLog, "nginx-access-log", false, "write nginx's access log (costs throughput)")

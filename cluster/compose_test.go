@@ -22,6 +22,7 @@ func knownNodeEnv(t *testing.T) (keys []string, source string) {
 	t.Helper()
 	for _, k := range configs.Keys() {
 		keys = append(keys, configs.EnvName(k))
+		keys = append(keys, configs.EnvAliases(k)...)
 	}
 	if len(keys) == 0 {
 		t.Fatal("configs.Keys() is empty")
@@ -76,7 +77,7 @@ func TestDockerCompose(t *testing.T) {
 	known, source := knownNodeEnv(t)
 	t.Logf("node env keys checked against %s", source)
 
-	want := []string{"dashboard", "grafana", "kafka", "kafka-init", "nginx", "node1", "node2", "node3", "prometheus", "redis"}
+	want := []string{"dashboard", "grafana", "kafka", "kafka-init", "nginx", "node1", "node2", "node3", "postgres", "prometheus", "redis"}
 	if got := p.ServiceNames(); !slices.Equal(got, want) {
 		t.Fatalf("services = %v, want %v", got, want)
 	}
@@ -89,6 +90,15 @@ func TestDockerCompose(t *testing.T) {
 		t.Errorf("redis without AOF: %q", cmd)
 	}
 	requireHealthCheck(t, redis)
+
+	pg := service(t, p, "postgres")
+	if pg.Image != "postgres:16" {
+		t.Errorf("postgres image %q, want postgres:16", pg.Image)
+	}
+	requireHealthCheck(t, pg)
+	if hc := strings.Join(pg.HealthCheck.Test, " "); !strings.Contains(hc, "pg_isready") {
+		t.Errorf("postgres health check %q does not ask pg_isready", hc)
+	}
 
 	kafka := service(t, p, "kafka")
 	if !strings.HasPrefix(kafka.Image, "apache/kafka:") {
@@ -103,8 +113,10 @@ func TestDockerCompose(t *testing.T) {
 	}
 	requireHealthCheck(t, kafka)
 	initCmd := strings.Join(service(t, p, "kafka-init").Command, " ")
-	if !strings.Contains(initCmd, "--create") || !strings.Contains(initCmd, "--topic "+DefaultTopic) {
-		t.Errorf("kafka-init does not create %s: %q", DefaultTopic, initCmd)
+	for _, topic := range []string{DefaultTopic, EnvelopeTopic} {
+		if !strings.Contains(initCmd, "--create") || !strings.Contains(initCmd, "--topic "+topic) {
+			t.Errorf("kafka-init does not create %s: %q", topic, initCmd)
+		}
 	}
 	requireDependsOn(t, service(t, p, "kafka-init"), "kafka", types.ServiceConditionHealthy)
 
@@ -153,6 +165,10 @@ func TestDockerCompose(t *testing.T) {
 		if v := get("FLASHSALE_KAFKA_BROKERS"); v != "kafka:9092" {
 			t.Errorf("%s: FLASHSALE_KAFKA_BROKERS=%q", name, v)
 		}
+		if v := get("FLASHSALE_POSTGRES_DSN"); !strings.Contains(v, "@postgres:5432/") {
+			t.Errorf("%s: FLASHSALE_POSTGRES_DSN=%q does not name the postgres service", name, v)
+		}
+		requireDependsOn(t, n, "postgres", types.ServiceConditionHealthy)
 		if v := get("FLASHSALE_ADMIN_TOKEN"); v == "" {
 			t.Errorf("%s: empty admin token", name)
 		}
@@ -203,7 +219,7 @@ func TestDockerCompose(t *testing.T) {
 	}
 	requireHealthCheck(t, lb)
 	checkWatching(t, p, known)
-	for _, v := range []string{"redis-data", "kafka-data", "statlogs", "prometheus-data", "grafana-data"} {
+	for _, v := range []string{"redis-data", "kafka-data", "statlogs", "postgres-data", "prometheus-data", "grafana-data"} {
 		if _, ok := p.Volumes[v]; !ok {
 			t.Errorf("volume %s not declared", v)
 		}

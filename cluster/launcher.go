@@ -96,6 +96,12 @@ type Config struct {
 	ReadyTimeout time.Duration
 	// Log receives progress lines; discarded when nil.
 	Log io.Writer
+	// NoPostgres starts no PostgreSQL order store (issue 15). Without it,
+	// and with PostgreSQL installed, the cluster runs one and the nodes
+	// write their events into it (FLASHSALE_POSTGRES_DSN).
+	NoPostgres bool
+	// PostgresPort is a free port when 0.
+	PostgresPort int
 	// Dashboard starts `flashsale dashboard` on the nodes' metrics and Redis
 	// too (when there are nodes), on DashboardPort (a free port when 0).
 	Dashboard     bool
@@ -121,6 +127,7 @@ type State struct {
 	Redis         *Proc     `json:"redis"`
 	Broker        *Proc     `json:"broker"`
 	Nginx         *Proc     `json:"nginx,omitempty"`
+	Postgres      *Proc     `json:"postgres,omitempty"`
 	Dashboard     *Proc     `json:"dashboard,omitempty"`
 	Nodes         []*Proc   `json:"nodes"`
 	// Redis HA (redisha.go): the deployment, the data servers after Redis,
@@ -302,12 +309,26 @@ func prepare(cfg Config) (*Cluster, error) {
 		return nil, err
 	}
 	bdir := filepath.Join(dir, "broker")
-	bargv := []string{cfg.Binary, "broker", "--addr", addr(bp), "--topics", cfg.Topic,
+	// The envelope topic too: consumer groups reading both (the order
+	// store's) see only topics that exist when they join.
+	bargv := []string{cfg.Binary, "broker", "--addr", addr(bp), "--topics", cfg.Topic + "," + EnvelopeTopic,
 		"--partitions", strconv.Itoa(cfg.Partitions), "--data-dir", filepath.Join(bdir, "data")}
 	if cfg.BrokerSync {
 		bargv = append(bargv, "--sync")
 	}
 	c.st.Broker = &Proc{Name: "broker", Kind: "broker", Addr: addr(bp), Dir: bdir, Log: filepath.Join(bdir, "broker.log"), Argv: bargv}
+
+	if bin := PostgresBinDir(); !cfg.NoPostgres && bin != "" {
+		pp, err := port(cfg.PostgresPort)
+		if err != nil {
+			return nil, err
+		}
+		if c.st.Postgres, err = postgresProc(bin, dir, pp); err != nil {
+			return nil, err
+		}
+	} else if !cfg.NoPostgres {
+		fmt.Fprintln(cfg.Log, "PostgreSQL not installed (apt-get install -y postgresql, or `make deps`): starting without the order store")
+	}
 
 	rs := make([]byte, 32)
 	_, _ = rand.Read(rs)
@@ -348,6 +369,9 @@ func prepare(cfg Config) (*Cluster, error) {
 		n.Env = append(n.Env, c.st.redisEnv()...)
 		if cfg.PayTimeout > 0 {
 			n.Env = append(n.Env, "FLASHSALE_PAY_TIMEOUT="+cfg.PayTimeout.String())
+		}
+		if c.st.Postgres != nil {
+			n.Env = append(n.Env, "FLASHSALE_POSTGRES_DSN="+PostgresDSN(c.st.Postgres.Addr))
 		}
 		n.Env = append(n.Env, cfg.Env...)
 		c.st.Nodes = append(c.st.Nodes, n)
@@ -431,7 +455,14 @@ func (c *Cluster) clearOld(fresh bool) error {
 // startAll starts the pieces in dependency order: Redis and the broker, then
 // the nodes, then nginx, each stage ready before the next begins.
 func (c *Cluster) startAll(ctx context.Context) error {
-	stages := [][]*Proc{append(c.st.redisServers(), c.st.Broker), c.st.Nodes}
+	first := append(c.st.redisServers(), c.st.Broker)
+	if c.st.Postgres != nil {
+		if err := initPostgres(c.st.Postgres); err != nil {
+			return err
+		}
+		first = append(first, c.st.Postgres)
+	}
+	stages := [][]*Proc{first, c.st.Nodes}
 	if c.st.Nginx != nil {
 		stages = append(stages, []*Proc{c.st.Nginx})
 	}
@@ -541,6 +572,8 @@ func (c *Cluster) probe(ctx context.Context, p *Proc) error {
 		return httpOK(ctx, p.URL+"/readyz")
 	case "nginx":
 		return httpOK(ctx, p.URL+"/lb-healthz")
+	case "postgres":
+		return pingPostgres(ctx, p.Addr)
 	case "dashboard":
 		return httpOK(ctx, p.URL+"/healthz")
 	}
@@ -699,7 +732,11 @@ func (st *State) procs() []*Proc {
 	}
 	ps = append(ps, st.Broker)
 	ps = append(ps, st.Sentinels...)
-	return append(ps, st.redisServers()...)
+	ps = append(ps, st.redisServers()...)
+	if st.Postgres != nil {
+		ps = append(ps, st.Postgres)
+	}
+	return ps
 }
 
 func (st *State) anyAlive() bool {
@@ -908,13 +945,22 @@ func (c *Cluster) stopAll() error {
 	}
 	// Sentinels before the servers they watch, so stopping the master is
 	// not taken for a failure to fail over from.
-	stages = append(stages, []*Proc{c.st.Broker}, c.st.Sentinels, c.st.redisServers())
+	last := c.st.redisServers()
+	if c.st.Postgres != nil {
+		last = append(last, c.st.Postgres)
+	}
+	stages = append(stages, []*Proc{c.st.Broker}, c.st.Sentinels, last)
 	var errs []error
 	for _, s := range stages {
 		errs = append(errs, c.stop(grace(s...), s...))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return err
+	}
+	if pg := c.st.Postgres; pg != nil && !strings.HasPrefix(pg.Dir, c.st.Dir+string(filepath.Separator)) {
+		// A temporary data directory (the run directory was out of the
+		// postgres user's reach): nothing can reuse it.
+		_ = os.RemoveAll(pg.Dir)
 	}
 	if err := os.Remove(filepath.Join(c.st.Dir, StateFile)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
@@ -937,7 +983,7 @@ func (c *Cluster) Status(ctx context.Context) []ProcStatus {
 	defer c.mu.Unlock()
 	c.reload()
 	var out []ProcStatus
-	for _, p := range append(append(append(c.st.redisServers(), c.st.Sentinels...), c.st.Broker), append(c.st.Nodes, c.st.Nginx, c.st.Dashboard)...) {
+	for _, p := range append(append(append(c.st.redisServers(), c.st.Sentinels...), c.st.Broker, c.st.Postgres), append(c.st.Nodes, c.st.Nginx, c.st.Dashboard)...) {
 		if p == nil {
 			continue
 		}
@@ -994,6 +1040,9 @@ func (c *Cluster) PrintSummary(w io.Writer) {
 		fmt.Fprintf(tw, "  %s\t%s\tmonitors %q\tlog %s\n", r.Name, r.Addr, st.MasterName, r.Log)
 	}
 	fmt.Fprintf(tw, "  broker\t%s\ttopic %s\tlog %s\n", st.Broker.Addr, st.Topic, st.Broker.Log)
+	if st.Postgres != nil {
+		fmt.Fprintf(tw, "  postgres\t%s\torder store %s\tlog %s\n", st.Postgres.Addr, PostgresDSN(st.Postgres.Addr), st.Postgres.Log)
+	}
 	if st.Dashboard != nil {
 		fmt.Fprintf(tw, "  dashboard\t%s\tlive page: sales/s, books, nodes\tlog %s\n", st.Dashboard.URL+"/", st.Dashboard.Log)
 	}
@@ -1034,6 +1083,14 @@ func (c *Cluster) LBURL() string {
 		return ""
 	}
 	return c.st.Nginx.URL
+}
+
+// PostgresDSN returns the DSN of the cluster's order store, "" without one.
+func (c *Cluster) PostgresDSN() string {
+	if c.st.Postgres == nil {
+		return ""
+	}
+	return PostgresDSN(c.st.Postgres.Addr)
 }
 
 // DashboardURL returns the live dashboard's base URL, or "" when the

@@ -73,7 +73,7 @@ func TestCLIUpNoNodes(t *testing.T) {
 	})
 
 	start := time.Now()
-	out := run(t, bin, "cluster", "up", "--nodes", "0", "--dir", dir, "--nginx-port", "0")
+	out := run(t, bin, "cluster", "up", "--nodes", "0", "--dir", dir, "--nginx-port", "0", "--no-postgres")
 	t.Logf("up --nodes 0 took %v:\n%s", time.Since(start), out)
 	st, err := readState(dir)
 	if err != nil {
@@ -106,7 +106,7 @@ func TestCLIUpNoNodes(t *testing.T) {
 	}
 
 	// A second up on the same directory is refused while the first runs.
-	if err := exec.Command(bin, "cluster", "up", "--nodes", "0", "--dir", dir, "--nginx-port", "0").Run(); err == nil {
+	if err := exec.Command(bin, "cluster", "up", "--nodes", "0", "--dir", dir, "--nginx-port", "0", "--no-postgres").Run(); err == nil {
 		t.Fatal("second up on a running directory succeeded")
 	}
 
@@ -147,7 +147,7 @@ func TestCLIUpForeground(t *testing.T) {
 	bin := flashsaleBinary(t)
 	dir := t.TempDir()
 	var stderr bytes.Buffer
-	cmd := exec.Command(bin, "cluster", "up", "--foreground", "--nodes", "0", "--no-nginx", "--dir", dir)
+	cmd := exec.Command(bin, "cluster", "up", "--foreground", "--nodes", "0", "--no-nginx", "--no-postgres", "--dir", dir)
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -184,7 +184,7 @@ func TestUpFailsCleanly(t *testing.T) {
 		t.Fatal(err)
 	}
 	var log bytes.Buffer
-	c, err := Up(context.Background(), Config{Nodes: 1, Dir: filepath.Join(dir, "run"), Binary: script, NoNginx: true, ReadyTimeout: 10 * time.Second, Log: &log})
+	c, err := Up(context.Background(), Config{Nodes: 1, Dir: filepath.Join(dir, "run"), Binary: script, NoNginx: true, NoPostgres: true, ReadyTimeout: 10 * time.Second, Log: &log})
 	if err == nil {
 		_ = c.Down()
 		t.Fatal("Up succeeded with a node that exits")
@@ -225,6 +225,9 @@ func TestUpThreeNodes(t *testing.T) {
 		if _, err := os.Stat(p); err != nil {
 			t.Errorf("stat.log: %v", err)
 		}
+	}
+	if PostgresBinDir() != "" && (c.PostgresDSN() == "" || !strings.Contains(strings.Join(st.Nodes[0].Env, " "), "FLASHSALE_POSTGRES_DSN=")) {
+		t.Errorf("PostgreSQL installed but no order store: dsn %q, node env %v", c.PostgresDSN(), st.Nodes[0].Env)
 	}
 	if !strings.Contains(strings.Join(st.Nodes[0].Env, " "), "FLASHSALE_PAY_TIMEOUT=2s") {
 		t.Errorf("pay timeout not passed: %v", st.Nodes[0].Env)
@@ -331,7 +334,7 @@ func TestDownFindsRestartFromAnotherShell(t *testing.T) {
 	testenv.RedisBinary(t)
 	exe := testBinary(t)
 	dir := t.TempDir()
-	c, err := Up(context.Background(), Config{Nodes: 1, Dir: dir, Binary: exe, NoNginx: true})
+	c, err := Up(context.Background(), Config{Nodes: 1, Dir: dir, Binary: exe, NoNginx: true, NoPostgres: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -367,7 +370,7 @@ func TestUpFreshAndReuse(t *testing.T) {
 		fresh bool
 		want  string
 	}{{false, ""}, {false, "kept"}, {true, ""}} {
-		c, err := Up(ctx, Config{Dir: dir, Binary: exe, NoNginx: true, Fresh: tc.fresh})
+		c, err := Up(ctx, Config{Dir: dir, Binary: exe, NoNginx: true, NoPostgres: true, Fresh: tc.fresh})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -30,6 +30,7 @@ type Proc struct {
 	Argv       []string `json:"argv"`               // argv[0] is the executable
 	Env        []string `json:"env,omitempty"`      // added to the launcher's environment
 	Dir        string   `json:"dir"`                // working directory
+	User       string   `json:"user,omitempty"`     // run as this user when the launcher is root (postgres)
 }
 
 // ownedProc is a child this process started and reaps.
@@ -52,7 +53,11 @@ func spawn(p *Proc) (*ownedProc, error) {
 	cmd.Env = append(os.Environ(), p.Env...)
 	cmd.Dir = p.Dir
 	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	cred, err := credential(p)
+	if err != nil {
+		return nil, err
+	}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Credential: cred}
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", p.Name, err)
 	}

@@ -7,7 +7,9 @@ import (
 	"bytes"
 	_ "embed"
 	"fmt"
+	"net/url"
 	"reflect"
+	"regexp"
 	"sort"
 	"strings"
 	"time"
@@ -159,6 +161,17 @@ type Config struct {
 	Wallet struct {
 		RecentEntries int `mapstructure:"recent_entries"`
 	} `mapstructure:"wallet"`
+	// Store is the PostgreSQL order store (issue 15).
+	Store struct {
+		DSN             string        `mapstructure:"dsn"`
+		Group           string        `mapstructure:"group"`
+		BatchMax        int           `mapstructure:"batch_max"`
+		Linger          time.Duration `mapstructure:"linger"`
+		MaxConns        int32         `mapstructure:"max_conns"`
+		Timeout         time.Duration `mapstructure:"timeout"`
+		ArchiveInterval time.Duration `mapstructure:"archive_interval"`
+		ArchiveQuiet    time.Duration `mapstructure:"archive_quiet"`
+	} `mapstructure:"store"`
 	Cluster struct {
 		Heartbeat time.Duration `mapstructure:"heartbeat"`
 		TTL       time.Duration `mapstructure:"ttl"`
@@ -203,6 +216,18 @@ func EnvName(key string) string {
 	return "FLASHSALE_" + strings.ToUpper(strings.ReplaceAll(key, ".", "_"))
 }
 
+// envAliases are the operator's short names for keys, beside the generated
+// FLASHSALE_<KEY> (which wins when both are set): FLASHSALE_POSTGRES_DSN
+// sets store.dsn (issue 15), FLASHSALE_REQUEST_DEADLINE
+// http.request_deadline (issue 13).
+var envAliases = map[string][]string{
+	"store.dsn":             {"FLASHSALE_POSTGRES_DSN"},
+	"http.request_deadline": {"FLASHSALE_REQUEST_DEADLINE"},
+}
+
+// EnvAliases returns the other environment variables that override key.
+func EnvAliases(key string) []string { return envAliases[key] }
+
 // FlagName returns the flag that overrides key.
 func FlagName(key string) string { return strings.NewReplacer(".", "-", "_", "-").Replace(key) }
 
@@ -234,9 +259,9 @@ func Load(fs *pflag.FlagSet) (*Config, error) {
 	v.SetEnvPrefix("FLASHSALE")
 	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_"))
 	v.AutomaticEnv()
-	// The operator's short name for http.request_deadline (issue 13); the
-	// generated FLASHSALE_HTTP_REQUEST_DEADLINE works too and wins.
-	_ = v.BindEnv("http.request_deadline", "FLASHSALE_HTTP_REQUEST_DEADLINE", "FLASHSALE_REQUEST_DEADLINE")
+	for k, names := range envAliases {
+		_ = v.BindEnv(append([]string{k, EnvName(k)}, names...)...)
+	}
 	if fs != nil {
 		for _, k := range Keys() {
 			if f := fs.Lookup(FlagName(k)); f != nil && f.Changed {
@@ -348,6 +373,10 @@ func (c *Config) Validate() error {
 		sh.MaxBudgetCents < 1 || sh.MaxAmountCents < 1 || sh.MaxCampaigns < 1 {
 		bad = append(bad, "shake: buckets, tick, burst and every max_* must be positive, buffer_percent >= 0")
 	}
+	if st := c.Store; st.DSN != "" && (st.Group == "" || st.Group == c.Kafka.Group || st.Group == c.Envelope.Group ||
+		st.BatchMax < 1 || st.MaxConns < 2 || st.Timeout <= 0 || st.ArchiveInterval <= 0 || st.ArchiveQuiet < 30*time.Second) {
+		bad = append(bad, "store: group must be set and differ from kafka.group and envelope.group; batch_max >= 1, max_conns >= 2, timeout and archive_interval > 0, archive_quiet >= 30s")
+	}
 	if c.HTTP.MaxConns < 1 || c.HTTP.ConnReserve < 0 || c.HTTP.IdleTimeout <= 0 {
 		bad = append(bad, "http.max_conns and http.idle_timeout must be positive, http.conn_reserve >= 0")
 	}
@@ -373,7 +402,38 @@ var SecretKeys = []string{"admin.token", "auth.secret", "payment.secret", "redis
 // YAML renders c with every key, for `flashsale config`. Secrets are
 // replaced by where they come from and whether they are set, never shown.
 func (c *Config) YAML() ([]byte, error) {
-	return yaml.Marshal(Redacted(c.settings))
+	out := Redacted(c.settings)
+	if st, ok := out["store"].(map[string]any); ok {
+		// The DSN may carry a password: print it without.
+		if dsn, _ := st["dsn"].(string); dsn != "" {
+			redacted := make(map[string]any, len(st))
+			for k, v := range st {
+				redacted[k] = v
+			}
+			redacted["dsn"] = RedactDSN(dsn)
+			out["store"] = redacted
+		}
+	}
+	return yaml.Marshal(out)
+}
+
+var dsnPassword = regexp.MustCompile(`(?i)(password\s*=\s*)('[^']*'|\S+)`)
+
+// RedactDSN returns dsn with any password replaced by "xxxxx", for logs and
+// `flashsale config`.
+func RedactDSN(dsn string) string {
+	if u, err := url.Parse(dsn); err == nil && u.User != nil {
+		if _, has := u.User.Password(); has {
+			u.User = url.UserPassword(u.User.Username(), "xxxxx")
+		}
+		q := u.Query()
+		if q.Has("password") {
+			q.Set("password", "xxxxx")
+			u.RawQuery = q.Encode()
+		}
+		return u.String()
+	}
+	return dsnPassword.ReplaceAllString(dsn, "${1}xxxxx")
 }
 
 // Redacted returns a copy of a settings tree with every SecretKeys value

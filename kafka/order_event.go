@@ -16,6 +16,34 @@ import (
 // TypeOrderCreated is the type of the event published for every sold unit.
 const TypeOrderCreated = "order.created"
 
+// Types of the events that end a pending order (or relabel an expired one
+// aborted), one per settle transition. They carry the whole order, so a
+// consumer can record the order from any one of them, in any order.
+const (
+	TypeOrderPaid      = "order.paid"
+	TypeOrderCancelled = "order.cancelled"
+	TypeOrderExpired   = "order.expired"
+	TypeOrderAborted   = "order.aborted"
+)
+
+// OrderStatusOfType returns the order status an event type announces
+// (order.created: pending), and false for any other type.
+func OrderStatusOfType(typ string) (flashsale.OrderStatus, bool) {
+	switch typ {
+	case TypeOrderCreated:
+		return flashsale.OrderPending, true
+	case TypeOrderPaid:
+		return flashsale.OrderPaid, true
+	case TypeOrderCancelled:
+		return flashsale.OrderCancelled, true
+	case TypeOrderExpired:
+		return flashsale.OrderExpired, true
+	case TypeOrderAborted:
+		return flashsale.OrderAborted, true
+	}
+	return "", false
+}
+
 // OrderEvent is an order event on Kafka, keyed by sale id so one sale's events
 // keep their order within a partition.
 type OrderEvent struct {
@@ -26,12 +54,49 @@ type OrderEvent struct {
 	Node       string `json:"node"`
 	CreatedMs  int64  `json:"created_ms"`
 	DeadlineMs int64  `json:"deadline_ms"`
+	SettledMs  int64  `json:"settled_ms,omitempty"` // the transition's time (Redis clock); 0 on order.created
+	PaymentID  string `json:"payment_id,omitempty"` // order.paid: the payment provider's id of the payment
+}
+
+// OrderTransition is what an event ending a pending order tells (Type
+// one of TypeOrderPaid, TypeOrderCancelled, TypeOrderExpired,
+// TypeOrderAborted): the whole order, and when (SettledMs, Redis clock) and
+// by which payment (PaymentID, order.paid only) it moved.
+type OrderTransition struct {
+	Type       string
+	SaleID     string
+	Order      int64
+	UserID     string
+	Node       string
+	CreatedMs  int64
+	DeadlineMs int64
+	SettledMs  int64
+	PaymentID  string // "" leaves the field out
+}
+
+// AppendOrderTransition appends the event of t, encoded as JSON.
+func AppendOrderTransition(b []byte, t OrderTransition) []byte {
+	b = append(b, '{')
+	b = jsonw.StrField(b, "type", t.Type)
+	b = jsonw.Field(b, "order_id")
+	b = append(b, '"')
+	b = flashsale.AppendOrderID(b, t.SaleID, t.Order)
+	b = append(b, '"')
+	b = jsonw.StrField(b, "sale_id", t.SaleID)
+	b = jsonw.StrField(b, "user_id", t.UserID)
+	b = jsonw.StrField(b, "node", t.Node)
+	b = jsonw.IntField(b, "created_ms", t.CreatedMs)
+	b = jsonw.IntField(b, "deadline_ms", t.DeadlineMs)
+	b = jsonw.IntField(b, "settled_ms", t.SettledMs)
+	if t.PaymentID != "" {
+		b = jsonw.StrField(b, "payment_id", t.PaymentID)
+	}
+	return append(b, '}')
 }
 
 // OrderCreated is what an order.created event tells: a unit of SaleID
 // reserved for UserID as order number Order, by Node, at CreatedMs, to be paid
-// by DeadlineMs (both on Redis's clock). order.Reservation has the same
-// fields, so a reservation converts to it without copying field by field.
+// by DeadlineMs (both on Redis's clock).
 type OrderCreated struct {
 	SaleID     string
 	UserID     string
@@ -69,7 +134,7 @@ func ParseOrderEvent(b []byte) (OrderEvent, error) {
 	if e.Type == "" {
 		return OrderEvent{}, fmt.Errorf("order event: no type")
 	}
-	if e.Type == TypeOrderCreated {
+	if _, known := OrderStatusOfType(e.Type); known {
 		sale, _, err := flashsale.ParseOrderID(e.OrderID)
 		if err != nil || sale != e.SaleID || e.DeadlineMs <= 0 {
 			return OrderEvent{}, fmt.Errorf("order event: bad order id %q for sale %q or deadline %d", e.OrderID, e.SaleID, e.DeadlineMs)
@@ -78,7 +143,8 @@ func ParseOrderEvent(b []byte) (OrderEvent, error) {
 	return e, nil
 }
 
-// parseCreatedFast decodes the exact bytes AppendOrderCreated writes (fields in
+// parseCreatedFast decodes the exact bytes AppendOrderCreated (or
+// AppendOrderTransition) writes (fields in
 // that order, strings without escapes) without reflection; anything else —
 // another producer's spacing, escapes, another event type — reports false
 // and goes to encoding/json. Every node consumes every order event, so this
@@ -93,7 +159,8 @@ func parseCreatedFast(b []byte) (OrderEvent, bool) {
 		p.lit(`,"node":"`) && p.str(&e.Node) &&
 		p.lit(`,"created_ms":`) && p.num(&e.CreatedMs) &&
 		p.lit(`,"deadline_ms":`) && p.num(&e.DeadlineMs) &&
-		p.lit(`}`) && p.i == len(b)
+		(p.lit(`}`) || p.lit(`,"settled_ms":`) && p.num(&e.SettledMs) &&
+			(p.lit(`}`) || p.lit(`,"payment_id":"`) && p.str(&e.PaymentID) && p.lit(`}`))) && p.i == len(b)
 	return e, ok
 }
 

@@ -29,6 +29,8 @@ var (
 	buySrc string
 	//go:embed settle.lua
 	settleSrc string
+	//go:embed archive.lua
+	archiveSrc string
 	//go:embed batch_void.lua
 	batchVoidSrc string
 )
@@ -37,6 +39,7 @@ var (
 	createSale = redis.NewScript(createSaleSrc)
 	buy        = redis.NewScript(buySrc)
 	settle     = redis.NewScript(settleSrc)
+	archive    = redis.NewScript(archiveSrc)
 	batchVoid  = redis.NewScript(batchVoidSrc)
 )
 
@@ -52,6 +55,7 @@ type SaleKeys struct {
 	Deadlines string // zset: "first-last" order-number ranges, one per batch, by deadline (ms)
 	Idem      string // hash: "k|user|key" -> order number (Idempotency-Key); "c|N" -> 1 once a repeat answered N
 	IdemExp   string // zset: "N|user|key" by pay deadline (ms): when a key is forgotten
+	Outbox    string // hash: "<n>:<status>" -> "<settled_ms>|<payment id or empty>|<record>", transitions whose event is not yet on Kafka
 }
 
 // ParseDeadlineRange parses a member of SaleKeys.Deadlines: "first-last", the
@@ -78,15 +82,52 @@ func BatchKey(sale, batch string) string { return "fs:{sale:" + sale + "}:batch:
 func KeysFor(id string) SaleKeys {
 	p := "fs:{sale:" + id + "}:"
 	return SaleKeys{Meta: p + "meta", Users: p + "users", Orders: p + "orders", Deadlines: p + "deadlines",
-		Idem: p + "idem", IdemExp: p + "idemexp"}
+		Idem: p + "idem", IdemExp: p + "idemexp", Outbox: p + "outbox"}
 }
 
-func (k SaleKeys) settle() []string { return []string{k.Meta, k.Users, k.Orders, k.Idem} }
+func (k SaleKeys) settle() []string { return []string{k.Meta, k.Users, k.Orders, k.Idem, k.Outbox} }
+
+// OutboxField is the field of SaleKeys.Outbox for order n's move to status.
+func OutboxField(n int64, status byte) string {
+	return strconv.FormatInt(n, 10) + ":" + string(status)
+}
+
+// OutboxEntry is one transition waiting in a sale's outbox.
+type OutboxEntry struct {
+	Field     string // the hash field, to delete once published
+	Order     int64
+	SettledMs int64  // Redis clock at the transition
+	Payment   string // the payment id that paid it (order.paid only)
+	Record    Record
+}
+
+// ParseOutboxEntry decodes a field and value of SaleKeys.Outbox.
+func ParseOutboxEntry(field, value string) (OutboxEntry, error) {
+	ns, st, ok := strings.Cut(field, ":")
+	n, err := strconv.ParseInt(ns, 10, 64)
+	if !ok || err != nil || n <= 0 || len(st) != 1 {
+		return OutboxEntry{}, fmt.Errorf("malformed outbox field %q", field)
+	}
+	ts, rest, ok := strings.Cut(value, "|")
+	settled, err := strconv.ParseInt(ts, 10, 64)
+	payment, rest, ok2 := strings.Cut(rest, "|")
+	if !ok || !ok2 || err != nil {
+		return OutboxEntry{}, fmt.Errorf("malformed outbox entry %q", value)
+	}
+	r, err := ParseRecord(rest)
+	if err != nil {
+		return OutboxEntry{}, err
+	}
+	if r.Status != st[0] {
+		return OutboxEntry{}, fmt.Errorf("outbox field %q holds a record of status %c", field, r.Status)
+	}
+	return OutboxEntry{Field: field, Order: n, SettledMs: settled, Payment: payment, Record: r}, nil
+}
 
 // Load sends every script to the server with SCRIPT LOAD, so the first
 // requests of a sale do not all pay for EVAL. Optional: Run reloads on demand.
 func Load(ctx context.Context, rdb redis.Scripter) error {
-	for _, s := range []*redis.Script{createSale, buy, settle, envCreate, envOpen, envUndo, envRefund,
+	for _, s := range []*redis.Script{createSale, buy, settle, archive, envCreate, envOpen, envUndo, envRefund,
 		walletApply, shakeCreate, shakeTake, shakeUndo, batchVoid, payScript} {
 		if err := s.Load(ctx, rdb).Err(); err != nil {
 			return fmt.Errorf("load lua script: %w", err)
@@ -115,9 +156,41 @@ const (
 	BuyVoid       = -9 // the batch was written off before it ran
 )
 
-// BatchTTL is how long a batch record lives: far longer than any reply can
-// be late, so a written-off batch can never run afterwards.
-const BatchTTL = 10 * time.Minute
+// BatchTTL is how long a batch record lives: longer than any reply can be
+// late and than the in-doubt resolver needs once Redis answers again (it
+// retries every 200 ms; measured, a lost reply is resolved within one retry
+// of Redis coming back), so a written-off batch can never run afterwards.
+// It bounds the Redis outage a lost reply survives: a record gone before
+// its node could ask leaves that batch's orders to the sweeper. At ~500
+// batches a second of ~120 bytes each, 30 s is ~2 MB of live records where
+// 10 minutes was ~36 MB.
+const BatchTTL = 30 * time.Second
+
+// SaleArchived reports whether sale id's records were archived (moved to
+// the order store); see ArchiveSale.
+func SaleArchived(ctx context.Context, rdb redis.Cmdable, id string) (bool, error) {
+	ok, err := rdb.HExists(ctx, KeysFor(id).Meta, "archived_at_ms").Result()
+	if err != nil {
+		return false, fmt.Errorf("sale %q archived?: %w", id, err)
+	}
+	return ok, nil
+}
+
+// ArchiveSale drops sale id's per-order and per-buyer state (orders, user
+// slots, deadline index, outbox, Idempotency-Keys, payment ids, waiting-room
+// buyers) and marks it archived, if its order sequence is still seq,
+// nothing is pending and the outbox is empty; see archive.lua. The meta hash
+// (settings and counters) stays as the tombstone.
+func ArchiveSale(ctx context.Context, rdb redis.Scripter, id string, seq, nowMs int64) (bool, error) {
+	k := KeysFor(id)
+	wr := RoomKeysFor(id)
+	n, err := archive.Run(ctx, rdb, []string{k.Meta, k.Users, k.Orders, k.Deadlines, k.Outbox,
+		k.Idem, k.IdemExp, PaymentsKey(id), wr.Buyers, wr.Used}, seq, nowMs).Int()
+	if err != nil {
+		return false, fmt.Errorf("archive sale %q: %w", id, err)
+	}
+	return n == 1, nil
+}
 
 // BuyReply is the outcome of one batch of buyers.
 type BuyReply struct {

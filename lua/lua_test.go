@@ -303,3 +303,42 @@ func TestResolveBatch(t *testing.T) {
 		t.Fatalf("books after a late written-off batch: %v", b)
 	}
 }
+
+// Invariant: a paid transition is in the sale's outbox with its payment
+// id, in the same step as the payment; a sold-out sale whose paid order an
+// Idempotency-Key still names (inside its pay window) is not archived —
+// a retry must still get the order — and is once the window passed.
+func TestPayOutboxAndArchiveWaitsForKeys(t *testing.T) {
+	rdb := testenv.StartRedis(t, false).Client(t)
+	ctx := context.Background()
+	newSale(t, rdb, "ak", 1, 1, 1500*time.Millisecond)
+	r, err := lua.BuyKeyed(ctx, rdb, "ak", "n1", newBatch(), []string{"u"}, []string{"key-1"}, nil)
+	if err != nil || r.Results[0] != 1 {
+		t.Fatalf("buy: %+v %v", r, err)
+	}
+	if _, code, _, err := lua.PayOrder(ctx, rdb, "ak", 1, "psp-1", 100); err != nil || code != lua.SettleDone {
+		t.Fatalf("pay: %d %v", code, err)
+	}
+	box, err := rdb.HGetAll(ctx, lua.KeysFor("ak").Outbox).Result()
+	if err != nil || len(box) != 1 {
+		t.Fatalf("outbox %v (%v): want the paid transition", box, err)
+	}
+	for f, v := range box {
+		e, err := lua.ParseOutboxEntry(f, v)
+		if err != nil || e.Order != 1 || e.Record.Status != lua.StatusPaid || e.Payment != "psp-1" {
+			t.Fatalf("outbox entry %+v (%v)", e, err)
+		}
+	}
+	rdb.Del(ctx, lua.KeysFor("ak").Outbox) // as once published
+	if ok, err := lua.ArchiveSale(ctx, rdb, "ak", 1, time.Now().UnixMilli()); err != nil || ok {
+		t.Fatalf("archived inside the key's pay window (%v, %v)", ok, err)
+	}
+	time.Sleep(1600 * time.Millisecond)
+	if ok, err := lua.ArchiveSale(ctx, rdb, "ak", 1, time.Now().UnixMilli()); err != nil || !ok {
+		t.Fatalf("not archived after the pay window (%v, %v)", ok, err)
+	}
+	k := lua.KeysFor("ak")
+	if n, _ := rdb.Exists(ctx, k.Orders, k.Users, k.Idem, k.IdemExp, lua.PaymentsKey("ak")).Result(); n != 0 {
+		t.Fatalf("%d per-order keys left after archival", n)
+	}
+}

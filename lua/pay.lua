@@ -4,6 +4,9 @@
 -- KEYS[1]  fs:{sale:ID}:meta      settings (price_cents) and books
 -- KEYS[2]  fs:{sale:ID}:orders    order number -> "status|deadline_ms|created_ms|node|user"
 -- KEYS[3]  fs:{sale:ID}:payments  order number -> payment id that paid it
+-- KEYS[4]  fs:{sale:ID}:outbox    the paid transition, written in the same
+--          atomic step as "<n>:y" -> "<now_ms>|<payment id>|<record>" so its
+--          order.paid event is never stranded (see settle.lua)
 -- ARGV[1]  order number
 -- ARGV[2]  payment id
 -- ARGV[3]  amount in cents
@@ -42,6 +45,7 @@ if status == 'p' then
   rec = 'y|' .. deadline .. '|' .. rest
   redis.call('HSET', KEYS[2], ARGV[1], rec)
   redis.call('HSET', KEYS[3], ARGV[1], ARGV[2])
+  redis.call('HSET', KEYS[4], ARGV[1] .. ':y', now .. '|' .. ARGV[2] .. '|' .. rec)
   redis.call('HINCRBY', KEYS[1], 'pending', -1)
   redis.call('HINCRBY', KEYS[1], 'paid', 1)
   return {now, 1, rec}

@@ -8,6 +8,13 @@
 -- KEYS[4]  fs:{sale:ID}:idem     (see buy.lua) "c|N": a repeat of order N's
 --          Idempotency-Key was answered with it, so N is no longer "nobody
 --          was told" and abort leaves it alone
+-- KEYS[5]  fs:{sale:ID}:outbox  transitions not yet on Kafka: field
+--          "<n>:<status>" -> "<now_ms>|<payment id>|<record>" (the payment
+--          id is empty here: pay.lua writes paid entries). Written here, in the same
+--          atomic step as the transition, so a transition whose order.* event
+--          is then lost (publish failed, node killed) is still known and is
+--          re-published by the sweeper; the publisher deletes the field once
+--          Kafka acknowledged the event.
 -- The deadline index (fs:{sale:ID}:deadlines) is not touched here: it holds
 -- one range per buy batch, which the sweeper drops once the range's deadline
 -- has passed and none of its orders is still pending.
@@ -74,6 +81,7 @@ for i = 2, #ARGV do
       if to then
         rec = to .. '|' .. deadline .. '|' .. rest
         redis.call('HSET', KEYS[3], n, rec)
+        redis.call('HSET', KEYS[5], n .. ':' .. to, now .. '||' .. rec)
         redis.call('HINCRBY', KEYS[1], 'pending', -1)
         redis.call('HINCRBY', KEYS[1], counter[to], 1)
         if to ~= 'y' then
@@ -101,6 +109,7 @@ for i = 2, #ARGV do
       -- unit is already back, so only the label and the counters move.
       rec = 'a' .. string.sub(rec, 2)
       redis.call('HSET', KEYS[3], n, rec)
+      redis.call('HSET', KEYS[5], n .. ':a', now .. '||' .. rec)
       redis.call('HINCRBY', KEYS[1], 'expired', -1)
       redis.call('HINCRBY', KEYS[1], 'aborted', 1)
       code = 1

@@ -13,7 +13,7 @@ const module = "github.com/flashsale/flashsale"
 // the `flashsale node` command itself, so the binary's node path is in it).
 var production = []string{
 	module, "api", "stock", "order", "envelope", "shake", "wallet", "lua", "kafka",
-	"membership", "node", "statlog", "configs", "client", "auth", "limit", "admit", "waitroom",
+	"membership", "node", "statlog", "configs", "client", "auth", "limit", "admit", "waitroom", "store",
 }
 
 // devTooling is what production code must never pull in: the local cluster

@@ -31,6 +31,7 @@ import (
 	"github.com/flashsale/flashsale/shake"
 	"github.com/flashsale/flashsale/statlog"
 	"github.com/flashsale/flashsale/stock"
+	"github.com/flashsale/flashsale/store"
 	"github.com/flashsale/flashsale/waitroom"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -58,8 +59,9 @@ type Node struct {
 	Publisher *kafka.Publisher
 	Seller    *order.Seller
 	Orders    *order.Service
+	Outbox    *order.Outbox // order.* transition events (issue 15)
 	Expirer   *order.Expirer
-	Sweeper   *stock.Sweeper
+	Sweeper   *order.Sweeper
 	StatLog   *statlog.Writer
 
 	// Red envelopes and shake campaigns (issue 6): their own publisher (the
@@ -77,6 +79,10 @@ type Node struct {
 	// Membership registers this node in Redis and counts the live ones, so
 	// the stock is shared among them.
 	Membership *membership.Members
+
+	// Store is the order store's consumer and archiver (issue 15); nil when
+	// store.dsn is empty.
+	Store *store.Runner
 
 	listener net.Listener
 	server   *http.Server
@@ -172,13 +178,17 @@ func Open(cfg *configs.Config, log *slog.Logger) (_ *Node, err error) {
 		defer cancel()
 		n.Seller.Reshare(ctx)
 	})
+	n.Outbox = order.NewOutbox(n.Redis, n.Publisher, redisTimeout, time.Second, log)
 	n.Orders = order.NewService(n.Redis, redisTimeout)
+	n.Orders.PublishTo(n.Outbox)
 	n.Expirer = order.NewExpirer(order.ExpirerConfig{
 		Brokers: cfg.Kafka.Brokers, Topic: cfg.Kafka.Topic, Group: cfg.Kafka.Group,
 		Workers: cfg.Expiry.Workers, QueueSize: cfg.Expiry.QueueSize, MaxHeld: cfg.Expiry.MaxHeld,
 		BatchMax: cfg.Expiry.BatchMax, RedisTimeout: redisTimeout, RetryDelay: cfg.Expiry.RetryDelay,
+		Events: n.Outbox,
 	}, n.Redis, log)
 	n.Sweeper = order.NewSweeper(n.Redis, cfg.Expiry.SweepInterval, cfg.Expiry.Grace, cfg.Expiry.BatchMax, redisTimeout, log)
+	n.Sweeper.PublishTo(n.Outbox)
 
 	envLimits := envelope.Limits{MaxCount: cfg.Envelope.MaxCount, MaxTotalCents: cfg.Envelope.MaxTotalCents,
 		DefaultExpiry: cfg.Envelope.DefaultExpiry, MinExpiry: cfg.Envelope.MinExpiry, MaxExpiry: cfg.Envelope.MaxExpiry}
@@ -208,19 +218,26 @@ func Open(cfg *configs.Config, log *slog.Logger) (_ *Node, err error) {
 		Interval: cfg.StatLog.FlushInterval, Node: cfg.Node.ID, Log: log}); err != nil {
 		return nil, err
 	}
-	n.Registry.MustRegister(n.Seller, n.Publisher, n.Expirer, n.Sweeper, statLogCollector{n.StatLog},
+	n.Registry.MustRegister(n.Seller, n.Publisher, n.Outbox, n.Expirer, n.Sweeper, statLogCollector{n.StatLog},
 		n.EnvelopePublisher, n.Envelopes, n.Refunder, n.EnvelopeSweeper, n.Shakes)
+
+	var history api.OrderHistory
+	if cfg.Store.DSN != "" {
+		n.Store = NewStoreRunner(cfg, n.Redis, log)
+		n.Registry.MustRegister(n.Store)
+		history = n.Store
+	}
 
 	n.Rooms = waitroom.New(waitroom.Config{Node: cfg.Node.ID, Secret: []byte(cfg.WaitingRoom.Secret),
 		TicketTTL: cfg.WaitingRoom.TicketTTL, Tick: cfg.WaitingRoom.Tick, Lease: cfg.WaitingRoom.Lease,
 		RedisTimeout: redisTimeout, MaxRooms: cfg.WaitingRoom.MaxRooms}, n.Redis, log.With("component", "waitroom"))
 	n.API = api.New(api.Config{
 		NodeID: cfg.Node.ID, AdminToken: cfg.Admin.Token, MaxBodyBytes: cfg.HTTP.MaxBodyBytes,
-		Admission: admissionConfig(cfg), DefaultPayTimeout: cfg.PayTimeout,
+		Admission: admissionConfig(cfg), DefaultPayTimeout: cfg.PayTimeout, RedisTimeout: redisTimeout,
 		Envelope: envLimits, Shake: shakeLimits, WalletRecent: cfg.Wallet.RecentEntries, Identity: ident,
 		RequestDeadline: cfg.HTTP.RequestDeadline, RequestStartHeader: cfg.HTTP.RequestStartHeader,
 	}, api.Deps{Redis: n.Redis, Seller: n.Seller, Orders: n.Orders, StatLog: n.StatLog, Registry: n.Registry, Log: log,
-		Envelopes: n.Envelopes, Shakes: n.Shakes, Rooms: n.Rooms,
+		Envelopes: n.Envelopes, Shakes: n.Shakes, History: history, Rooms: n.Rooms,
 		Ready: map[string]func(context.Context) error{
 			"redis": func(ctx context.Context) error { return n.Redis.Ping(ctx).Err() },
 			"kafka": func(ctx context.Context) error { return pingKafka(ctx, cfg.Kafka.Brokers) },
@@ -327,6 +344,20 @@ func (n *Node) closeClients() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// NewStoreRunner returns the order store's runner for cfg (store.dsn must
+// be set): `flashsale node` and `flashsale store` run the same one.
+func NewStoreRunner(cfg *configs.Config, rdb redis.UniversalClient, log *slog.Logger) *store.Runner {
+	return store.NewRunner(store.RunnerConfig{
+		Store: store.Config{DSN: cfg.Store.DSN, MaxConns: cfg.Store.MaxConns, Timeout: cfg.Store.Timeout},
+		Consumer: store.ConsumerConfig{Brokers: cfg.Kafka.Brokers, OrderTopic: cfg.Kafka.Topic, EnvelopeTopic: cfg.Envelope.Topic,
+			Group: cfg.Store.Group, BatchMax: cfg.Store.BatchMax, Linger: cfg.Store.Linger, RetryDelay: cfg.Expiry.RetryDelay / 5},
+		ArchiveInterval: cfg.Store.ArchiveInterval,
+		// Never below the batch records' life: see lua.BatchTTL.
+		ArchiveQuiet: max(cfg.Store.ArchiveQuiet, lua.BatchTTL),
+		RedisTimeout: cfg.Redis.ReadTimeout + cfg.Redis.WriteTimeout,
+	}, rdb, log)
 }
 
 // AdminAddr returns the admin listener's address, "" when it is off.
@@ -451,6 +482,15 @@ func (n *Node) Run(ctx context.Context) error {
 	}()
 	go func() { defer wg.Done(); n.EnvelopeSweeper.Run(bg) }()
 	go func() { defer wg.Done(); n.Shakes.Run(bg) }()
+	if n.Store != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := n.Store.Run(bg); err != nil {
+				n.Log.Error("order store consumer stopped", "err", err)
+			}
+		}()
+	}
 
 	if n.adminServer != nil {
 		go func() {

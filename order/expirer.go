@@ -22,6 +22,7 @@ type ExpirerConfig struct {
 	BatchMax     int           // orders of one sale released by one script call
 	RedisTimeout time.Duration // bound of one release call
 	RetryDelay   time.Duration // wait before retrying after a Redis error
+	Events       *Outbox       // announces order.expired; nil leaves it to the sweeper's drain
 }
 
 // Expirer consumes order.created events, holds each order until its pay
@@ -43,13 +44,14 @@ func NewExpirer(cfg ExpirerConfig, rdb redis.UniversalClient, log *slog.Logger) 
 	return &Expirer{kafka.NewDelayConsumer[int64](kafka.DelayConfig{
 		Brokers: cfg.Brokers, Topic: cfg.Topic, Group: cfg.Group, Workers: cfg.Workers, QueueSize: cfg.QueueSize,
 		MaxHeld: cfg.MaxHeld, BatchMax: cfg.BatchMax, RetryDelay: cfg.RetryDelay, Subsystem: "expiry", Noun: "orders",
-	}, expiryHandler{rdb: rdb, timeout: cfg.RedisTimeout}, log)}
+	}, expiryHandler{rdb: rdb, timeout: cfg.RedisTimeout, events: cfg.Events}, log)}
 }
 
 // expiryHandler releases unpaid orders: items are order numbers keyed by sale.
 type expiryHandler struct {
 	rdb     redis.UniversalClient
 	timeout time.Duration
+	events  *Outbox
 }
 
 func (h expiryHandler) Decode(m kafkago.Message) (kafka.Due[int64], bool, error) {
@@ -64,6 +66,7 @@ func (h expiryHandler) Release(ctx context.Context, sale string, orders []int64,
 	if err != nil {
 		return err
 	}
+	h.events.Announce(ctx, sale, nowMs, orders, res)
 	for i, r := range res {
 		switch r.Code {
 		case lua.SettleNotDue:

@@ -16,12 +16,18 @@ import (
 type Service struct {
 	rdb     redis.UniversalClient
 	timeout time.Duration
+	events  *Outbox
 }
 
 // NewService returns a Service whose Redis calls are bounded by timeout.
 func NewService(rdb redis.UniversalClient, timeout time.Duration) *Service {
 	return &Service{rdb: rdb, timeout: timeout}
 }
+
+// PublishTo makes the Service announce its transitions (order.paid,
+// order.cancelled, order.expired) through o. Without it they wait in the
+// Redis outbox for the sweeper.
+func (s *Service) PublishTo(o *Outbox) { s.events = o }
 
 // Get returns an order.
 func (s *Service) Get(ctx context.Context, id string) (flashsale.Order, error) {
@@ -67,9 +73,12 @@ var errWrongAmount = flashsale.Errorf(flashsale.EINVALID, "amount_cents is not t
 func (s *Service) Pay(ctx context.Context, sale string, n int64, payment string, amount int64) (flashsale.Order, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
-	code, rec, err := lua.PayOrder(ctx, s.rdb, sale, n, payment, amount)
+	nowMs, code, rec, err := lua.PayOrder(ctx, s.rdb, sale, n, payment, amount)
 	if err != nil {
 		return flashsale.Order{}, fmt.Errorf("pay order %d of sale %q: %w: %w", n, sale, ErrRedis, err)
+	}
+	if code == lua.SettleDone {
+		s.events.AnnouncePaid(ctx, sale, nowMs, n, rec, payment)
 	}
 	switch code {
 	case lua.SettleDone, lua.SettleRepeat:
@@ -106,10 +115,11 @@ func (s *Service) settle(ctx context.Context, id, action string) (flashsale.Orde
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
-	_, res, err := lua.Settle(ctx, s.rdb, sale, action, []int64{n})
+	nowMs, res, err := lua.Settle(ctx, s.rdb, sale, action, []int64{n})
 	if err != nil {
 		return flashsale.Order{}, fmt.Errorf("%s order %q: %w: %w", action, id, ErrRedis, err)
 	}
+	s.events.Announce(ctx, sale, nowMs, []int64{n}, res)
 	r := res[0]
 	switch r.Code {
 	case lua.SettleDone, lua.SettleRepeat:

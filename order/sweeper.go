@@ -12,27 +12,39 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// NewSweeper returns the backstop for lost order events, on the engine's
-// sweeper shape: every interval it releases pending orders whose deadline
-// passed more than grace ago, found through each sale's Redis index of
-// deadlines. With Kafka healthy the Expirer has released them long before;
-// the sweeper only matters when an event never reached Kafka (e.g. its abort
+// Sweeper is the backstop for lost order events, on the engine's sweeper
+// shape: every interval it releases pending orders whose deadline passed
+// more than grace ago, found through each sale's Redis index of deadlines.
+// With Kafka healthy the Expirer has released them long before; the
+// sweeper only matters when an event never reached Kafka (e.g. its abort
 // failed because Redis was down too) or the broker lost it. Running it on
-// every node is safe: release is idempotent. Run starts it.
-func NewSweeper(rdb redis.UniversalClient, interval, grace time.Duration, batch int, timeout time.Duration, log *slog.Logger) *stock.Sweeper {
+// every node is safe: release is idempotent.
+type Sweeper struct {
+	*stock.Sweeper
+	s *sweeper
+}
+
+// PublishTo makes the sweeper announce what it expires through o, and
+// drain every sale's outbox on each sweep (publishing the transitions whose
+// event was lost). Without it the sweeper only releases. Call it before Run.
+func (s *Sweeper) PublishTo(o *Outbox) { s.s.events = o }
+
+// NewSweeper returns a Sweeper; Run starts it.
+func NewSweeper(rdb redis.UniversalClient, interval, grace time.Duration, batch int, timeout time.Duration, log *slog.Logger) *Sweeper {
 	if log == nil {
 		log = slog.Default()
 	}
 	s := &sweeper{rdb: rdb, batch: max(batch, 1), log: log}
-	return stock.NewSweeper(stock.SweeperConfig{Subsystem: "order", Noun: "orders", Interval: interval, Grace: grace,
-		Timeout: timeout}, s.sweep, log)
+	return &Sweeper{Sweeper: stock.NewSweeper(stock.SweeperConfig{Subsystem: "order", Noun: "orders", Interval: interval,
+		Grace: grace, Timeout: timeout}, s.sweep, log), s: s}
 }
 
 // sweeper is what sweeping means for orders.
 type sweeper struct {
-	rdb   redis.UniversalClient
-	batch int
-	log   *slog.Logger
+	rdb    redis.UniversalClient
+	batch  int
+	log    *slog.Logger
+	events *Outbox // nil: release only
 }
 
 // sweep releases every pending order due before cutoffMs and returns how
@@ -55,6 +67,13 @@ func (s *sweeper) sweep(ctx context.Context, cutoffMs int64) (int, error) {
 		total += n
 		if err != nil {
 			return total, err
+		}
+		if s.events != nil {
+			if n, err := s.events.Drain(ctx, id); err != nil {
+				s.log.Warn("drain order outbox", "sale", id, "err", err)
+			} else if n > 0 {
+				s.log.Info("published order events from the outbox", "sale", id, "events", n)
+			}
 		}
 	}
 	return total, nil
@@ -109,10 +128,11 @@ func (s *sweeper) expireRange(ctx context.Context, id string, first, last int64)
 		for n := lo; n <= last && n < lo+int64(s.batch); n++ {
 			orders = append(orders, n)
 		}
-		_, res, err := lua.Settle(ctx, s.rdb, id, lua.Expire, orders)
+		nowMs, res, err := lua.Settle(ctx, s.rdb, id, lua.Expire, orders)
 		if err != nil {
 			return released, false, err
 		}
+		s.events.Announce(ctx, id, nowMs, orders, res)
 		for _, r := range res {
 			switch r.Code {
 			case lua.SettleDone:

@@ -25,7 +25,8 @@ func verdict(name string, ok bool, detail string, sample []string) Check {
 // judge runs every check that applies to ev, in the report's order.
 func judge(ev *evidence) *Report {
 	rep := &Report{Sale: ev.sale, Books: ev.books, Orders: map[string]int{}, SaleLimit: ev.limit,
-		UnloggedBy: map[string]int{}, Nodes: ev.nodeList(), Warnings: append([]string(nil), ev.warnings...)}
+		UnloggedBy: map[string]int{}, Nodes: ev.nodeList(), Warnings: append([]string(nil), ev.warnings...),
+		Archived: ev.archived}
 	for _, o := range ev.orders {
 		rep.Orders[string(order.StatusOf(o.rec.Status))]++
 	}
@@ -35,6 +36,9 @@ func judge(ev *evidence) *Report {
 	if ev.events != nil {
 		rep.Events = len(ev.events.Created)
 		run = append(run, ordersHaveOneEvent)
+	}
+	if ev.store {
+		run = append(run, storeMatches)
 	}
 	if len(ev.client) > 0 {
 		run = append(run, clientSuccessesAreOrders, clientToldNoHoldsNothing)
@@ -50,6 +54,9 @@ func judge(ev *evidence) *Report {
 	}
 	if ev.events == nil {
 		rep.Warnings = append(rep.Warnings, "Kafka not read (no brokers given): event checks skipped")
+	}
+	if !ev.store {
+		rep.Warnings = append(rep.Warnings, "order store not read (no --postgres-dsn): store checks skipped")
 	}
 	return rep
 }

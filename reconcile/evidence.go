@@ -5,12 +5,14 @@ import (
 	"fmt"
 	"os"
 	"sort"
+	"strconv"
 	"time"
 
 	"github.com/flashsale/flashsale"
 	"github.com/flashsale/flashsale/lua"
 	"github.com/flashsale/flashsale/order"
 	"github.com/flashsale/flashsale/statlog"
+	"github.com/flashsale/flashsale/store"
 )
 
 // orderRec is one order record of the sale in Redis, by its record id.
@@ -43,6 +45,14 @@ type evidence struct {
 	expectSellout bool
 	client        []ClientAnswer
 	clientInDoubt time.Duration
+
+	// The third record (Input.Store): whether it was read, whether the sale
+	// was archived (then orders and held are the store's), the live sale's
+	// payment ids by order id, and the store's rows as last read.
+	store     bool
+	archived  bool
+	payments  map[string]string
+	storeRows map[int64]store.Order // by order number
 }
 
 // collect reads the evidence of in.Sale.
@@ -66,6 +76,18 @@ func collect(ctx context.Context, in Input) (*evidence, error) {
 		id := flashsale.OrderID(in.Sale, n)
 		ev.orders[id] = orderRec{id: id, rec: r}
 	}
+	if ev.archived, err = lua.SaleArchived(ctx, in.Redis, in.Sale); err != nil {
+		return nil, err
+	}
+	if ev.archived && in.Store == nil {
+		return nil, fmt.Errorf("sale %q is archived: its orders are in the order store; give --postgres-dsn", in.Sale)
+	}
+	if ev.archived {
+		if ev.orders, err = storeOrders(ctx, in.Store, in.Sale); err != nil {
+			return nil, err
+		}
+		ev.held = heldOf(ev.orders)
+	}
 	if len(in.Brokers) > 0 {
 		if ev.events, err = ReadEvents(ctx, in.Brokers, in.Topic); err != nil {
 			return nil, err
@@ -74,7 +96,60 @@ func collect(ctx context.Context, in Input) (*evidence, error) {
 	if err := ev.readStatLogs(in.StatLogs); err != nil {
 		return nil, err
 	}
+	if in.Store != nil {
+		if err := ev.readStore(ctx, in); err != nil {
+			return nil, err
+		}
+	}
 	return ev, nil
+}
+
+// heldOf rebuilds the user slots of an archived sale, which left Redis
+// with the records: what the store says is active is what they were
+// ("n1,n2" order numbers, as lua.HeldCount reads them).
+func heldOf(orders map[string]orderRec) map[string]string {
+	held := map[string]string{}
+	for id, o := range orders {
+		if o.rec.Status == lua.StatusPending || o.rec.Status == lua.StatusPaid {
+			_, num, _ := flashsale.ParseOrderID(id)
+			if h := held[o.rec.User]; h != "" {
+				held[o.rec.User] = h + "," + strconv.FormatInt(num, 10)
+			} else {
+				held[o.rec.User] = strconv.FormatInt(num, 10)
+			}
+		}
+	}
+	return held
+}
+
+// readStore reads the store's rows of the sale (and, for a live sale, its
+// payment ids from Redis). The store's consumer may lag the run, so it
+// reads again every 200 ms, up to in.StoreWait, until the rows agree with
+// the rest of the evidence (storeMatches); the last read is the evidence.
+func (ev *evidence) readStore(ctx context.Context, in Input) error {
+	ev.store = true
+	if !ev.archived {
+		var err error
+		if ev.payments, err = salePayments(ctx, in); err != nil {
+			return err
+		}
+	}
+	deadline := time.Now().Add(in.StoreWait)
+	for {
+		rows, err := in.Store.SaleOrders(ctx, in.Sale)
+		if err != nil {
+			return err
+		}
+		ev.storeRows = rows
+		if storeMatches(ev, &Report{}).OK || !time.Now().Before(deadline) {
+			return nil
+		}
+		select {
+		case <-time.After(200 * time.Millisecond):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 }
 
 // readStatLogs reads every node's stat.log: the sale's buy lines by order

@@ -13,16 +13,17 @@ import (
 
 // EventLog is what reconcile read from the order topic.
 type EventLog struct {
-	Created   map[string][]kafka.OrderEvent // order id -> its order.created events (more than one is a defect)
-	Messages  int
-	Undecoded int
+	Created     map[string][]kafka.OrderEvent // order id -> its order.created events (more than one is a defect)
+	Transitions map[string][]kafka.OrderEvent // order id -> its order.paid/cancelled/expired/aborted events (repeats are harmless)
+	Messages    int
+	Undecoded   int
 }
 
 // ReadEvents reads every message of topic, partition by partition, from the
 // first offset to the end as it was when the call began. It uses no consumer
 // group, so it moves no one's offsets.
 func ReadEvents(ctx context.Context, brokers []string, topic string) (*EventLog, error) {
-	log := &EventLog{Created: map[string][]kafka.OrderEvent{}}
+	log := &EventLog{Created: map[string][]kafka.OrderEvent{}, Transitions: map[string][]kafka.OrderEvent{}}
 	var conn *kafkago.Conn
 	var err error
 	for _, b := range brokers {
@@ -86,6 +87,8 @@ func readPartition(ctx context.Context, brokers []string, topic string, part int
 			log.Undecoded++
 		} else if ev.Type == kafka.TypeOrderCreated {
 			log.Created[ev.OrderID] = append(log.Created[ev.OrderID], ev)
+		} else if _, ok := kafka.OrderStatusOfType(ev.Type); ok {
+			log.Transitions[ev.OrderID] = append(log.Transitions[ev.OrderID], ev)
 		}
 		if m.Offset >= last-1 {
 			return nil

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/flashsale/flashsale"
+	"github.com/flashsale/flashsale/store"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -31,6 +32,12 @@ type Input struct {
 	// order.created event (the node answered 503 without an order id).
 	// Such orders pass, counted, while unpaid: expiry returns their units.
 	RedisCrashed bool
+	// Store, when set, adds the third record: every order in Redis (or,
+	// for an archived sale, the store's own) and every order.* event match
+	// one row in PostgreSQL with the same final status. StoreWait bounds
+	// how long the check waits for the store's consumer to catch up.
+	Store     *store.Store
+	StoreWait time.Duration
 	// Client is what clients were told (a client log, see ReadClientLog);
 	// when given, the client view is checked too. ClientInDoubt widens the
 	// window after a failed answer in which an order of that buyer still
@@ -84,6 +91,7 @@ type Report struct {
 	OK         bool            `json:"ok"`
 	UnloggedBy map[string]int  `json:"orders_without_statlog_line_by_node,omitempty"`
 	PerUserMax int64           `json:"per_user_max_active"`
+	Archived   bool            `json:"archived"` // the sale's records left Redis: orders are the store's
 	SaleLimit  int64           `json:"per_user_limit"`
 }
 

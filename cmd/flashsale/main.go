@@ -31,6 +31,7 @@ func newRootCommand() *cobra.Command {
 	}
 	root.AddCommand(
 		node.Command(),
+		newStoreCommand(),
 		node.ConfigCommand(),
 		newTokenCommand(),
 		newReconcileCommand(),

@@ -10,6 +10,7 @@ import (
 
 	"github.com/flashsale/flashsale/node"
 	"github.com/flashsale/flashsale/reconcile"
+	"github.com/flashsale/flashsale/store"
 	"github.com/redis/go-redis/v9"
 	"github.com/spf13/cobra"
 )
@@ -26,6 +27,7 @@ func newReconcileCommand() *cobra.Command {
 		asJSON    bool
 		deadline  time.Duration
 		clientLog string
+		dsn       string
 
 		masterName   string
 		redisCluster bool
@@ -66,6 +68,17 @@ func newReconcileCommand() *cobra.Command {
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), deadline)
 			defer cancel()
+			if dsn == "" {
+				dsn = os.Getenv("FLASHSALE_POSTGRES_DSN")
+			}
+			if dsn != "" {
+				st, err := store.Open(ctx, store.Config{DSN: dsn, MaxConns: 2, Timeout: 10 * time.Second})
+				if err != nil {
+					return err
+				}
+				defer st.Close()
+				in.Store = st
+			}
 			out := struct {
 				Sale  *reconcile.Report     `json:"sale,omitempty"`
 				Pools *reconcile.PoolReport `json:"pools,omitempty"`
@@ -120,6 +133,8 @@ func newReconcileCommand() *cobra.Command {
 	f.StringSliceVar(&in.Killed, "killed", nil, "node ids that were SIGKILLed (their unflushed stat.log lines may be missing)")
 	f.BoolVar(&in.RedisCrashed, "redis-crashed", false, "Redis was killed mid-sale: unpaid orders with no ok line and no event (buys it ran but never answered) pass, counted")
 	f.BoolVar(&in.ExpectSellout, "expect-sellout", false, "demand exceeded supply: check that every unit is paid or pending")
+	f.StringVar(&dsn, "postgres-dsn", "", "order store (PostgreSQL) to check as the third record; default $FLASHSALE_POSTGRES_DSN, empty skips it")
+	f.DurationVar(&in.StoreWait, "store-wait", 20*time.Second, "how long to wait for the order store to catch up before judging it")
 	f.StringVar(&clientLog, "client-log", "", "a client log (JSON lines: sale, user, status, order, sent, got): check every 201 is a payable order and a buyer told 5xx holds none")
 	f.DurationVar(&in.ClientInDoubt, "client-in-doubt", 0, "window after a failed answer in which an order of that buyer still counts against it")
 	f.BoolVar(&asJSON, "json", false, "print the report as JSON")

@@ -91,6 +91,16 @@ type Env struct {
 	RedisAddrs []string
 	MasterName string
 	Cluster    bool
+	// Postgres, when set (WithStore), is the order store every node
+	// started afterwards writes to.
+	Postgres *testenv.Postgres
+}
+
+// WithStore starts a PostgreSQL for the order store; nodes started after it
+// run the store consumer against it.
+func (e *Env) WithStore(t *testing.T) *testenv.Postgres {
+	e.Postgres = testenv.StartPostgres(t, testenv.PostgresOptions{})
+	return e.Postgres
 }
 
 // NewEnv starts Redis (without AOF) and a broker with the order and
@@ -134,6 +144,10 @@ func (e *Env) StartNode(t *testing.T, id string, mutate func(*configs.Config)) *
 	cfg.StatLog.Path = filepath.Join(t.TempDir(), id+"-stat.log")
 	cfg.Expiry.RetryDelay = 200 * time.Millisecond
 	cfg.Log.Level = "error"
+	if e.Postgres != nil {
+		cfg.Store.DSN = e.Postgres.DSN
+		cfg.Store.Linger = 5 * time.Millisecond
+	}
 	if mutate != nil {
 		mutate(cfg)
 	}
@@ -291,6 +305,9 @@ func ReadEvents(t *testing.T, broker string, n int, wait time.Duration) map[stri
 		ev, err := kafka.ParseOrderEvent(m.Value)
 		if err != nil {
 			t.Fatalf("bad event %s: %v", m.Value, err)
+		}
+		if ev.Type != kafka.TypeOrderCreated {
+			continue // order.paid and the other transitions
 		}
 		if _, dup := out[ev.OrderID]; dup {
 			t.Fatalf("order %s published twice", ev.OrderID)
