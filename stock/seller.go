@@ -403,11 +403,13 @@ func (st *saleState) flush(reqs []buyReq, res []buyRes) {
 		// or for an order whose pay window has closed, is taken back.
 		now := time.Now()
 		redisNow := reply.NowMs + now.Sub(replied).Milliseconds()
+		var unpublished []Reservation
 		for j, e := range errs {
 			r := &reqs[idx[j]]
 			switch {
 			case e != nil:
 				res[idx[j]].err = fmt.Errorf("%w: %w", ErrNotDurable, e)
+				unpublished = append(unpublished, won[j])
 			case r.late(now) || redisNow >= won[j].DeadlineMs:
 				res[idx[j]].err = ErrDeadline
 			default:
@@ -417,7 +419,13 @@ func (st *saleState) flush(reqs []buyReq, res []buyRes) {
 		}
 		if len(undo) > 0 {
 			unused += int64(len(undo))
-			st.abort(undo)
+			if kept := st.abort(undo); len(kept) > 0 {
+				// A repeat of its Idempotency-Key was answered with the
+				// order on another node meanwhile (claimed): it stays, its
+				// unit stays sold, and it still needs its order.created.
+				unused -= int64(len(kept))
+				st.confirmKept(unpublished, kept)
+			}
 		}
 	}
 	if len(repeats) > 0 {
@@ -497,12 +505,50 @@ func minTime(a, b time.Time) time.Time {
 // abort undoes reservations that could not be confirmed. If Redis fails too,
 // the orders stay pending with their deadline and the expiry sweeper returns
 // them, so nothing is stranded.
-func (st *saleState) abort(orders []int64) {
+//
+// It returns the orders the abort left alone because a repeat of their
+// Idempotency-Key was answered with them (lua.SettleClaimed): those are
+// someone's "yes" and stay pending.
+func (st *saleState) abort(orders []int64) (kept []int64) {
 	ctx, cancel := context.WithTimeout(context.Background(), st.s.cfg.RedisTimeout)
 	defer cancel()
-	if _, _, err := lua.Settle(ctx, st.s.rdb, st.id, lua.Abort, orders); err != nil {
+	_, res, err := lua.Settle(ctx, st.s.rdb, st.id, lua.Abort, orders)
+	if err != nil {
 		st.s.log.Error("abort of unconfirmed orders failed; the sweeper will release them after their deadline",
 			"sale", st.id, "orders", len(orders), "err", err)
+		return nil
+	}
+	for i, r := range res {
+		if r.Code == lua.SettleClaimed {
+			kept = append(kept, orders[i])
+		}
+	}
+	return kept
+}
+
+// confirmKept publishes the order.created events of the reservations in
+// unpublished (their Confirm failed) that an abort kept (claimed by a repeat
+// answered elsewhere). If it fails again the order is still in Redis with
+// its deadline: the sweeper expires it.
+func (st *saleState) confirmKept(unpublished []Reservation, kept []int64) {
+	var rs []Reservation
+	for _, w := range unpublished {
+		if slices.Contains(kept, w.Order) {
+			rs = append(rs, w)
+		}
+	}
+	if len(rs) == 0 {
+		return // kept orders whose order.created is already on Kafka
+	}
+	errs := make([]error, len(rs))
+	ctx, cancel := context.WithTimeout(context.Background(), st.s.cfg.ConfirmTimeout)
+	defer cancel()
+	st.s.confirm.Confirm(ctx, rs, errs)
+	for i, err := range errs {
+		if err != nil {
+			st.s.log.Warn("order.created of a claimed order not published; the sweeper expires it if unpaid",
+				"sale", st.id, "order", rs[i].Order, "err", err)
+		}
 	}
 }
 

@@ -242,3 +242,58 @@ func TestRepeatClaimBeatsLateAbort(t *testing.T) {
 		t.Fatalf("books %+v", b)
 	}
 }
+
+// recordingConfirmer fails its first call after running hook (a frozen
+// node's produce that times out) and records every reservation confirmed
+// later.
+type recordingConfirmer struct {
+	hook  func()
+	calls atomic.Int64
+	mu    sync.Mutex
+	got   []Reservation
+}
+
+func (c *recordingConfirmer) Confirm(_ context.Context, rs []Reservation, errs []error) {
+	if c.calls.Add(1) == 1 {
+		c.hook()
+		for i := range errs {
+			errs[i] = errors.New("produce timed out")
+		}
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.got = append(c.got, rs...)
+}
+
+// Invariant: an order whose first Confirm failed but which a repeat of its
+// Idempotency-Key was answered with on another node meanwhile (claimed) is
+// kept by the abort and still gets its order.created, exactly once.
+func TestClaimedOrderIsConfirmedAfterAFailedPublish(t *testing.T) {
+	rdb := testenv.StartRedis(t, false).Client(t)
+	truthSale(t, rdb, "c2", 10, time.Minute)
+	ctx := context.Background()
+	other := oneFlusher(&slowConfirmer{}, rdb)
+	defer other.Close()
+	var retry Reservation
+	rc := &recordingConfirmer{hook: func() {
+		var err error
+		if retry, err = other.BuyKeyed(ctx, "c2", "u", "key", time.Now().Add(time.Second)); err != nil || !retry.Repeat {
+			t.Errorf("retry on the other node: %+v %v, want the first order", retry, err)
+		}
+	}}
+	frozen := oneFlusher(rc, rdb)
+	defer frozen.Close()
+	first, err := frozen.BuyKeyed(ctx, "c2", "u", "key", time.Now().Add(time.Second))
+	if !errors.Is(err, ErrNotDurable) {
+		t.Fatalf("first attempt: %+v %v, want ErrNotDurable", first, err)
+	}
+	if b := truthBooks(t, rdb, "c2"); b.Pending != 1 || b.Aborted != 0 || b.Remaining != 9 {
+		t.Fatalf("books %+v: the order told to the retry must stay", b)
+	}
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	if len(rc.got) != 1 || rc.got[0].Order != retry.Order || rc.got[0].UserID != "u" {
+		t.Fatalf("confirmed after the failed publish: %+v, want order %d once", rc.got, retry.Order)
+	}
+}
