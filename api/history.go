@@ -199,8 +199,8 @@ func (s *Server) myOrders(c *gin.Context) {
 	if s.History != nil {
 		rows, next, err = s.History.UserOrders(ctx, q)
 		switch {
-		case err != nil && flashsale.ErrorCode(err) != flashsale.EINTERNAL:
-			fail(err) // e.g. a cursor the store rejects
+		case err != nil && flashsale.ErrorCode(err) == flashsale.EINVALID:
+			fail(err) // a cursor the store rejects
 			return
 		case err != nil && q.SaleID == "":
 			s.log.Warn("read order history", "err", err)

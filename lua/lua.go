@@ -179,7 +179,8 @@ func SaleArchived(ctx context.Context, rdb redis.Cmdable, id string) (bool, erro
 // ArchiveSale drops sale id's per-order and per-buyer state (orders, user
 // slots, deadline index, outbox, Idempotency-Keys, payment ids, waiting-room
 // buyers) and marks it archived, if its order sequence is still seq,
-// nothing is pending and the outbox is empty; see archive.lua. The meta hash
+// nothing is pending, the outbox is empty and no Idempotency-Key still names
+// an order inside its pay window; see archive.lua. The meta hash
 // (settings and counters) stays as the tombstone.
 func ArchiveSale(ctx context.Context, rdb redis.Scripter, id string, seq, nowMs int64) (bool, error) {
 	k := KeysFor(id)
