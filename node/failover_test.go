@@ -169,7 +169,7 @@ func (h *haRun) inDoubt() float64 {
 			h.t.Fatal(err)
 		}
 		for _, mf := range mfs {
-			if mf.GetName() == "flashsale_stock_indoubt_batches" {
+			if mf.GetName() == "flashsale_order_indoubt_batches" {
 				for _, m := range mf.GetMetric() {
 					n += m.GetGauge().GetValue()
 				}

@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/flashsale/flashsale/internal/metric"
@@ -34,6 +35,10 @@ type InDoubt struct {
 	undone   prometheus.Counter
 	dropped  prometheus.Counter
 	waiting  prometheus.GaugeFunc
+	// unsettled counts the batches added and not yet settled: queued,
+	// being resolved, or waiting to be retried (Redis down). The queue's
+	// length alone would read 0 while every batch waits for a retry.
+	unsettled atomic.Int64
 }
 
 // ResolveFunc settles one batch of item (a sale, an envelope): it writes the
@@ -55,8 +60,8 @@ func NewInDoubt(subsystem string, resolve ResolveFunc, timeout time.Duration, si
 		dropped: metric.Counter(subsystem, "indoubt_dropped_total",
 			"In-doubt batches that did not fit the queue (left to the sweepers).", nil),
 	}
-	d.waiting = metric.GaugeFunc(subsystem, "indoubt_batches", "Batches waiting to be resolved.", nil,
-		func() float64 { return float64(len(d.queue)) })
+	d.waiting = metric.GaugeFunc(subsystem, "indoubt_batches", "Batches waiting to be resolved (queued or retrying).", nil,
+		func() float64 { return float64(d.unsettled.Load()) })
 	go d.run()
 	return d
 }
@@ -75,9 +80,11 @@ func Definite(err error) bool {
 
 // Add queues a batch whose reply was lost; it never blocks.
 func (d *InDoubt) Add(sale, batch string) {
+	d.unsettled.Add(1)
 	select {
 	case d.queue <- doubtBatch{sale, batch}:
 	default:
+		d.unsettled.Add(-1)
 		d.dropped.Inc()
 		d.log.Error("in-doubt queue full; the sweeper will release this batch's orders after their deadline", "sale", sale, "batch", batch)
 	}
@@ -124,6 +131,7 @@ func (d *InDoubt) settle(b doubtBatch) bool {
 	if err != nil {
 		return false
 	}
+	d.unsettled.Add(-1)
 	d.resolved.Inc()
 	if n > 0 {
 		d.undone.Add(float64(n))
