@@ -124,6 +124,13 @@ func RunQueue(ctx context.Context, cfg QueueConfig) (QueueReport, error) {
 			bearer := "Bearer " + tok
 			b.joined = time.Now()
 			st, m := do(http.MethodPost, base+"/queue", bearer, "")
+			// A join refused by load (503 overloaded/unavailable) is tried
+			// again after a pause, as a browser would; the run's deadline
+			// bounds it.
+			for st == http.StatusServiceUnavailable && ctx.Err() == nil {
+				sleepCtx(ctx, 200*time.Millisecond)
+				st, m = do(http.MethodPost, base+"/queue", bearer, "")
+			}
 			if st != http.StatusCreated {
 				if code(m) == "sold_out" {
 					b.closedAt = time.Now()
