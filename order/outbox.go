@@ -206,21 +206,6 @@ func (o *Outbox) Collect(ch chan<- prometheus.Metric) {
 	o.republished.Collect(ch)
 }
 
-// TypeOfStatus returns the event type of a move to record status st, or "".
-func TypeOfStatus(st byte) string {
-	switch st {
-	case lua.StatusPaid:
-		return kafka.TypeOrderPaid
-	case lua.StatusCancelled:
-		return kafka.TypeOrderCancelled
-	case lua.StatusExpired:
-		return kafka.TypeOrderExpired
-	case lua.StatusAborted:
-		return kafka.TypeOrderAborted
-	}
-	return ""
-}
-
 // AppendTransition appends the event of order n of sale moving to
 // rec.Status at settledMs (Redis clock), encoded as JSON; payment is the
 // payment id of an order.paid ("" leaves the field out).

@@ -157,23 +157,6 @@ func (s *Service) OfUser(ctx context.Context, sale, user string) ([]flashsale.Or
 	return out, nil
 }
 
-// StatusOf maps a record status letter to an OrderStatus.
-func StatusOf(b byte) flashsale.OrderStatus {
-	switch b {
-	case lua.StatusPending:
-		return flashsale.OrderPending
-	case lua.StatusPaid:
-		return flashsale.OrderPaid
-	case lua.StatusCancelled:
-		return flashsale.OrderCancelled
-	case lua.StatusExpired:
-		return flashsale.OrderExpired
-	case lua.StatusAborted:
-		return flashsale.OrderAborted
-	}
-	return flashsale.OrderStatus("unknown")
-}
-
 func toOrder(sale string, n int64, r lua.Record) flashsale.Order {
 	return flashsale.Order{ID: flashsale.OrderID(sale, n), SaleID: sale, UserID: r.User, Node: r.Node,
 		Status: StatusOf(r.Status), CreatedAt: time.UnixMilli(r.CreatedMs).UTC(), ExpiresAt: time.UnixMilli(r.DeadlineMs).UTC()}

@@ -24,26 +24,10 @@ func storeOrders(ctx context.Context, s *store.Store, sale string) (map[string]o
 	out := make(map[string]orderRec, len(rows))
 	for n, o := range rows {
 		id := flashsale.OrderID(sale, n)
-		out[id] = orderRec{id: id, rec: lua.Record{Status: statusLetter(o.Status), User: o.UserID, Node: o.Node,
+		out[id] = orderRec{id: id, rec: lua.Record{Status: order.StatusLetter(o.Status), User: o.UserID, Node: o.Node,
 			CreatedMs: o.CreatedAt.UnixMilli(), DeadlineMs: o.ExpiresAt.UnixMilli()}}
 	}
 	return out, nil
-}
-
-func statusLetter(s flashsale.OrderStatus) byte {
-	switch s {
-	case flashsale.OrderPending:
-		return lua.StatusPending
-	case flashsale.OrderPaid:
-		return lua.StatusPaid
-	case flashsale.OrderCancelled:
-		return lua.StatusCancelled
-	case flashsale.OrderExpired:
-		return lua.StatusExpired
-	case flashsale.OrderAborted:
-		return lua.StatusAborted
-	}
-	return '?'
 }
 
 // lastStatus folds an order's events into the status they announce: the
