@@ -189,4 +189,3 @@ func tcpMemBytes(t *testing.T) int64 {
 	}
 	return 0
 }
-
