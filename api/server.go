@@ -155,10 +155,16 @@ func (s *Server) Admission() *admit.Controller { return s.gate }
 func (s *Server) Handler() http.Handler { return s.engine }
 
 // AdminHandler returns the handler of the admin listener: /metrics, the
-// detailed /readyz and /debug/pprof/. Never serve it publicly.
+// detailed /readyz, /healthz (with the pid) and /debug/pprof/. Never serve
+// it publicly. Each process of a node group sharing one port (SO_REUSEPORT)
+// has its own admin port, so a launcher probes a given process here.
 func (s *Server) AdminHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(s.Registry, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(healthzBody)
+	})
 	mux.Handle("/readyz", s.engineFor(s.readyz))
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)

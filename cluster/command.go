@@ -66,6 +66,7 @@ so any other FLASHSALE_* setting exported here reaches every node.`,
 	}
 	f := cmd.Flags()
 	f.IntVar(&cfg.Nodes, "nodes", 3, "node processes to start (0: only redis, broker and nginx)")
+	f.IntVar(&cfg.ProcsPerNode, "procs-per-node", 1, "node processes per node sharing its port (SO_REUSEPORT): nodeI-p1..pK, each a cluster member; only p1 runs the expiry/refund/store consumers")
 	f.IntSliceVar(&cfg.Weights, "weights", nil, "nginx weight of each node, e.g. 1,1,2 (default all 1)")
 	f.IntVar(&cfg.BasePort, "base-port", 8081, "node1's port; node i gets base-port+i-1 (0: free ports)")
 	f.IntVar(&cfg.NginxPort, "nginx-port", 8080, "load balancer port (0: a free port)")

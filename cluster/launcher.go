@@ -34,9 +34,18 @@ const StateFile = "cluster.json"
 // Config describes a local cluster. The zero value of a field takes the
 // default documented on it.
 type Config struct {
-	// Nodes is how many node processes to start; 0 starts only Redis, the
-	// broker and nginx.
+	// Nodes is how many nodes to start; 0 starts only Redis, the broker
+	// and nginx.
 	Nodes int
+	// ProcsPerNode is how many processes each node runs on its one port
+	// (issue 17; 1 when 0). With more than one, node i's processes are
+	// nodei-p1..nodei-pK: each a full cluster member with its own id, admin
+	// port, log and stat.log, all listening on node i's port with
+	// SO_REUSEPORT (the kernel spreads connections over them); only p1 runs
+	// the expiry, refund and store consumers and sweepers
+	// (node.consumers=false on the others). nginx gets one upstream entry
+	// per port.
+	ProcsPerNode int
 	// Dir holds the state file, every log, stat.log and data file; "run"
 	// when empty. It is created if needed.
 	Dir string
@@ -202,6 +211,12 @@ func prepare(cfg Config) (*Cluster, error) {
 	if len(cfg.Weights) != cfg.Nodes {
 		return nil, fmt.Errorf("%d weights for %d nodes", len(cfg.Weights), cfg.Nodes)
 	}
+	if cfg.ProcsPerNode == 0 {
+		cfg.ProcsPerNode = 1
+	}
+	if cfg.ProcsPerNode < 1 {
+		return nil, fmt.Errorf("--procs-per-node %d: must be >= 1", cfg.ProcsPerNode)
+	}
 	for _, w := range cfg.Weights {
 		if w < 1 {
 			return nil, fmt.Errorf("weight %d: must be >= 1", w)
@@ -341,40 +356,54 @@ func prepare(cfg Config) (*Cluster, error) {
 		if np, err = port(np); err != nil {
 			return nil, err
 		}
-		ap, err := freePort()
-		if err != nil {
-			return nil, err
+		group := "node" + strconv.Itoa(i)
+		for k := 1; k <= cfg.ProcsPerNode; k++ {
+			ap, err := port(0)
+			if err != nil {
+				return nil, err
+			}
+			name := group
+			if cfg.ProcsPerNode > 1 {
+				name = group + "-p" + strconv.Itoa(k)
+			}
+			ndir := filepath.Join(dir, name)
+			n := &Proc{Name: name, Kind: "node", Addr: addr(np), URL: "http://" + addr(np), AdminURL: "http://" + addr(ap), Weight: cfg.Weights[i-1],
+				Dir: ndir, Log: filepath.Join(ndir, "node.log"), StatLog: filepath.Join(ndir, "stat.log"),
+				Argv: []string{cfg.Binary, "node"}}
+			n.Env = []string{
+				"FLASHSALE_HTTP_ADDR=" + n.Addr,
+				"FLASHSALE_NODE_ID=" + name,
+				"FLASHSALE_KAFKA_BROKERS=" + c.st.Broker.Addr,
+				"FLASHSALE_KAFKA_TOPIC=" + cfg.Topic,
+				"FLASHSALE_ADMIN_TOKEN=" + cfg.AdminToken,
+				"FLASHSALE_AUTH_SECRET=" + cfg.AuthSecret,
+				"FLASHSALE_PAYMENT_SECRET=" + cfg.PaymentSecret,
+				"FLASHSALE_HTTP_ADMIN_ADDR=" + addr(ap),
+				"FLASHSALE_STATLOG_PATH=" + n.StatLog,
+				// One queue-ticket key for all nodes, so a ticket from one is good on all.
+				"FLASHSALE_WAITING_ROOM_SECRET=" + roomSecret,
+			}
+			if cfg.NoRateLimits {
+				n.Env = append(n.Env, "FLASHSALE_RATE_PER_USER=0", "FLASHSALE_RATE_PER_IP=0")
+			}
+			n.Env = append(n.Env, c.st.redisEnv()...)
+			if cfg.PayTimeout > 0 {
+				n.Env = append(n.Env, "FLASHSALE_PAY_TIMEOUT="+cfg.PayTimeout.String())
+			}
+			if c.st.Postgres != nil {
+				n.Env = append(n.Env, "FLASHSALE_POSTGRES_DSN="+PostgresDSN(c.st.Postgres.Addr))
+			}
+			n.Env = append(n.Env, cfg.Env...)
+			if cfg.ProcsPerNode > 1 {
+				// After cfg.Env: a group cannot work without them.
+				n.Group = group
+				n.Env = append(n.Env, "FLASHSALE_HTTP_REUSEPORT=true")
+				if k > 1 {
+					n.Env = append(n.Env, "FLASHSALE_NODE_CONSUMERS=false")
+				}
+			}
+			c.st.Nodes = append(c.st.Nodes, n)
 		}
-		name := "node" + strconv.Itoa(i)
-		ndir := filepath.Join(dir, name)
-		n := &Proc{Name: name, Kind: "node", Addr: addr(np), URL: "http://" + addr(np), AdminURL: "http://" + addr(ap), Weight: cfg.Weights[i-1],
-			Dir: ndir, Log: filepath.Join(ndir, "node.log"), StatLog: filepath.Join(ndir, "stat.log"),
-			Argv: []string{cfg.Binary, "node"}}
-		n.Env = []string{
-			"FLASHSALE_HTTP_ADDR=" + n.Addr,
-			"FLASHSALE_NODE_ID=" + name,
-			"FLASHSALE_KAFKA_BROKERS=" + c.st.Broker.Addr,
-			"FLASHSALE_KAFKA_TOPIC=" + cfg.Topic,
-			"FLASHSALE_ADMIN_TOKEN=" + cfg.AdminToken,
-			"FLASHSALE_AUTH_SECRET=" + cfg.AuthSecret,
-			"FLASHSALE_PAYMENT_SECRET=" + cfg.PaymentSecret,
-			"FLASHSALE_HTTP_ADMIN_ADDR=" + addr(ap),
-			"FLASHSALE_STATLOG_PATH=" + n.StatLog,
-			// One queue-ticket key for all nodes, so a ticket from one is good on all.
-			"FLASHSALE_WAITING_ROOM_SECRET=" + roomSecret,
-		}
-		if cfg.NoRateLimits {
-			n.Env = append(n.Env, "FLASHSALE_RATE_PER_USER=0", "FLASHSALE_RATE_PER_IP=0")
-		}
-		n.Env = append(n.Env, c.st.redisEnv()...)
-		if cfg.PayTimeout > 0 {
-			n.Env = append(n.Env, "FLASHSALE_PAY_TIMEOUT="+cfg.PayTimeout.String())
-		}
-		if c.st.Postgres != nil {
-			n.Env = append(n.Env, "FLASHSALE_POSTGRES_DSN="+PostgresDSN(c.st.Postgres.Addr))
-		}
-		n.Env = append(n.Env, cfg.Env...)
-		c.st.Nodes = append(c.st.Nodes, n)
 	}
 
 	// A dashboard needs nodes to read; with none there is nothing to chart.
@@ -407,9 +436,14 @@ func prepare(cfg Config) (*Cluster, error) {
 		return nil, err
 	}
 	ndir := filepath.Join(dir, "nginx")
+	// One entry per port: a node group's processes share theirs.
 	var ups []NginxUpstream
+	seen := map[string]bool{}
 	for _, n := range c.st.Nodes {
-		ups = append(ups, NginxUpstream{Addr: n.Addr, Weight: n.Weight})
+		if !seen[n.Addr] {
+			seen[n.Addr] = true
+			ups = append(ups, NginxUpstream{Addr: n.Addr, Weight: n.Weight})
+		}
 	}
 	// nginx's timeouts follow the nodes' request deadline, and a failed node
 	// stays out about as long as its heartbeat takes to lapse.
@@ -566,6 +600,17 @@ func (c *Cluster) probe(ctx context.Context, p *Proc) error {
 	case "node":
 		// The process answering must be the one started: another one on
 		// the port (ours died of "address already in use") is not ready.
+		// A group's processes share the port, so each is asked on its own
+		// admin port, and the shared port must answer too.
+		if p.Group != "" {
+			if err := nodePID(ctx, p.AdminURL+"/healthz", p.PID); err != nil {
+				return err
+			}
+			if err := httpOK(ctx, p.AdminURL+"/readyz"); err != nil {
+				return err
+			}
+			return httpOK(ctx, p.URL+"/healthz")
+		}
 		if err := nodePID(ctx, p.URL+"/healthz", p.PID); err != nil {
 			return err
 		}

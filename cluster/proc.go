@@ -20,17 +20,20 @@ type Proc struct {
 	// StartTicks is the process start time from /proc/<pid>/stat. A PID is
 	// signalled only while it still names the same process, so a stale state
 	// file can never make `down` kill an unrelated process that reused it.
-	StartTicks uint64   `json:"start_ticks,omitempty"`
-	Addr       string   `json:"addr"`                // host:port it serves
-	URL        string   `json:"url,omitempty"`       // http URL for nodes and nginx
-	AdminURL   string   `json:"admin_url,omitempty"` // nodes: the admin listener (/metrics, pprof, /readyz details)
-	Weight     int      `json:"weight,omitempty"`
-	Log        string   `json:"log"`                // stdout+stderr, appended across restarts
-	StatLog    string   `json:"stat_log,omitempty"` // nodes only
-	Argv       []string `json:"argv"`               // argv[0] is the executable
-	Env        []string `json:"env,omitempty"`      // added to the launcher's environment
-	Dir        string   `json:"dir"`                // working directory
-	User       string   `json:"user,omitempty"`     // run as this user when the launcher is root (postgres)
+	StartTicks uint64 `json:"start_ticks,omitempty"`
+	Addr       string `json:"addr"`                // host:port it serves
+	URL        string `json:"url,omitempty"`       // http URL for nodes and nginx
+	AdminURL   string `json:"admin_url,omitempty"` // nodes: the admin listener (/metrics, pprof, /readyz details)
+	Weight     int    `json:"weight,omitempty"`
+	// Group is the node a process belongs to when several share its port
+	// (cluster up --procs-per-node K > 1): "node1" for node1-p1..node1-pK.
+	Group   string   `json:"group,omitempty"`
+	Log     string   `json:"log"`                // stdout+stderr, appended across restarts
+	StatLog string   `json:"stat_log,omitempty"` // nodes only
+	Argv    []string `json:"argv"`               // argv[0] is the executable
+	Env     []string `json:"env,omitempty"`      // added to the launcher's environment
+	Dir     string   `json:"dir"`                // working directory
+	User    string   `json:"user,omitempty"`     // run as this user when the launcher is root (postgres)
 }
 
 // ownedProc is a child this process started and reaps.

@@ -29,9 +29,17 @@ var DefaultYAML []byte
 type Config struct {
 	Node struct {
 		ID string `mapstructure:"id"`
+		// Consumers runs the expiry and refund consumers and the sweepers
+		// (issue 17: the second and later processes of a node group serve
+		// requests only).
+		Consumers bool `mapstructure:"consumers"`
 	} `mapstructure:"node"`
 	HTTP struct {
-		Addr              string        `mapstructure:"addr"`
+		Addr string `mapstructure:"addr"`
+		// Engine is the connection engine (httpserve.NetHTTP or NBIO) and
+		// ReusePort sets SO_REUSEPORT on the listener (issue 17).
+		Engine            string        `mapstructure:"engine"`
+		ReusePort         bool          `mapstructure:"reuseport"`
 		MaxBodyBytes      int64         `mapstructure:"max_body_bytes"`
 		MaxInflight       int           `mapstructure:"max_inflight"`
 		ReadHeaderTimeout time.Duration `mapstructure:"read_header_timeout"`
@@ -376,6 +384,9 @@ func (c *Config) Validate() error {
 	if st := c.Store; st.DSN != "" && (st.Group == "" || st.Group == c.Kafka.Group || st.Group == c.Envelope.Group ||
 		st.BatchMax < 1 || st.MaxConns < 2 || st.Timeout <= 0 || st.ArchiveInterval <= 0 || st.ArchiveQuiet < 30*time.Second) {
 		bad = append(bad, "store: group must be set and differ from kafka.group and envelope.group; batch_max >= 1, max_conns >= 2, timeout and archive_interval > 0, archive_quiet >= 30s")
+	}
+	if c.HTTP.Engine != "nethttp" && c.HTTP.Engine != "nbio" {
+		bad = append(bad, "http.engine must be nethttp or nbio")
 	}
 	if c.HTTP.MaxConns < 1 || c.HTTP.ConnReserve < 0 || c.HTTP.IdleTimeout <= 0 {
 		bad = append(bad, "http.max_conns and http.idle_timeout must be positive, http.conn_reserve >= 0")

@@ -14,6 +14,7 @@ import (
 // here, not in cmd/, so the production path the dependency test checks
 // includes the command that runs it.
 func Command() *cobra.Command {
+	var reuseport bool
 	cmd := &cobra.Command{
 		Use:   "node",
 		Short: "Run an HTTP node (config: configs/default.yaml, FLASHSALE_* env, flags)",
@@ -22,6 +23,9 @@ func Command() *cobra.Command {
 			cfg, err := configs.Load(cmd.Flags())
 			if err != nil {
 				return err
+			}
+			if reuseport {
+				cfg.HTTP.ReusePort = true
 			}
 			n, err := Open(cfg, nil)
 			if err != nil {
@@ -33,6 +37,8 @@ func Command() *cobra.Command {
 		},
 	}
 	configs.RegisterFlags(cmd.Flags())
+	// The short form of --http-reuseport=true, for node groups sharing a port.
+	cmd.Flags().BoolVar(&reuseport, "reuseport", false, "set SO_REUSEPORT on http.addr (same as --http-reuseport=true; env FLASHSALE_HTTP_REUSEPORT)")
 	return cmd
 }
 

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"sync"
 	"syscall"
+	"time"
 )
 
 // connCap keeps the node's connections under a cap below its open-files
@@ -20,9 +21,18 @@ import (
 // It hooks http.Server.ConnState (which net/http calls before it reads from
 // a new connection and on every idle/active change) and wraps the listener
 // so the check runs in Accept. It is safe for concurrent use.
+//
+// On the nbio engine (httpserve) there is no "idle" event: nbio reports
+// StateActive on every read and cannot say when a response is done. With a
+// busy window, a read moves the connection to the back of the idle list
+// (stamped), and the front is closed to make room only if its last read is
+// older than the window (the request deadline: a request read longer ago
+// than that has been answered); otherwise every connection counts as busy
+// and the new one is refused, as on net/http.
 type connCap struct {
 	net.Listener
-	max int
+	max  int
+	busy time.Duration // nbio: reads younger than this mean busy; 0: net/http's states
 
 	mu     sync.Mutex
 	conns  map[net.Conn]*tracked // every open connection
@@ -34,13 +44,19 @@ type connCap struct {
 
 type tracked struct {
 	c    net.Conn
+	at   int64         // busy window only: last read, nanoseconds since start
 	in   *list.List    // the list it is on (idle, fresh), or nil
 	elem *list.Element // its element there
 }
 
-func newConnCap(l net.Listener, max int) *connCap {
-	return &connCap{Listener: l, max: max, conns: make(map[net.Conn]*tracked)}
+// newConnCap caps l's connections at max; busy is the nbio window (0 for
+// net/http's exact states). l may be set later, before Accept.
+func newConnCap(l net.Listener, max int, busy time.Duration) *connCap {
+	return &connCap{Listener: l, max: max, busy: busy, conns: make(map[net.Conn]*tracked)}
 }
+
+// start is the clock of tracked.at (monotonic).
+var start = time.Now()
 
 // Accept returns the next connection, first making room for it.
 func (cc *connCap) Accept() (net.Conn, error) {
@@ -67,6 +83,9 @@ func (cc *connCap) admit() bool {
 	for _, l := range []*list.List{&cc.idle, &cc.fresh} {
 		if e := l.Front(); e != nil {
 			t := e.Value.(*tracked)
+			if l == &cc.idle && cc.busy > 0 && time.Duration(int64(time.Since(start))-t.at) < cc.busy {
+				continue // the least recently read is still busy: so are the rest
+			}
 			victim = t.c
 			cc.unlist(t)
 			cc.closed++
@@ -105,7 +124,12 @@ func (cc *connCap) ConnState(c net.Conn, s http.ConnState) {
 		cc.move(t, &cc.fresh)
 	case http.StateActive:
 		if t, ok := cc.conns[c]; ok {
-			cc.move(t, nil)
+			if cc.busy > 0 {
+				t.at = int64(time.Since(start))
+				cc.move(t, &cc.idle) // to the back: the most recently read
+			} else {
+				cc.move(t, nil)
+			}
 		}
 	case http.StateIdle:
 		if t, ok := cc.conns[c]; ok {

@@ -22,6 +22,7 @@ import (
 	"github.com/flashsale/flashsale/auth"
 	"github.com/flashsale/flashsale/configs"
 	"github.com/flashsale/flashsale/envelope"
+	"github.com/flashsale/flashsale/httpserve"
 	"github.com/flashsale/flashsale/internal/metric"
 	"github.com/flashsale/flashsale/kafka"
 	"github.com/flashsale/flashsale/limit"
@@ -85,7 +86,7 @@ type Node struct {
 	Store *store.Runner
 
 	listener net.Listener
-	server   *http.Server
+	server   *httpserve.Server // http.engine: net/http or nbio
 	conns    *connCap
 	// The admin listener (http.admin_addr): /metrics, pprof, detailed /readyz.
 	adminListener net.Listener
@@ -243,26 +244,45 @@ func Open(cfg *configs.Config, log *slog.Logger) (_ *Node, err error) {
 			"kafka": func(ctx context.Context) error { return pingKafka(ctx, cfg.Kafka.Brokers) },
 		},
 		Degraded: map[string]func() error{"statlog": n.StatLog.Health}})
-	n.server = &http.Server{
+	maxConns := capConns(cfg.HTTP.MaxConns, cfg.HTTP.ConnReserve)
+	if maxConns < cfg.HTTP.MaxConns {
+		log.Warn("http.max_conns lowered to fit the open-files limit", "max_conns", maxConns, "configured", cfg.HTTP.MaxConns)
+	}
+	// nbio cannot say when a response is done; a connection read from
+	// within the request deadline counts as busy (see connCap).
+	var busyWindow time.Duration
+	if cfg.HTTP.Engine == httpserve.NBIO {
+		busyWindow = cfg.RequestDeadline()
+	}
+	n.conns = newConnCap(nil, maxConns, busyWindow)
+	if n.server, err = httpserve.New(httpserve.Config{
+		Engine:            cfg.HTTP.Engine,
 		Handler:           n.API.Handler(),
 		ReadHeaderTimeout: cfg.HTTP.ReadHeaderTimeout,
 		ReadTimeout:       cfg.HTTP.ReadTimeout,
 		WriteTimeout:      cfg.HTTP.WriteTimeout,
 		IdleTimeout:       cfg.HTTP.IdleTimeout,
 		MaxHeaderBytes:    16 << 10,
+		// nbio reads the whole body before the handler runs: let bodies a
+		// little over the API's limit through so they get its 413, and
+		// drop the connection only past four times the limit.
+		MaxBodyBytes: int(4 * cfg.HTTP.MaxBodyBytes),
+		MaxConns:     maxConns + 1, // connCap enforces the cap; nbio's own is a backstop
+		// Every request the API lets wait (work slots plus its admission
+		// line) has a handler goroutine, so the API's admission, not nbio's
+		// queue, decides who waits and who is refused.
+		Workers:   cfg.HTTP.MaxInflight + cfg.Admission.MaxWaiting + 64,
+		ConnState: n.conns.ConnState,
+		Log:       log,
+	}); err != nil {
+		return nil, err
 	}
-	ln, err := net.Listen("tcp", cfg.HTTP.Addr)
+	ln, err := httpserve.Listen(cfg.HTTP.Addr, cfg.HTTP.ReusePort)
 	if err != nil {
-		return nil, fmt.Errorf("listen on %s: %w", cfg.HTTP.Addr, err)
+		return nil, err
 	}
-	n.listener = ln // Close closes it if the rest fails
-	maxConns := capConns(cfg.HTTP.MaxConns, cfg.HTTP.ConnReserve)
-	if maxConns < cfg.HTTP.MaxConns {
-		log.Warn("http.max_conns lowered to fit the open-files limit", "max_conns", maxConns, "configured", cfg.HTTP.MaxConns)
-	}
-	n.conns = newConnCap(ln, maxConns)
-	n.listener = n.conns
-	n.server.ConnState = n.conns.ConnState
+	n.conns.Listener = ln
+	n.listener = n.conns // Close closes it if the rest fails
 	n.Registry.MustRegister(connCollector{n.conns})
 	if addr := cfg.HTTP.AdminAddr; addr != "" {
 		if n.adminListener, err = net.Listen("tcp", addr); err != nil {
@@ -460,36 +480,37 @@ func (n *Node) Addr() string { return n.listener.Addr().String() }
 func (n *Node) Run(ctx context.Context) error {
 	bg, stopBG := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
-	wg.Add(6)
-	go func() {
-		defer wg.Done()
+	wg.Go(func() {
 		if err := n.Membership.Run(bg); err != nil && bg.Err() == nil {
 			n.Log.Error("membership stopped", "err", err)
 		}
-	}()
-	go func() {
-		defer wg.Done()
-		if err := n.Expirer.Run(bg); err != nil {
-			n.Log.Error("expiry consumer stopped", "err", err)
-		}
-	}()
-	go func() { defer wg.Done(); n.Sweeper.Run(bg) }()
-	go func() {
-		defer wg.Done()
-		if err := n.Refunder.Run(bg); err != nil {
-			n.Log.Error("envelope refund consumer stopped", "err", err)
-		}
-	}()
-	go func() { defer wg.Done(); n.EnvelopeSweeper.Run(bg) }()
-	go func() { defer wg.Done(); n.Shakes.Run(bg) }()
-	if n.Store != nil {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := n.Store.Run(bg); err != nil {
-				n.Log.Error("order store consumer stopped", "err", err)
+	})
+	// Shake allowances are per member: every process of a group tops up
+	// its own.
+	wg.Go(func() { n.Shakes.Run(bg) })
+	// node.consumers false (the later processes of a node group): no
+	// expiry or refund consumer, no sweeper, no store consumer. The
+	// group's first process, and every other node, run them.
+	if n.Config.Node.Consumers {
+		wg.Go(func() {
+			if err := n.Expirer.Run(bg); err != nil {
+				n.Log.Error("expiry consumer stopped", "err", err)
 			}
-		}()
+		})
+		wg.Go(func() { n.Sweeper.Run(bg) })
+		wg.Go(func() {
+			if err := n.Refunder.Run(bg); err != nil {
+				n.Log.Error("envelope refund consumer stopped", "err", err)
+			}
+		})
+		wg.Go(func() { n.EnvelopeSweeper.Run(bg) })
+		if n.Store != nil {
+			wg.Go(func() {
+				if err := n.Store.Run(bg); err != nil {
+					n.Log.Error("order store consumer stopped", "err", err)
+				}
+			})
+		}
 	}
 
 	if n.adminServer != nil {
@@ -502,7 +523,8 @@ func (n *Node) Run(ctx context.Context) error {
 	}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- n.server.Serve(n.listener) }()
-	n.Log.Info("node serving", "addr", n.Addr(), "redis", n.Config.Redis.Addrs, "kafka", n.Config.Kafka.Brokers,
+	n.Log.Info("node serving", "addr", n.Addr(), "engine", n.server.Engine(), "reuseport", n.Config.HTTP.ReusePort,
+		"consumers", n.Config.Node.Consumers, "redis", n.Config.Redis.Addrs, "kafka", n.Config.Kafka.Brokers,
 		"statlog", n.Config.StatLog.Path)
 
 	var err error
