@@ -61,10 +61,13 @@ type HoldResult struct {
 	MemBefore, MemAfter    meminfo
 	SockMemBefore, SockMem int64 // /proc/net/sockstat TCP mem, pages
 	Steps                  []HoldStep
-	Won, WonCents          int64
-	Unanswered             int64
-	Nodes                  map[string]int64
-	Check                  string
+	// CPU seconds the server and client processes used during the shakes.
+	ServerCPU, ClientCPU float64
+	ShakeSeconds         float64
+	Won, WonCents        int64
+	Unanswered           int64
+	Nodes                map[string]int64
+	Check                string
 }
 
 // HoldStep is one step of the shake profile over the held connections.
@@ -162,6 +165,29 @@ func rssOf(pids []int) int64 {
 	return sum
 }
 
+// cpuOf is the CPU time (user + system) pids have used, in seconds.
+func cpuOf(pids []int) float64 {
+	var ticks int64
+	for _, pid := range pids {
+		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+		if err != nil {
+			continue
+		}
+		// Fields after the command (which may hold spaces) in parentheses.
+		i := strings.LastIndexByte(string(b), ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(string(b[i+1:]))
+		if len(f) > 12 {
+			u, _ := strconv.ParseInt(f[11], 10, 64)
+			st, _ := strconv.ParseInt(f[12], 10, 64)
+			ticks += u + st
+		}
+	}
+	return float64(ticks) / 100 // USER_HZ is 100 on Linux
+}
+
 // pssOf is the summed proportional set size of pids, in bytes: pages
 // shared between them (the binary's text, mapped by every worker) counted
 // once over all of them rather than once per process as RSS does.
@@ -233,23 +259,13 @@ func listenerPIDs(ports map[uint16]bool) []int {
 	return pids
 }
 
-// localPorts is the ephemeral port range's size (net.ipv4.ip_local_port_range).
-func localPorts() int {
-	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
-	if err != nil {
-		return 28_000
-	}
-	f := strings.Fields(string(b))
-	if len(f) != 2 {
-		return 28_000
-	}
-	lo, _ := strconv.Atoi(f[0])
-	hi, _ := strconv.Atoi(f[1])
-	if hi <= lo {
-		return 28_000
-	}
-	return hi - lo + 1
-}
+// The client ports: holdPortsPerSource of them from holdPortFirst on each
+// loopback source, clear of the well-known ports below and close to the
+// whole unprivileged range.
+const (
+	holdPortFirst      = 10_000
+	holdPortsPerSource = 50_000
+)
 
 // holdWorker is the parent's handle on one worker process.
 type holdWorker struct {
@@ -318,11 +334,11 @@ func mainHold(ctx context.Context, o Options, api *API, out io.Writer) error {
 		}
 	}
 	workers := (ho.Conns + ho.PerProc - 1) / ho.PerProc
-	// Each (source, destination) pair has one ephemeral range; use at most
-	// 70% of it so the kernel's port search stays short.
-	perPair := localPorts() * 7 / 10
-	perAddr := (ho.Conns + len(addrs) - 1) / len(addrs)
-	nSources := (perAddr + perPair - 1) / perPair
+	// The workers bind each connection to a port of their own choosing on
+	// its source (holdload.Config.PortsPerSource): the kernel's ephemeral
+	// port search slows to a crawl as a range fills, a known port costs one
+	// bind. Ports holdPortFirst… on 127.0.0.2… are used by nobody else.
+	nSources := (ho.Conns + holdPortsPerSource - 1) / holdPortsPerSource
 	first, err := netip.ParseAddr(ho.FirstSource)
 	if err != nil || !first.Is4() {
 		return fmt.Errorf("--hold-source %q: not an IPv4 address", ho.FirstSource)
@@ -351,6 +367,7 @@ func mainHold(ctx context.Context, o Options, api *API, out io.Writer) error {
 	}
 	tokenExp := time.Now().Add(2*time.Hour + stepsDuration(o.Steps)).Unix()
 	ws := make([]*holdWorker, workers)
+	connBase := 0
 	var wg sync.WaitGroup
 	defer func() {
 		for _, w := range ws {
@@ -384,10 +401,11 @@ func mainHold(ctx context.Context, o Options, api *API, out io.Writer) error {
 		}
 		w := &holdWorker{cmd: cmd, stdin: stdin, ticks: map[int]holdMsg{}}
 		ws[i] = w
-		w.send(holdSpec{Addrs: addrs, Sources: sources, Conns: n, Rate: ho.Rate / float64(workers),
+		w.send(holdSpec{Addrs: addrs, Sources: sources, PortsPerSource: holdPortsPerSource, FirstPort: holdPortFirst, Base: connBase, Conns: n, Rate: ho.Rate / float64(workers),
 			MaxPending: max(64, 2048/workers), ConnectTimeout: 10 * time.Second, Timeout: o.Timeout, Host: host,
 			Campaign: o.Campaign, AuthSecret: o.AuthSecret, UserPrefix: o.UserPrefix, TokenExp: tokenExp,
 			Worker: i, Workers: workers})
+		connBase += n
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -536,6 +554,7 @@ func mainHold(ctx context.Context, o Options, api *API, out io.Writer) error {
 			cmd.Steps = append(cmd.Steps, si)
 		}
 	}
+	cpuS, cpuC := cpuOf(serverPIDs), cpuOf(pids)
 	for _, w := range ws {
 		w.send(cmd)
 	}
@@ -564,6 +583,8 @@ func mainHold(ctx context.Context, o Options, api *API, out io.Writer) error {
 			break
 		}
 	}
+	r.ServerCPU, r.ClientCPU = cpuOf(serverPIDs)-cpuS, cpuOf(pids)-cpuC
+	r.ShakeSeconds = float64(len(cmd.PerSec))
 	// Merge the workers' results.
 	r.Nodes = map[string]int64{}
 	tally := Tally{Scenario: ScenarioShake}
@@ -665,6 +686,14 @@ func (r *HoldResult) Summary(w io.Writer) {
 	for i, s := range r.Steps {
 		fmt.Fprintf(w, "%-9d %8d %6d %10d %10.0f %7.2fms %7.2fms %7.1fms %8d %10d  %s\n", i+1, s.QPS, s.Seconds, s.Requests,
 			s.RPS, s.P50ms, s.P99ms, s.MaxMs, s.Won, s.Cents, mapLine(s.Codes))
+	}
+	var req int64
+	for _, s := range r.Steps {
+		req += s.Requests
+	}
+	if req > 0 {
+		fmt.Fprintf(w, "cpu       during the shakes (≈ %.0f s): server %.1f s (%.0f µs per shake), clients %.1f s (%.0f µs per shake); the box has 2 cores\n",
+			r.ShakeSeconds, r.ServerCPU, r.ServerCPU/float64(req)*1e6, r.ClientCPU, r.ClientCPU/float64(req)*1e6)
 	}
 	fmt.Fprintf(w, "won       %d envelopes, %d cents (%d requests unanswered)\n", r.Won, r.WonCents, r.Unanswered)
 	if len(r.Nodes) > 0 {

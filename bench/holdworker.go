@@ -29,6 +29,9 @@ import (
 type holdSpec struct {
 	Addrs          []string      `json:"addrs"`
 	Sources        []string      `json:"sources"`
+	PortsPerSource int           `json:"ports_per_source"`
+	FirstPort      int           `json:"first_port"`
+	Base           int           `json:"base"` // this worker's first connection number over the run
 	Conns          int           `json:"conns"`
 	Rate           float64       `json:"rate"`
 	MaxPending     int           `json:"max_pending"`
@@ -109,7 +112,8 @@ func runHoldWorker(in io.Reader, out io.Writer) error {
 		return fmt.Errorf("hold worker: spec: %w", err)
 	}
 	cfg := holdload.Config{Conns: spec.Conns, Rate: spec.Rate, MaxPending: spec.MaxPending,
-		ConnectTimeout: spec.ConnectTimeout, Timeout: spec.Timeout}
+		ConnectTimeout: spec.ConnectTimeout, Timeout: spec.Timeout,
+		PortsPerSource: spec.PortsPerSource, FirstPort: spec.FirstPort, Base: spec.Base}
 	for _, a := range spec.Addrs {
 		ap, err := netip.ParseAddrPort(a)
 		if err != nil {
