@@ -15,7 +15,8 @@
 // (header and body) must arrive within IdleTimeout of the previous response
 // rather than within ReadHeaderTimeout of its first byte; a body over
 // MaxBodyBytes closes the connection instead of reaching the handler; and
-// ConnState reports StateActive on every read instead of Active/Idle pairs.
+// ConnState reports StateActive on every read and StateIdle when the
+// handler returns (before the response is written out).
 //
 // Listen opens the listener, with SO_REUSEPORT when asked, so several
 // processes can share one port and the kernel spreads connections over them.
@@ -97,10 +98,11 @@ type Config struct {
 	Pollers int
 	// ConnState, when set, hears connection events. net/http: exactly
 	// http.Server.ConnState. nbio: StateNew on accept, StateActive on every
-	// read from the connection (nbio does not say when a response is done,
-	// so there is no StateIdle: a caller ages connections by their last
-	// read instead), StateClosed on close. Called from the engine's
-	// goroutines; it must be quick and safe for concurrent use.
+	// read from the connection, StateIdle when a handler returns (just
+	// before nbio writes its response out: a caller that closes idle
+	// connections should leave very young ones alone), StateClosed on
+	// close. Called from the engine's goroutines; it must be quick and safe
+	// for concurrent use.
 	ConnState func(net.Conn, http.ConnState)
 	// Log receives the engine's own log lines (nbio); discarded when nil.
 	Log *slog.Logger
@@ -118,6 +120,7 @@ type Server struct {
 	// to reach zero) and whether a drain has begun (responses then carry
 	// Connection: close).
 	nb       *nbhttp.Engine
+	byAddr   sync.Map // remote address → *nbio.Conn, for StateIdle (ConnState set)
 	inflight atomic.Int64
 	draining atomic.Bool
 	mu       sync.Mutex
@@ -223,8 +226,17 @@ func (s *Server) newNBIO(ln net.Listener) *nbhttp.Engine {
 	})
 	if c.ConnState != nil {
 		hook := c.ConnState
-		e.OnOpen(func(nc net.Conn) { hook(nc, http.StateNew) })
-		e.OnClose(func(nc net.Conn, _ error) { hook(nc, http.StateClosed) })
+		// A handler sees only the request, whose RemoteAddr names its
+		// connection uniquely among the open ones: that is how StateIdle
+		// finds it.
+		e.OnOpen(func(nc net.Conn) {
+			s.byAddr.Store(nc.RemoteAddr().String(), nc)
+			hook(nc, http.StateNew)
+		})
+		e.OnClose(func(nc net.Conn, _ error) {
+			s.byAddr.Delete(nc.RemoteAddr().String())
+			hook(nc, http.StateClosed)
+		})
 		// Every read: the connection is in use now. Wraps the engine's
 		// own data path (each connection's parser).
 		e.Engine.OnData(func(nc *nbio.Conn, data []byte) {
@@ -246,6 +258,11 @@ func (s *Server) serveNBIO(w http.ResponseWriter, r *http.Request) {
 		r.Close = true
 	}
 	s.cfg.Handler.ServeHTTP(w, r)
+	if hook := s.cfg.ConnState; hook != nil {
+		if c, ok := s.byAddr.Load(r.RemoteAddr); ok {
+			hook(c.(net.Conn), http.StateIdle)
+		}
+	}
 }
 
 // Shutdown stops accepting, lets in-flight requests finish and then closes

@@ -262,7 +262,7 @@ func TestReusePortSpreads(t *testing.T) {
 }
 
 // ConnState hears a connection open, be read from and close on both
-// engines (nbio: StateActive on reads, no StateIdle).
+// engines (nbio: StateActive on every read, StateIdle when the handler returns).
 func TestConnState(t *testing.T) {
 	engines(t, func(t *testing.T, engine string) {
 		var mu sync.Mutex
@@ -281,13 +281,13 @@ func TestConnState(t *testing.T) {
 		deadline := time.Now().Add(3 * time.Second)
 		for {
 			mu.Lock()
-			n, a, cl := seen[http.StateNew], seen[http.StateActive], seen[http.StateClosed]
+			n, a, i, cl := seen[http.StateNew], seen[http.StateActive], seen[http.StateIdle], seen[http.StateClosed]
 			mu.Unlock()
-			if n == 1 && a >= 1 && cl == 1 {
+			if n == 1 && a >= 1 && i == 1 && cl == 1 {
 				return
 			}
 			if time.Now().After(deadline) {
-				t.Fatalf("states seen: new %d active %d closed %d; want 1, >=1, 1", n, a, cl)
+				t.Fatalf("states seen: new %d active %d idle %d closed %d; want 1, >=1, 1, 1", n, a, i, cl)
 			}
 			time.Sleep(10 * time.Millisecond)
 		}

@@ -22,17 +22,15 @@ import (
 // a new connection and on every idle/active change) and wraps the listener
 // so the check runs in Accept. It is safe for concurrent use.
 //
-// On the nbio engine (httpserve) there is no "idle" event: nbio reports
-// StateActive on every read and cannot say when a response is done. With a
-// busy window, a read moves the connection to the back of the idle list
-// (stamped), and the front is closed to make room only if its last read is
-// older than the window (the request deadline: a request read longer ago
-// than that has been answered); otherwise every connection counts as busy
-// and the new one is refused, as on net/http.
+// On the nbio engine (httpserve) StateIdle comes when the handler returns,
+// just before nbio writes the response out; so with a settle time, an idle
+// connection younger than that is not closed to make room (its answer may
+// still be on its way out) and the oldest fresh one, if any, is chosen
+// instead.
 type connCap struct {
 	net.Listener
-	max  int
-	busy time.Duration // nbio: reads younger than this mean busy; 0: net/http's states
+	max    int
+	settle time.Duration // nbio: idle younger than this is not yet evictable; 0 on net/http
 
 	mu     sync.Mutex
 	conns  map[net.Conn]*tracked // every open connection
@@ -44,15 +42,15 @@ type connCap struct {
 
 type tracked struct {
 	c    net.Conn
-	at   int64         // busy window only: last read, nanoseconds since start
+	at   int64         // with a settle time: when it went idle, nanoseconds since start
 	in   *list.List    // the list it is on (idle, fresh), or nil
 	elem *list.Element // its element there
 }
 
-// newConnCap caps l's connections at max; busy is the nbio window (0 for
-// net/http's exact states). l may be set later, before Accept.
-func newConnCap(l net.Listener, max int, busy time.Duration) *connCap {
-	return &connCap{Listener: l, max: max, busy: busy, conns: make(map[net.Conn]*tracked)}
+// newConnCap caps l's connections at max; settle is nbio's (0 on
+// net/http). l may be set later, before Accept.
+func newConnCap(l net.Listener, max int, settle time.Duration) *connCap {
+	return &connCap{Listener: l, max: max, settle: settle, conns: make(map[net.Conn]*tracked)}
 }
 
 // start is the clock of tracked.at (monotonic).
@@ -83,8 +81,8 @@ func (cc *connCap) admit() bool {
 	for _, l := range []*list.List{&cc.idle, &cc.fresh} {
 		if e := l.Front(); e != nil {
 			t := e.Value.(*tracked)
-			if l == &cc.idle && cc.busy > 0 && time.Duration(int64(time.Since(start))-t.at) < cc.busy {
-				continue // the least recently read is still busy: so are the rest
+			if l == &cc.idle && cc.settle > 0 && time.Duration(int64(time.Since(start))-t.at) < cc.settle {
+				continue // the longest idle has only just been answered: so have the rest
 			}
 			victim = t.c
 			cc.unlist(t)
@@ -124,15 +122,13 @@ func (cc *connCap) ConnState(c net.Conn, s http.ConnState) {
 		cc.move(t, &cc.fresh)
 	case http.StateActive:
 		if t, ok := cc.conns[c]; ok {
-			if cc.busy > 0 {
-				t.at = int64(time.Since(start))
-				cc.move(t, &cc.idle) // to the back: the most recently read
-			} else {
-				cc.move(t, nil)
-			}
+			cc.move(t, nil)
 		}
 	case http.StateIdle:
 		if t, ok := cc.conns[c]; ok {
+			if cc.settle > 0 {
+				t.at = int64(time.Since(start))
+			}
 			cc.move(t, &cc.idle) // to the back: the newest idle
 		}
 	case http.StateHijacked, http.StateClosed:

@@ -248,13 +248,13 @@ func Open(cfg *configs.Config, log *slog.Logger) (_ *Node, err error) {
 	if maxConns < cfg.HTTP.MaxConns {
 		log.Warn("http.max_conns lowered to fit the open-files limit", "max_conns", maxConns, "configured", cfg.HTTP.MaxConns)
 	}
-	// nbio cannot say when a response is done; a connection read from
-	// within the request deadline counts as busy (see connCap).
-	var busyWindow time.Duration
+	// nbio says "idle" just before it writes the response out: a
+	// connection idle for less than 5 ms is left alone (see connCap).
+	var settle time.Duration
 	if cfg.HTTP.Engine == httpserve.NBIO {
-		busyWindow = cfg.RequestDeadline()
+		settle = 5 * time.Millisecond
 	}
-	n.conns = newConnCap(nil, maxConns, busyWindow)
+	n.conns = newConnCap(nil, maxConns, settle)
 	if n.server, err = httpserve.New(httpserve.Config{
 		Engine:            cfg.HTTP.Engine,
 		Handler:           n.API.Handler(),

@@ -20,6 +20,7 @@ import (
 	"github.com/flashsale/flashsale/auth"
 	"github.com/flashsale/flashsale/client"
 	"github.com/flashsale/flashsale/configs"
+	"github.com/flashsale/flashsale/httpserve"
 	"github.com/flashsale/flashsale/internal/testenv"
 	"github.com/flashsale/flashsale/kafka"
 	"github.com/flashsale/flashsale/node"
@@ -150,6 +151,11 @@ func (e *Env) StartNode(t *testing.T, id string, mutate func(*configs.Config)) *
 	}
 	if mutate != nil {
 		mutate(cfg)
+	}
+	if cfg.HTTP.Engine == httpserve.NBIO && testenv.RaceEnabled {
+		// A race report from nbio's own pollers would fail the test for
+		// nothing flashsale does.
+		t.Fatal("FLASHSALE_HTTP_ENGINE=nbio under -race: nbio is not race-clean; run it without -race (make test-nbio)")
 	}
 	n, err := node.Open(cfg, nil)
 	if err != nil {
