@@ -74,6 +74,7 @@ fuzz:
 	$(GO) test ./dashboard -run '^$$' -fuzz '^FuzzParseMetrics$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./bench -run '^$$' -fuzz '^FuzzReadResponse$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./bench -run '^$$' -fuzz '^FuzzJSONField$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./holdload -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME)
 	# issue 11: the token fast path against golang-jwt, the signature header, order ids, callbacks
 	$(GO) test ./auth -run '^$$' -fuzz '^FuzzVerify$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./auth -run '^$$' -fuzz '^FuzzParseSignature$$' -fuzztime $(FUZZTIME)

@@ -137,3 +137,22 @@ func TestTooManyForTheLimit(t *testing.T) {
 		t.Fatalf("err = %v, want the open-files limit refused", err)
 	}
 }
+
+// FuzzParse: any bytes a server sends give an error, "not yet", or a reply
+// that lies within them; never a panic.
+func FuzzParse(f *testing.F) {
+	f.Add([]byte("HTTP/1.1 200 OK\r\nContent-Length: 13\r\n\r\n{\"won\":false}"))
+	f.Add([]byte("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nd\r\n{\"won\":false}\r\n0\r\n\r\n"))
+	f.Add([]byte("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n7\r\n{\"won\":\r\n6\r\nfalse}\r\n0\r\n\r\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		in := append([]byte(nil), b...)
+		var r Reply
+		total, _, err := parse(in, &r)
+		if err != nil || total == 0 {
+			return
+		}
+		if total > len(in) || len(r.Body) > total || r.Status < 100 || r.Status > 599 {
+			t.Fatalf("total %d of %d bytes, body %d, status %d", total, len(in), len(r.Body), r.Status)
+		}
+	})
+}
