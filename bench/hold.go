@@ -67,6 +67,7 @@ type HoldResult struct {
 	Won, WonCents        int64
 	Unanswered           int64
 	Nodes                map[string]int64
+	LostReplies          map[string]int64 // unanswered requests by why
 	Check                string
 }
 
@@ -586,7 +587,7 @@ func mainHold(ctx context.Context, o Options, api *API, out io.Writer) error {
 	r.ServerCPU, r.ClientCPU = cpuOf(serverPIDs)-cpuS, cpuOf(pids)-cpuC
 	r.ShakeSeconds = float64(len(cmd.PerSec))
 	// Merge the workers' results.
-	r.Nodes = map[string]int64{}
+	r.Nodes, r.LostReplies = map[string]int64{}, map[string]int64{}
 	tally := Tally{Scenario: ScenarioShake}
 	hists := make([]*hdrhistogram.Histogram, len(o.Steps))
 	r.Steps = make([]HoldStep, len(o.Steps))
@@ -599,6 +600,9 @@ func mainHold(ctx context.Context, o Options, api *API, out io.Writer) error {
 		r.HeldAfter += res.Held
 		for k, v := range res.Nodes {
 			r.Nodes[k] += v
+		}
+		for k, v := range res.Lost {
+			r.LostReplies[k] += v
 		}
 		tally.Wins = append(tally.Wins, res.Wins...)
 		for i, sr := range res.Steps {
@@ -696,6 +700,9 @@ func (r *HoldResult) Summary(w io.Writer) {
 			r.ShakeSeconds, r.ServerCPU, r.ServerCPU/float64(req)*1e6, r.ClientCPU, r.ClientCPU/float64(req)*1e6)
 	}
 	fmt.Fprintf(w, "won       %d envelopes, %d cents (%d requests unanswered)\n", r.Won, r.WonCents, r.Unanswered)
+	if len(r.LostReplies) > 0 {
+		fmt.Fprintf(w, "lost      %s (a request that times out or loses its reply closes its connection)\n", mapLine(r.LostReplies))
+	}
 	if len(r.Nodes) > 0 {
 		fmt.Fprintf(w, "nodes     %d answered; %s\n", len(r.Nodes), spread(r.Nodes))
 	}

@@ -75,6 +75,8 @@ type holdMsg struct {
 	Steps []holdStepResult `json:"steps,omitempty"`
 	Wins  []Win            `json:"wins,omitempty"`
 	Nodes map[string]int64 `json:"nodes,omitempty"`
+	// Lost: requests with no reply, by why (closed, write, malformed, timeout).
+	Lost  map[string]int64 `json:"lost,omitempty"`
 	Error string           `json:"error,omitempty"`
 }
 
@@ -263,6 +265,7 @@ type holdHandler struct {
 	steps    []holdStepAcc
 	wins     []Win
 	nodes    map[string]int64
+	lost     map[string]int64
 	finished chan struct{}
 
 	mu       chan struct{} // a one-slot semaphore: the engine and the ticker share secs
@@ -285,7 +288,7 @@ type holdSecAcc struct {
 
 func newHoldHandler(spec *holdSpec, cmd *holdCmd) *holdHandler {
 	h := &holdHandler{spec: spec, cmd: cmd, minter: auth.NewMinter(spec.AuthSecret),
-		start: cmd.Slot0 * int64(time.Second), nodes: map[string]int64{}, finished: make(chan struct{}),
+		start: cmd.Slot0 * int64(time.Second), nodes: map[string]int64{}, lost: map[string]int64{}, finished: make(chan struct{}),
 		mu: make(chan struct{}, 1)}
 	h.head = []byte("POST /v1/shakes/" + escapePath(spec.Campaign) + "/shake HTTP/1.1\r\nHost: " + spec.Host + "\r\nAuthorization: Bearer ")
 	h.tail = []byte("\r\nContent-Length: 0\r\n\r\n")
@@ -329,7 +332,9 @@ func (h *holdHandler) Done(req holdload.Request, r *holdload.Reply) {
 	switch {
 	case r.Timeout:
 		code = codeTimeout
+		h.lost["timeout"]++
 	case r.Err != nil:
+		h.lost[lostReason(r.Err)]++
 	case r.Status/100 != 2:
 		code = codeOther
 		if v, ok := jsonField(r.Body, "code"); ok {
@@ -390,8 +395,21 @@ func (h *holdHandler) flushTicks(enc *json.Encoder, now int64) {
 	}
 }
 
+// lostReason names a reply error for the report (four names at most).
+func lostReason(err error) string {
+	switch err {
+	case holdload.ErrClosed:
+		return "closed by the server"
+	case holdload.ErrWrite:
+		return "write failed"
+	case holdload.ErrMalformed:
+		return "malformed reply"
+	}
+	return "other"
+}
+
 func (h *holdHandler) result() holdMsg {
-	m := holdMsg{T: "result", Wins: h.wins, Nodes: h.nodes}
+	m := holdMsg{T: "result", Wins: h.wins, Nodes: h.nodes, Lost: h.lost}
 	for i := range h.steps {
 		st := &h.steps[i]
 		r := holdStepResult{Requests: st.requests, Codes: map[string]int64{}, Cents: st.cents}
