@@ -34,6 +34,9 @@ type Options struct {
 	// the sale opens (the pre-queue window).
 	AdmitPerSec int64
 	OpensIn     time.Duration
+	// Hold (--hold C): open and hold C connections from worker processes
+	// first, then run the shake steps over them (see hold.go).
+	Hold HoldOptions
 }
 
 // Command returns `flashsale bench` and its `hello` subcommand.
@@ -44,6 +47,8 @@ func Command() *cobra.Command {
 		steps      string
 		authSecret string
 		paySecret  string
+		serverPIDs string
+		memFloor   float64
 	)
 	cmd := &cobra.Command{
 		Use:   "bench",
@@ -80,6 +85,16 @@ the intended send time, so a stalled server cannot hide its queue
 			}
 			o.Progress = cmd.ErrOrStderr()
 			o.AuthSecret, o.PaymentSecret = []byte(authSecret), []byte(paySecret)
+			o.Hold.MemFloor = int64(memFloor * (1 << 30))
+			for p := range strings.SplitSeq(serverPIDs, ",") {
+				if p = strings.TrimSpace(p); p != "" {
+					pid, err := strconv.Atoi(p)
+					if err != nil {
+						return fmt.Errorf("--server-pids: %q is not a pid", p)
+					}
+					o.Hold.ServerPIDs = append(o.Hold.ServerPIDs, pid)
+				}
+			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			return Main(ctx, o, cmd.OutOrStdout())
@@ -118,7 +133,14 @@ the intended send time, so a stalled server cannot hide its queue
 	f.StringVar(&o.JSON, "json", "", "write the JSON report here")
 	f.StringVar(&o.Plot, "plot", "", "write a plot of req/s, successes/s and p99 here (.png or .svg)")
 	f.BoolVar(&o.Check, "check", false, "after the run, compare the client tally with the server's books; a mismatch fails")
-	cmd.AddCommand(helloCommand(), suiteCommand())
+	f.IntVar(&o.Hold.Conns, "hold", 0, "shake: first open and hold this many connections (epoll worker processes), then run --steps over them")
+	f.Float64Var(&o.Hold.Rate, "hold-rate", 20000, "--hold: connects per second over all worker processes")
+	f.IntVar(&o.Hold.PerProc, "hold-per-proc", 18000, "--hold: connections per worker process (one process may hold at most its open-files limit)")
+	f.StringVar(&o.Hold.FirstSource, "hold-source", "127.0.0.2", "--hold: first loopback source address; as many as the connections need follow it")
+	f.DurationVar(&o.Hold.Settle, "hold-settle", 2*time.Second, "--hold: idle time after the ramp before memory is read and the shakes start")
+	f.Float64Var(&memFloor, "mem-floor", 3, "--hold: stop the ramp when MemAvailable falls under this many GiB")
+	f.StringVar(&serverPIDs, "server-pids", "", "--hold: server processes whose RSS is measured (default: every process listening on a target's port)")
+	cmd.AddCommand(helloCommand(), suiteCommand(), holdWorkerCommand())
 	return cmd
 }
 
@@ -143,6 +165,9 @@ func Main(ctx context.Context, o Options, out io.Writer) error {
 	api.AuthSecret = o.AuthSecret
 	if o.Scenario == ScenarioQueue {
 		return mainQueue(ctx, o, api, out)
+	}
+	if o.Hold.Conns > 0 {
+		return mainHold(ctx, o, api, out)
 	}
 	if o.CreateSale {
 		if o.Scenario != ScenarioBuy {
