@@ -868,7 +868,14 @@ After the three scenarios each round drives the selling path once more, for
 --duration, with --overload-connections connections (far above the node's
 http.max_inflight), and prints a second table: req/s, 201s per second, the
 share of 503s, latency, and the node's goroutines and RSS from /metrics right
-after the run.`,
+after the run. With --shed-compare the same row also runs against two more nodes
+of the cluster, one shedding oldest-first (admission.shed oldest) and one
+serving LIFO under load (admission.lifo true).
+
+Then, with --open-loop F (default 3; 0: none), the selling path is offered F x
+the round's selling rate as fixed arrivals by flashsale's own generator (wrk is
+closed loop); the table says what was offered and what the generator managed to
+send, so a generator that cannot keep up on a small box is seen, not hidden.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg.Out = cmd.ErrOrStderr()
