@@ -115,7 +115,10 @@ func (s *Server) buy(c *gin.Context) {
 			return
 		}
 	}
-	r, err := s.Seller.BuyKeyed(c.Request.Context(), saleID, user, key, deadline)
+	// The permit's ticket rides in the buy batch: the script refuses a
+	// ticket that already bought and marks it used when it sells, in the
+	// same call, so a refused buy has nothing to give back.
+	r, err := s.Seller.BuyTicketed(c.Request.Context(), saleID, user, key, permit.Ticket(), deadline)
 	if err == nil && c.Request.Context().Err() != nil {
 		// The client (or the proxy) left while the batch was settled: a
 		// "yes" now would be heard by nobody, so it is undone like a lost
@@ -125,10 +128,6 @@ func (s *Server) buy(c *gin.Context) {
 			s.Seller.Undo(saleID, r.Order)
 		}
 		err = order.ErrDeadline
-	}
-	// A failed (or undone) buy gives its waiting-room permit back.
-	if err != nil && s.Rooms != nil {
-		s.Rooms.Release(permit)
 	}
 	rec := statlog.Record{Time: start, Node: s.cfg.NodeID, Kind: "buy", Sale: saleID, User: user, Result: "ok"}
 	if r.Repeat && err == nil {

@@ -12,6 +12,7 @@ import (
 	"os"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -45,12 +46,22 @@ type QueueReport struct {
 	TimeToSellOut       time.Duration // first admission to the last unit sold
 	WaitP50, WaitP99    time.Duration // buyers who bought: join (or opening) to admission
 	WaitMax             time.Duration
-	KendallTau          float64 // queue rank vs purchase order, buyers who bought
-	CloseP50, CloseMax  time.Duration
-	Closed              int   // buyers told sold_out
-	BoughtUnadmitted    int64 // 201s to buyers whose last poll was not "admitted": must be 0
-	Errors              int64 // transport errors and unexpected answers
-	Statuses            map[string]int64
+	// KendallTau is the rank correlation of queue rank and purchase order,
+	// over the buyers who bought: purchase order is the order number the
+	// sale gave each of them (Redis numbers orders in the order it sold
+	// them), so what is ranked is the system's order, not the noise of each
+	// reply's way back to the client. KendallTauByReply ranks by when each
+	// 201 arrived instead, for comparison.
+	KendallTau         float64
+	KendallTauByReply  float64
+	CloseP50, CloseMax time.Duration
+	Closed             int   // buyers told sold_out
+	BoughtUnadmitted   int64 // 201s to buyers whose last poll was not "admitted": must be 0
+	Errors             int64 // transport errors and unexpected answers
+	// Statuses counts answers by "method status" and, for errors,
+	// "method status code" (e.g. "get 409 sold_out"), so a refusal's kind
+	// is never a guess.
+	Statuses map[string]int64
 }
 
 type queueBuyer struct {
@@ -58,6 +69,7 @@ type queueBuyer struct {
 	joined     time.Time
 	admittedAt time.Time
 	boughtAt   time.Time
+	order      int64 // the sale's order number of the buy (0: not known)
 	closedAt   time.Time
 }
 
@@ -104,6 +116,9 @@ func RunQueue(ctx context.Context, cfg QueueConfig) (QueueReport, error) {
 		var m map[string]any
 		_ = json.Unmarshal(b, &m)
 		key := fmt.Sprintf("%s %d", strings.ToLower(method), resp.StatusCode)
+		if c := code(m); c != "" {
+			key += " " + c
+		}
 		mu.Lock()
 		statuses[key]++
 		mu.Unlock()
@@ -140,6 +155,9 @@ func RunQueue(ctx context.Context, cfg QueueConfig) (QueueReport, error) {
 				return
 			}
 			ticket, _ := m["ticket"].(string)
+			// One Idempotency-Key per buyer: a buy retried after a lost or
+			// timed-out answer gets the first order back, never a second.
+			buyURL := base + "/buy?idempotency_key=" + url.QueryEscape(user+"-buy")
 			for ctx.Err() == nil {
 				state, _ := m["state"].(string)
 				if r, ok := m["rank"].(float64); ok && r > 0 {
@@ -150,16 +168,25 @@ func RunQueue(ctx context.Context, cfg QueueConfig) (QueueReport, error) {
 					if b.admittedAt.IsZero() {
 						b.admittedAt = time.Now()
 					}
-					st, bm := do(http.MethodGet, base+"/buy", bearer, ticket)
+					st, bm := do(http.MethodGet, buyURL, bearer, ticket)
 					switch {
 					case st == http.StatusCreated:
 						b.boughtAt = time.Now()
+						id, _ := bm["order_id"].(string)
+						b.order = orderNumber(id)
 						return
 					case code(bm) == "sold_out" || code(bm) == "ended":
 						b.closedAt = time.Now()
 						return
 					case code(bm) == "not_admitted":
 						// Refused correctly (a stale poll): poll again.
+					case st >= 400 && st < 500:
+						// Any other refusal (conflict: the ticket bought
+						// already; limit_reached) is final: retrying cannot
+						// turn it into a sale, so the buyer stops and it
+						// counts as an error of the run.
+						errs.Add(1)
+						return
 					default:
 						// overloaded/unavailable: retry after a pause, like a browser would
 						sleepCtx(ctx, 200*time.Millisecond)
@@ -167,11 +194,8 @@ func RunQueue(ctx context.Context, cfg QueueConfig) (QueueReport, error) {
 				case "sold_out", "ended":
 					b.closedAt = time.Now()
 					return
-				default: // waiting, pre_queue: back off by the estimate, poll at least every 2 s
-					eta, _ := m["eta_seconds"].(float64)
-					wait := time.Duration(eta * float64(time.Second) / 2)
-					wait = min(max(wait, 50*time.Millisecond), 2*time.Second)
-					sleepCtx(ctx, wait+time.Duration(rand.Int64N(int64(wait/5)+1)))
+				default: // waiting, pre_queue
+					sleepCtx(ctx, pollWait(m))
 				}
 				var st int
 				st, m = do(http.MethodGet, base+"/queue", bearer, ticket)
@@ -184,6 +208,38 @@ func RunQueue(ctx context.Context, cfg QueueConfig) (QueueReport, error) {
 	}
 	wg.Wait()
 	return queueReport(buyers, requests.Load(), errs.Load(), unadmitted.Load(), statuses), ctx.Err()
+}
+
+// pollWait is how long a waiting buyer sleeps before the next poll. Far
+// from its turn it polls at half the estimate (at least every 2 s, with a
+// tenth of jitter so a crowd does not poll in step); within a second of it,
+// it sleeps to just past the estimated moment, so it learns of its
+// admission within a few milliseconds of it. A fixed floor of 50 ms (the
+// old backoff) let buyers admitted up to two turns apart learn of it in
+// either order — at 40 admissions a second that alone cost fairness.
+func pollWait(m map[string]any) time.Duration {
+	eta, _ := m["eta_seconds"].(float64)
+	d := time.Duration(eta * float64(time.Second))
+	if d <= time.Second {
+		return max(d+5*time.Millisecond, 10*time.Millisecond)
+	}
+	d = min(d/2, 2*time.Second)
+	return d + time.Duration(rand.Int64N(int64(d/10)+1))
+}
+
+// orderNumber reads the sale's order number out of a public order id,
+// "<sale>.<number>.<tag>"; 0 if it is not one.
+func orderNumber(id string) int64 {
+	i := strings.LastIndexByte(id, '.')
+	if i < 0 {
+		return 0
+	}
+	j := strings.LastIndexByte(id[:i], '.')
+	n, err := strconv.ParseInt(id[j+1:i], 10, 64)
+	if err != nil || n <= 0 {
+		return 0
+	}
+	return n
 }
 
 func code(m map[string]any) string {
@@ -237,12 +293,23 @@ func queueReport(bs []queueBuyer, requests, errs, unadmitted int64, statuses map
 	}
 	r.WaitP50, r.WaitP99, r.WaitMax = pct(waits, 0.5), pct(waits, 0.99), pct(waits, 1)
 	r.CloseP50, r.CloseMax = pct(closes, 0.5), pct(closes, 1)
-	sort.Slice(bought, func(i, j int) bool { return bought[i].boughtAt.Before(bought[j].boughtAt) })
-	ranks := make([]int64, len(bought))
-	for i, b := range bought {
-		ranks[i] = b.rank
+	ranks := func() []int64 {
+		out := make([]int64, len(bought))
+		for i, b := range bought {
+			out[i] = b.rank
+		}
+		return out
 	}
-	r.KendallTau = KendallTau(ranks)
+	sort.Slice(bought, func(i, j int) bool { return bought[i].boughtAt.Before(bought[j].boughtAt) })
+	r.KendallTauByReply = KendallTau(ranks())
+	byOrder := true
+	for _, b := range bought {
+		byOrder = byOrder && b.order > 0
+	}
+	if byOrder {
+		sort.Slice(bought, func(i, j int) bool { return bought[i].order < bought[j].order })
+	}
+	r.KendallTau = KendallTau(ranks())
 	return r
 }
 
@@ -285,7 +352,8 @@ func (r QueueReport) Summary(w io.Writer) {
 		r.Requests, r.WastedPerSold, r.Errors, r.BoughtUnadmitted)
 	fmt.Fprintf(w, "  wait join->admitted: p50 %v p99 %v max %v\n", r.WaitP50.Round(time.Millisecond),
 		r.WaitP99.Round(time.Millisecond), r.WaitMax.Round(time.Millisecond))
-	fmt.Fprintf(w, "  fairness: Kendall tau (queue rank vs purchase order) %.4f\n", r.KendallTau)
+	fmt.Fprintf(w, "  fairness: Kendall tau (queue rank vs purchase order) %.4f (by order number; by reply time %.4f)\n",
+		r.KendallTau, r.KendallTauByReply)
 	fmt.Fprintf(w, "  queue closed after sell-out: p50 %v max %v\n", r.CloseP50.Round(time.Millisecond), r.CloseMax.Round(time.Millisecond))
 	keys := make([]string, 0, len(r.Statuses))
 	for k := range r.Statuses {

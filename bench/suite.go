@@ -38,12 +38,23 @@ type SuiteConfig struct {
 	// OverloadConnections is wrk's connection count for the overload row,
 	// run once per round against the selling sale for Duration; 0 skips it.
 	OverloadConnections int
-	Threads             int    // wrk threads
-	Runs                int    // rounds; each round measures every scenario once, in turn
-	WrkScript           string // bench/wrk/buy.lua
-	Binary              string // the flashsale binary for the node, broker and hello processes
-	Dir                 string // run directory (logs, stat.log, Redis data)
-	Out                 io.Writer
+	// OpenLoopFactor > 0 adds, per round, an open-loop row: the selling
+	// path offered OpenLoopFactor x the round's selling rate (256
+	// connections) as a fixed arrival rate, by this package's generator
+	// (wrk is closed loop), for Duration. The row reports the rate offered,
+	// the rate the generator managed to send, and goodput.
+	OpenLoopFactor float64
+	// ShedCompare adds, per round, the overload row against two more nodes
+	// of the same cluster: one shedding the oldest waiter first
+	// (admission.shed oldest) and one serving its line newest first under
+	// load (admission.lifo true), beside the default (shed newest, FIFO).
+	ShedCompare bool
+	Threads     int    // wrk threads
+	Runs        int    // rounds; each round measures every scenario once, in turn
+	WrkScript   string // bench/wrk/buy.lua
+	Binary      string // the flashsale binary for the node, broker and hello processes
+	Dir         string // run directory (logs, stat.log, Redis data)
+	Out         io.Writer
 }
 
 // SuiteRow is one scenario's figures in one round, summed over its slices.
@@ -102,10 +113,32 @@ type OverloadRow struct {
 	RSS        int64
 }
 
-// SuiteResult is what Suite measured: the main table and the overload table.
+// OpenLoopRow is the selling path offered a fixed arrival rate (open
+// loop: a slow answer does not slow the arrivals, as with a real crowd).
+type OpenLoopRow struct {
+	Scenario string
+	Round    int
+	// Offered is the arrival rate asked of the generator; Sent the rate it
+	// actually sent (requests / elapsed) and Dropped the arrivals it never
+	// sent because it fell behind: on a small box the generator itself may
+	// not reach the offered rate, and the row says so.
+	Offered, Sent float64
+	Dropped       int64
+	GoodRPS       float64 // 201s per second
+	GoodVsSelling float64 // GoodRPS over the same round's selling-path req/s
+	Share503      float64
+	P50, P99      time.Duration // from each request's intended send time
+	Non2xx        int64
+	SocketErrors  int64 // requests with no reply (transport errors, timeouts)
+	Statuses      string
+}
+
+// SuiteResult is what Suite measured: the main table, the overload table
+// and the open-loop table.
 type SuiteResult struct {
 	Rows     []SuiteRow
 	Overload []OverloadRow
+	OpenLoop []OpenLoopRow
 }
 
 // suiteScenario is one thing wrk drives: url with the wrk script's sale
@@ -225,6 +258,29 @@ func Suite(ctx context.Context, cfg SuiteConfig) (SuiteResult, error) {
 		return res, fmt.Errorf("create sale selling-wait: %w", err)
 	}
 
+	// The shedding variants (issue 16): more nodes of the same cluster, on
+	// the same Redis and broker, each with one admission setting changed.
+	// Each runs only its own overload row, so they idle through the rest.
+	type variant struct {
+		name string
+		sc   suiteScenario
+	}
+	var variants []variant
+	if cfg.ShedCompare && cfg.OverloadConnections > 0 {
+		for _, v := range []struct{ id, name, env string }{
+			{"node-shed-oldest", "shed oldest", "FLASHSALE_ADMISSION_SHED=oldest"},
+			{"node-lifo", "shed newest, LIFO", "FLASHSALE_ADMISSION_LIFO=true"},
+		} {
+			fmt.Fprintf(out, "starting a node with %s ...\n", v.env)
+			u, pid, stopV, err := startNode(ctx, cfg, st, v.id, v.env)
+			if err != nil {
+				return res, err
+			}
+			defer stopV()
+			variants = append(variants, variant{v.name, suiteScenario{url: u, sale: "selling", pid: pid}})
+		}
+	}
+
 	scenarios := []suiteScenario{
 		{"hello (net/http)", "http://" + helloAddr, "none", hello.Process.Pid},
 		{"node sold-out path", node, "soldout", st.Nodes[0].PID},
@@ -258,38 +314,113 @@ func Suite(ctx context.Context, cfg SuiteConfig) (SuiteResult, error) {
 			fmt.Fprintf(out, "round %d  %-20s %9.0f req/s  p99 %-8v ratio %.2f  %s%s\n", round, sc.name, row.RPS, row.P99, row.Ratio, spread, row.Statuses)
 			res.Rows = append(res.Rows, row)
 		}
+		selling := 0.0
+		for _, r := range res.Rows[len(res.Rows)-len(scenarios):] {
+			if r.Scenario == scenarios[2].name {
+				selling = r.RPS
+			}
+		}
 		if cfg.OverloadConnections > 0 {
-			sc := scenarios[2]
-			sc.name = fmt.Sprintf("node overload (c%d)", cfg.OverloadConnections)
-			r, err := m.measure(ctx, sc, cfg.OverloadConnections, cfg.Duration.Truncate(time.Second))
+			runs := []struct {
+				name  string
+				sc    suiteScenario
+				admin string
+			}{{fmt.Sprintf("node overload (c%d)", cfg.OverloadConnections), scenarios[2], st.Nodes[0].AdminURL}}
+			for _, v := range variants {
+				runs = append(runs, struct {
+					name  string
+					sc    suiteScenario
+					admin string
+				}{fmt.Sprintf("overload, %s (c%d)", v.name, cfg.OverloadConnections), v.sc, ""})
+			}
+			for _, run := range runs {
+				o, err := m.overload(ctx, run.name, run.sc, round, run.admin, selling)
+				if err != nil {
+					return res, err
+				}
+				fmt.Fprintf(out, "round %d  %-20s %9.0f req/s  201/s %.0f  503 share %.2f  p99 %-8v  goroutines %d  %s\n",
+					round, o.Scenario, o.RPS, o.GoodRPS, o.Share503, o.P99, o.Goroutines, o.Statuses)
+				res.Overload = append(res.Overload, o)
+			}
+		}
+		if cfg.OpenLoopFactor > 0 && selling > 0 {
+			o, err := openLoop(ctx, cfg, node, c.AuthSecret(), round, selling)
 			if err != nil {
-				return res, fmt.Errorf("%s: %w", sc.name, err)
+				return res, err
 			}
-			o := overloadRow(sc.name, round, cfg.OverloadConnections, r.wrk)
-			if sold := r.wrk.Statuses["201"]; sold > 0 {
-				o.EvalPer201 = float64(r.redis.evals) / float64(sold)
-			}
-			if n := len(res.Rows); n > 0 && res.Rows[n-1].RPS > 0 {
-				o.GoodVsSelling = o.GoodRPS / res.Rows[n-1].RPS
-			}
-			o.Goroutines, o.RSS = -1, -1
-			if text, err := getText(ctx, st.Nodes[0].AdminURL+"/metrics"); err != nil {
-				fmt.Fprintf(out, "note: scrape %s/metrics: %v\n", st.Nodes[0].AdminURL, err)
-			} else {
-				if v, ok := promValue(text, "go_goroutines"); ok {
-					o.Goroutines = int64(v)
-				}
-				if v, ok := promValue(text, "process_resident_memory_bytes"); ok {
-					o.RSS = int64(v)
-				}
-			}
-			fmt.Fprintf(out, "round %d  %-20s %9.0f req/s  201/s %.0f  503 share %.2f  p99 %-8v  goroutines %d  %s\n",
-				round, o.Scenario, o.RPS, o.GoodRPS, o.Share503, o.P99, o.Goroutines, o.Statuses)
-			res.Overload = append(res.Overload, o)
+			fmt.Fprintf(out, "round %d  %-20s offered %.0f/s sent %.0f/s  201/s %.0f (%.2fx selling)  p99 %-8v  %s\n",
+				round, o.Scenario, o.Offered, o.Sent, o.GoodRPS, o.GoodVsSelling, o.P99, o.Statuses)
+			res.OpenLoop = append(res.OpenLoop, o)
 		}
 	}
 	return res, nil
 }
+
+// overload runs one overload row: wrk with cfg.OverloadConnections against
+// sc's selling sale, goodput against the round's selling rate, and the
+// node's goroutines and RSS from admin's /metrics ("" skips the scrape).
+func (m meter) overload(ctx context.Context, name string, sc suiteScenario, round int, admin string, selling float64) (OverloadRow, error) {
+	conns := m.cfg.OverloadConnections
+	r, err := m.measure(ctx, sc, conns, m.cfg.Duration.Truncate(time.Second))
+	if err != nil {
+		return OverloadRow{}, fmt.Errorf("%s: %w", name, err)
+	}
+	o := overloadRow(name, round, conns, r.wrk)
+	if sold := r.wrk.Statuses["201"]; sold > 0 {
+		o.EvalPer201 = float64(r.redis.evals) / float64(sold)
+	}
+	if selling > 0 {
+		o.GoodVsSelling = o.GoodRPS / selling
+	}
+	o.Goroutines, o.RSS = -1, -1
+	if admin == "" {
+		return o, nil
+	}
+	if text, err := getText(ctx, admin+"/metrics"); err != nil {
+		fmt.Fprintf(m.cfg.Out, "note: scrape %s/metrics: %v\n", admin, err)
+	} else {
+		if v, ok := promValue(text, "go_goroutines"); ok {
+			o.Goroutines = int64(v)
+		}
+		if v, ok := promValue(text, "process_resident_memory_bytes"); ok {
+			o.RSS = int64(v)
+		}
+	}
+	return o, nil
+}
+
+// openLoop offers the node's selling sale cfg.OpenLoopFactor x selling
+// arrivals a second for cfg.Duration with this package's open-loop
+// generator (enough connections that in-flight requests never wait for
+// one: the overload row's count, at least 1,000).
+func openLoop(ctx context.Context, cfg SuiteConfig, node, secret string, round int, selling float64) (OpenLoopRow, error) {
+	rate := cfg.OpenLoopFactor * selling
+	res, err := Run(ctx, Config{Targets: []string{node}, Scenario: ScenarioBuy, Sale: "selling", Users: 100_000, UserPrefix: "ol",
+		Connections: max(cfg.OverloadConnections, 1000), Duration: cfg.Duration.Truncate(time.Second), Rate: rate,
+		Timeout: 5 * time.Second, AuthSecret: []byte(secret)})
+	if err != nil {
+		return OpenLoopRow{}, fmt.Errorf("open-loop row: %w", err)
+	}
+	rp := res.Report
+	o := OpenLoopRow{Scenario: fmt.Sprintf("open loop %.0fx selling", cfg.OpenLoopFactor), Round: round, Offered: rate,
+		Sent: rp.RPS, Dropped: rp.Dropped, P50: msDur(rp.Latency.P50), P99: msDur(rp.Latency.P99),
+		SocketErrors: rp.Status["none"], Statuses: mapLine(rp.Status)}
+	for st, n := range rp.Status {
+		if st != "none" && !strings.HasPrefix(st, "2") {
+			o.Non2xx += n
+		}
+	}
+	if rp.Seconds > 0 {
+		o.GoodRPS = float64(rp.Status["201"]) / rp.Seconds
+	}
+	if rp.Requests > 0 {
+		o.Share503 = float64(rp.Status["503"]) / float64(rp.Requests)
+	}
+	o.GoodVsSelling = o.GoodRPS / selling
+	return o, nil
+}
+
+func msDur(ms float64) time.Duration { return time.Duration(ms * float64(time.Millisecond)) }
 
 // meter runs one wrk measurement and brackets it with the counters of the
 // processes taking part.
@@ -434,6 +565,7 @@ func WriteTable(w io.Writer, res SuiteResult) {
 			res.Rows[0].Slices)
 	}
 	fmt.Fprintln(w, "(CPU/req = user+sys: Redis from INFO, server = hello or node and broker from /proc, wrk from its rusage)")
+	defer writeOpenLoop(w, res.OpenLoop)
 	if len(res.Overload) == 0 {
 		return
 	}
@@ -450,6 +582,22 @@ func WriteTable(w io.Writer, res SuiteResult) {
 			o.P50, o.P99, o.Non2xx, o.SocketErrors, o.Goroutines, rss)
 	}
 	tw.Flush()
+}
+
+// writeOpenLoop prints the open-loop table, if any.
+func writeOpenLoop(w io.Writer, rows []OpenLoopRow) {
+	if len(rows) == 0 {
+		return
+	}
+	fmt.Fprintln(w)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "round\topen loop\toffered/s\tsent/s\tnot sent\t201/s\t201/s vs selling\t503 share\tp50\tp99\tnon-2xx\tno reply\t")
+	for _, o := range rows {
+		fmt.Fprintf(tw, "%d\t%s\t%.0f\t%.0f\t%d\t%.0f\t%.2f\t%.3f\t%v\t%v\t%d\t%d\t\n", o.Round, o.Scenario, o.Offered, o.Sent, o.Dropped,
+			o.GoodRPS, o.GoodVsSelling, o.Share503, o.P50.Round(10*time.Microsecond), o.P99.Round(10*time.Microsecond), o.Non2xx, o.SocketErrors)
+	}
+	tw.Flush()
+	fmt.Fprintln(w, "(open loop: arrivals at a fixed rate by flashsale's own generator; latency from each request's intended send time; sent < offered means the generator, not the node, fell behind)")
 }
 
 func cpuCell(d time.Duration) time.Duration { return d.Round(10 * time.Nanosecond) }
@@ -720,7 +868,14 @@ After the three scenarios each round drives the selling path once more, for
 --duration, with --overload-connections connections (far above the node's
 http.max_inflight), and prints a second table: req/s, 201s per second, the
 share of 503s, latency, and the node's goroutines and RSS from /metrics right
-after the run.`,
+after the run. With --shed-compare the same row also runs against two more nodes
+of the cluster, one shedding oldest-first (admission.shed oldest) and one
+serving LIFO under load (admission.lifo true).
+
+Then, with --open-loop F (default 3; 0: none), the selling path is offered F x
+the round's selling rate as fixed arrivals by flashsale's own generator (wrk is
+closed loop); the table says what was offered and what the generator managed to
+send, so a generator that cannot keep up on a small box is seen, not hidden.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg.Out = cmd.ErrOrStderr()
@@ -772,6 +927,8 @@ after the run.`,
 	f.IntVar(&cfg.Slices, "slices", 10, "interleaved wrk runs per scenario and round; p50 = median of the slices' p50s, p99 = worst slice's p99")
 	f.IntVar(&cfg.Connections, "connections", 256, "wrk connections")
 	f.IntVar(&cfg.OverloadConnections, "overload-connections", 4000, "wrk connections for the overload row (0: no overload row)")
+	f.Float64Var(&cfg.OpenLoopFactor, "open-loop", 3, "open-loop row: offer this many times the round's selling rate as fixed arrivals (0: no row)")
+	f.BoolVar(&cfg.ShedCompare, "shed-compare", false, "overload rows also against a node shedding oldest-first and one serving LIFO under load")
 	f.IntVar(&cfg.Threads, "threads", 1, "wrk threads")
 	f.IntVar(&cfg.Runs, "runs", 3, "rounds (the spread across rounds is the run-to-run noise)")
 	f.StringVar(&cfg.WrkScript, "script", filepath.Join("bench", "wrk", "buy.lua"), "wrk script for all scenarios")
@@ -829,11 +986,25 @@ func startWaitNode(ctx context.Context, cfg SuiteConfig, st cluster.State) (url 
 		time.Sleep(50 * time.Millisecond)
 	}
 
+	nurl, npid, stopNode, err := startNode(ctx, cfg, st, "node-wait", "FLASHSALE_REDIS_MIN_REPLICAS_ACKED=1")
+	if err != nil {
+		return "", 0, stop, fmt.Errorf("the WAIT node: %w", err)
+	}
+	stopReplica := stop
+	stop = func() { stopNode(); stopReplica() } // the node stops before its Redis replica
+	return nurl, npid, stop, nil
+}
+
+// startNode starts one more node of the suite's cluster (same Redis,
+// broker and secrets as node 1) named id, with env appended to node 1's
+// environment, and returns its URL and PID and a func that stops it.
+func startNode(ctx context.Context, cfg SuiteConfig, st cluster.State, id string, extra ...string) (url string, pid int, stop func(), err error) {
+	stop = func() {}
 	naddr, err := freeAddr()
 	if err != nil {
 		return "", 0, stop, err
 	}
-	ndir := filepath.Join(st.Dir, "node-wait")
+	ndir := filepath.Join(st.Dir, id)
 	if err := os.MkdirAll(ndir, 0o755); err != nil {
 		return "", 0, stop, err
 	}
@@ -853,8 +1024,9 @@ func startWaitNode(ctx context.Context, cfg SuiteConfig, st cluster.State) (url 
 	if err != nil {
 		return "", 0, stop, err
 	}
-	env = append(env, "FLASHSALE_NODE_ID=node-wait", "FLASHSALE_HTTP_ADDR="+naddr, "FLASHSALE_HTTP_ADMIN_ADDR="+aaddr,
-		"FLASHSALE_STATLOG_PATH="+filepath.Join(ndir, "stat.log"), "FLASHSALE_REDIS_MIN_REPLICAS_ACKED=1")
+	env = append(env, "FLASHSALE_NODE_ID="+id, "FLASHSALE_HTTP_ADDR="+naddr, "FLASHSALE_HTTP_ADMIN_ADDR="+aaddr,
+		"FLASHSALE_STATLOG_PATH="+filepath.Join(ndir, "stat.log"))
+	env = append(env, extra...)
 	logf, err := os.Create(filepath.Join(ndir, "node.log"))
 	if err != nil {
 		return "", 0, stop, err
@@ -863,12 +1035,16 @@ func startWaitNode(ctx context.Context, cfg SuiteConfig, st cluster.State) (url 
 	n := exec.CommandContext(ctx, cfg.Binary, "node")
 	n.Env, n.Stdout, n.Stderr = env, logf, logf
 	if err := n.Start(); err != nil {
-		return "", 0, stop, fmt.Errorf("start the WAIT node: %w", err)
+		return "", 0, stop, fmt.Errorf("start node %s: %w", id, err)
 	}
-	procs = append([]*exec.Cmd{n}, procs...) // the node stops before its Redis replica
+	stop = func() {
+		_ = n.Process.Signal(syscall.SIGTERM)
+		_ = n.Wait()
+	}
 	url = "http://" + naddr
 	if err := waitHTTP(ctx, url+"/readyz"); err != nil {
-		return "", 0, stop, fmt.Errorf("the WAIT node: %w", err)
+		stop()
+		return "", 0, func() {}, fmt.Errorf("node %s: %w", id, err)
 	}
 	return url, n.Process.Pid, stop, nil
 }

@@ -13,6 +13,8 @@
 --          and "c|N" -> 1 once a repeat answered order N (see settle.lua "claim")
 -- KEYS[7]  fs:{sale:ID}:idemexp    zset of "N|user|key" by the order's pay deadline:
 --          when a key is forgotten
+-- KEYS[8]  fs:{sale:ID}:wr:used    hash: waiting-room ticket number -> the order it
+--          bought (see waitroom): what makes an admitted ticket single-use
 -- ARGV[1]  node id recorded on each order
 -- ARGV[2]  seconds the batch record lives
 -- ARGV[3]  user ids, one per buyer, in arrival order, joined by ","; a user
@@ -20,6 +22,10 @@
 --          per buyer: fewer values to box, send and parse on both sides.
 -- ARGV[4]  optional: "i:key,i:key,..." the Idempotency-Key of buyer i (1-based)
 --          for the buyers that sent one (keys never hold "," or "|").
+-- ARGV[5]  optional: "i:n,i:n,..." the waiting-room ticket number of buyer i,
+--          for the buyers of a sale with a waiting room (the node checked the
+--          ticket's signature, owner, expiry and turn; only "used" needs Redis,
+--          so it is checked here, in the same atomic step that sells).
 --
 -- Returns {now_ms, deadline_ms, sale_code, results} where results is
 -- "r1,r2,..." (one string, for the same reason).
@@ -31,6 +37,9 @@
 -- or writes it first as a tombstone, so this script, if it arrives late,
 -- does nothing.
 -- r: order number (> 0) on success, -1 sold out, -2 the user is at the limit,
+-- -6 the buyer's waiting-room ticket already bought an order that stands
+-- (pending, paid, cancelled or expired: only an aborted one, whose buyer was
+-- told no, frees the ticket again),
 -- or "dN:deadline_ms" when the buyer's Idempotency-Key already names order N,
 -- still pending or paid: a repeat, which takes no unit and no limit slot
 -- (the node then claims it before answering; see settle.lua).
@@ -88,6 +97,26 @@ if ARGV[4] and ARGV[4] ~= '' then
     redis.call('ZREM', KEYS[7], e)
   end
 end
+-- Waiting-room tickets of this batch, by buyer index, and the orders the
+-- used ones bought (one HMGET for the batch).
+local tickets, tused, ticketArgs = {}, {}, {}
+if ARGV[5] and ARGV[5] ~= '' then
+  local list = {}
+  for i, n in string.gmatch(ARGV[5], '(%d+):(%d+)') do
+    tickets[tonumber(i)] = n
+    list[#list + 1] = n
+  end
+  local got = redis.call('HMGET', KEYS[8], unpack(list))
+  for j, n in ipairs(list) do
+    local o = got[j]
+    if o then
+      local rec = redis.call('HGET', KEYS[3], o)
+      if string.sub(rec or 'a', 1, 1) ~= 'a' then
+        tused[n] = true
+      end
+    end
+  end
+end
 -- One HMGET reads every buyer's count (repeats are harmless), instead of a
 -- call per buyer: most of a batch's cost in Redis is per call.
 local counts = redis.call('HMGET', KEYS[2], unpack(users))
@@ -128,8 +157,11 @@ for i, u in ipairs(users) do
       end
     end
   end
+  local tk = tickets[i]
   if prior then
     res[#res + 1] = 'd' .. prior
+  elseif tk and tused[tk] then
+    res[#res + 1] = -6
   elseif h >= limit then
     res[#res + 1] = -2
   elseif remaining <= 0 then
@@ -143,6 +175,11 @@ for i, u in ipairs(users) do
     orderArgs[#orderArgs + 1] = prefix .. u
     sold[#sold + 1] = seq
     res[#res + 1] = seq
+    if tk then
+      tused[tk] = true
+      ticketArgs[#ticketArgs + 1] = tk
+      ticketArgs[#ticketArgs + 1] = seq
+    end
     if field then
       seen[field] = seq
       idemArgs[#idemArgs + 1] = 'k|' .. field
@@ -170,6 +207,9 @@ if #orderArgs > 0 then
     redis.call('ZADD', KEYS[7], unpack(expArgs))
   end
   redis.call('HSET', KEYS[3], unpack(orderArgs))
+  if #ticketArgs > 0 then
+    redis.call('HSET', KEYS[8], unpack(ticketArgs))
+  end
   -- One index entry for the whole batch: its orders share a deadline and
   -- their numbers are consecutive (seq moves only on a sale). A zset entry
   -- per order was a quarter of this script's cost in Redis.

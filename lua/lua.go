@@ -150,6 +150,7 @@ func CreateSale(ctx context.Context, rdb redis.Scripter, id string, fields []any
 const (
 	BuySoldOut    = -1 // no unit left
 	BuyLimit      = -2 // the user already holds per_user_limit orders
+	BuyTicketUsed = -6 // the buyer's waiting-room ticket already bought an order that stands
 	BuyNotStarted = -3
 	BuyEnded      = -4
 	BuyNoSale     = -5
@@ -198,7 +199,7 @@ type BuyReply struct {
 	NowMs      int64   // Redis clock when the batch ran
 	DeadlineMs int64   // pay deadline of every order created by the batch
 	SaleCode   int64   // 0 when the sale is open, else BuyNotStarted, BuyEnded or BuyNoSale
-	Results    []int64 // per buyer: order number (> 0) or BuySoldOut / BuyLimit
+	Results    []int64 // per buyer: order number (> 0) or BuySoldOut / BuyLimit / BuyTicketUsed
 	// Repeats lists the buyers whose Idempotency-Key named a live order:
 	// Results[I] is that order (created earlier, or by another buyer of
 	// this batch), which this batch did not create.
@@ -241,6 +242,17 @@ func ValidIdempotencyKey(k string) bool {
 // ValidIdempotencyKey). A buyer whose key already names a live order of
 // this user gets that order back (listed in Repeats) instead of a new one.
 func BuyKeyed(ctx context.Context, rdb redis.Scripter, id, node, batch string, users, keys []string, results []int64) (BuyReply, error) {
+	return BuyTicketed(ctx, rdb, id, node, batch, users, keys, nil, results)
+}
+
+// BuyTicketed is BuyKeyed with a waiting-room ticket number per buyer:
+// tickets is nil or has one entry per user (0 for a buyer without one). A
+// ticket buys once: a buyer whose ticket already bought an order that
+// stands gets BuyTicketUsed, and nothing changes for them; a sale marks the
+// ticket with its order in the same atomic step. Only an aborted order (its
+// buyer was told no) frees the ticket again, so a "no" leaves nothing
+// behind and nothing has to be given back.
+func BuyTicketed(ctx context.Context, rdb redis.Scripter, id, node, batch string, users, keys []string, tickets, results []int64) (BuyReply, error) {
 	size := len(users)
 	for _, u := range users {
 		size += len(u)
@@ -264,9 +276,21 @@ func BuyKeyed(ctx context.Context, rdb redis.Scripter, id, node, batch string, u
 		keyArg = append(keyArg, ':')
 		keyArg = append(keyArg, kk...)
 	}
+	var ticketArg []byte
+	for i, n := range tickets {
+		if n <= 0 {
+			continue
+		}
+		if len(ticketArg) > 0 {
+			ticketArg = append(ticketArg, ',')
+		}
+		ticketArg = strconv.AppendInt(ticketArg, int64(i+1), 10)
+		ticketArg = append(ticketArg, ':')
+		ticketArg = strconv.AppendInt(ticketArg, n, 10)
+	}
 	k := KeysFor(id)
-	v, err := buy.Run(ctx, rdb, []string{k.Meta, k.Users, k.Orders, k.Deadlines, BatchKey(id, batch), k.Idem, k.IdemExp},
-		node, int64(BatchTTL/time.Second), joined, keyArg).Slice()
+	v, err := buy.Run(ctx, rdb, []string{k.Meta, k.Users, k.Orders, k.Deadlines, BatchKey(id, batch), k.Idem, k.IdemExp,
+		RoomKeysFor(id).Used}, node, int64(BatchTTL/time.Second), joined, keyArg, ticketArg).Slice()
 	if err != nil {
 		return BuyReply{}, fmt.Errorf("buy script for sale %q: %w", id, err)
 	}

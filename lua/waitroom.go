@@ -29,7 +29,7 @@ var (
 type RoomKeys struct {
 	Meta   string // the sale
 	Room   string // hash: seq, serving, pre, seed, last_ms, lease, lease_until
-	Used   string // bitmap: bit n set once ticket n has bought
+	Used   string // hash: ticket n -> the order it bought (buy.lua makes tickets single-use with it)
 	Buyers string // hash: buyer -> ticket number
 }
 
@@ -71,31 +71,21 @@ func RoomTick(ctx context.Context, rdb redis.Scripter, id, node string, leaseMs 
 	return RoomState{Exists: true, Remaining: n(0), Seq: n(1), Serving: n(2), Pre: n(3), Seed: sd, NowMs: n(5)}, nil
 }
 
+// Codes of RoomJoin besides a ticket number (> 0).
+const (
+	JoinSoldOut = -1 // the sale has no unit left: the room is closed until units come back
+	JoinEnded   = -2
+	JoinNoSale  = -3
+)
+
 // RoomJoin returns buyer's ticket number in sale id's room: the next one on
-// a first join, the same one after (see wr_join.lua).
+// a first join, the same one after — or JoinSoldOut, JoinEnded, JoinNoSale,
+// read in the same step (see wr_join.lua).
 func RoomJoin(ctx context.Context, rdb redis.Scripter, id, buyer string) (int64, error) {
 	k := RoomKeysFor(id)
-	n, err := wrJoin.Run(ctx, rdb, []string{k.Room, k.Buyers}, buyer).Int64()
+	n, err := wrJoin.Run(ctx, rdb, []string{k.Room, k.Buyers, k.Meta}, buyer).Int64()
 	if err != nil {
 		return 0, fmt.Errorf("join waiting room of %q: %w", id, err)
 	}
 	return n, nil
-}
-
-// RoomUse marks ticket seq of sale id used; it reports false when it was
-// used already.
-func RoomUse(ctx context.Context, rdb redis.Cmdable, id string, seq int64) (bool, error) {
-	old, err := rdb.SetBit(ctx, RoomKeysFor(id).Used, seq, 1).Result()
-	if err != nil {
-		return false, fmt.Errorf("use ticket %d of %q: %w", seq, id, err)
-	}
-	return old == 0, nil
-}
-
-// RoomUnuse gives ticket seq of sale id back (its buy was refused).
-func RoomUnuse(ctx context.Context, rdb redis.Cmdable, id string, seq int64) error {
-	if err := rdb.SetBit(ctx, RoomKeysFor(id).Used, seq, 0).Err(); err != nil {
-		return fmt.Errorf("give back ticket %d of %q: %w", seq, id, err)
-	}
-	return nil
 }

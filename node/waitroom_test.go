@@ -3,6 +3,7 @@ package node_test
 import (
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -134,4 +135,197 @@ func TestWaitingRoomRefusesAndAdmitsInTurn(t *testing.T) {
 		t.Fatalf("books %+v", b)
 	}
 	t.Logf("sold to %v; the room closed for the rest within %v of the sell-out (one poll round)", sold, latest)
+}
+
+// admitted polls until buyer's ticket is admitted (the room must admit fast).
+func admitted(t *testing.T, url, sale, user, ticket string) {
+	t.Helper()
+	for end := time.Now().Add(5 * time.Second); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
+		if p := poll(t, url, sale, user, ticket); p.Body["state"] == "admitted" {
+			return
+		}
+	}
+	t.Fatalf("%s was not admitted to %s within 5 s", user, sale)
+}
+
+// myOrders is how many orders of sale the buyer holds, as they see them.
+func myOrders(t *testing.T, url, user, sale string) int {
+	t.Helper()
+	r := e2e.Do(t, "GET", url+"/v1/users/me/orders?sale="+sale, "", e2e.As(t, user)...)
+	if r.Status != 200 {
+		t.Fatalf("my orders: %d %s", r.Status, r.Raw)
+	}
+	list, _ := r.Body["orders"].([]any)
+	return len(list)
+}
+
+// Invariant: an admitted ticket buys one order, once — reused one after
+// the other, reused concurrently, used on another sale, or reused after
+// its order was cancelled, it is refused with a JSON error and the books,
+// the buyer's orders and limit stay exactly as they were; a retry with the
+// buy's Idempotency-Key gets the first order back (not a refusal).
+func TestWaitingRoomTicketBuysOnce(t *testing.T) {
+	_, n := roomNode(t)
+	e2e.CreateSale(t, n.URL, `{"id":"wa","stock":6,"per_user_limit":3,"waiting_room":{"enabled":true,"admit_per_sec":1000}}`)
+	e2e.CreateSale(t, n.URL, `{"id":"wb","stock":6,"per_user_limit":3,"waiting_room":{"enabled":true,"admit_per_sec":1000}}`)
+	tickets := map[string]string{}
+	for _, u := range []string{"u0", "u1", "u2"} {
+		for _, sale := range []string{"wa", "wb"} {
+			r := join(t, n.URL, sale, u)
+			if r.Status != 201 {
+				t.Fatalf("join %s: %d %s", sale, r.Status, r.Raw)
+			}
+			tickets[sale+u], _ = r.Body["ticket"].(string)
+			admitted(t, n.URL, sale, u, tickets[sale+u])
+		}
+	}
+	want := func(sale string, b e2e.Books) {
+		t.Helper()
+		if got := e2e.GetBooks(t, n.URL, sale); got != b {
+			t.Fatalf("books of %s %+v, want %+v", sale, got, b)
+		}
+	}
+	fresh := e2e.Books{Stock: 6, Remaining: 6}
+	refused := func(name string, r e2e.Reply, status int, code string) {
+		t.Helper()
+		if r.Status != status || r.Code() != code {
+			t.Fatalf("%s: %d %s, want %d %s", name, r.Status, r.Raw, status, code)
+		}
+		if msg, _ := r.Body["error"].(map[string]any)["message"].(string); msg == "" {
+			t.Fatalf("%s: no message in %s", name, r.Raw)
+		}
+	}
+
+	// Another sale's ticket (valid, admitted, unused there) buys nothing here.
+	refused("wa's ticket on wb", buyWith(t, n.URL, "wb", "u0", tickets["wau0"]), 401, "unauthorized")
+	want("wa", fresh)
+	want("wb", fresh)
+
+	// Used, then reused one after the other: the second is a conflict.
+	if r := buyWith(t, n.URL, "wa", "u0", tickets["wau0"]); r.Status != 201 {
+		t.Fatalf("first buy: %d %s", r.Status, r.Raw)
+	}
+	one := e2e.Books{Stock: 6, Remaining: 5, Pending: 1}
+	for i := 0; i < 3; i++ {
+		refused("reused", buyWith(t, n.URL, "wa", "u0", tickets["wau0"]), 409, "conflict")
+	}
+	want("wa", one)
+	if got := myOrders(t, n.URL, "u0", "wa"); got != 1 {
+		t.Fatalf("u0 holds %d orders of wa after reusing its ticket, want 1", got)
+	}
+	// The ticket of wb is still good (single use is per sale and ticket).
+	if r := buyWith(t, n.URL, "wb", "u0", tickets["wbu0"]); r.Status != 201 {
+		t.Fatalf("buy on wb: %d %s", r.Status, r.Raw)
+	}
+
+	// Reused concurrently: one of eight buys sells, seven are conflicts
+	// (they may share one batch: the script refuses the repeats in it).
+	var wg sync.WaitGroup
+	replies := make([]e2e.Reply, 8)
+	for i := range replies {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			replies[i] = buyWith(t, n.URL, "wa", "u1", tickets["wau1"])
+		}()
+	}
+	wg.Wait()
+	if c := e2e.Count(replies); c["ok"] != 1 || c["conflict"] != 7 {
+		t.Fatalf("concurrent reuse: %v", c)
+	}
+	for _, r := range replies {
+		if r.Status == 409 && r.Code() != "conflict" {
+			t.Fatalf("concurrent reuse: %s", r.Raw)
+		}
+	}
+	two := e2e.Books{Stock: 6, Remaining: 4, Pending: 2}
+	want("wa", two)
+
+	// A retry with the same Idempotency-Key is the first order, not a "no".
+	keyed := func() e2e.Reply {
+		return e2e.Do(t, "GET", n.URL+"/v1/sales/wa/buy?idempotency_key=k-u2", "", append(e2e.As(t, "u2"), api.QueueTicketHeader, tickets["wau2"])...)
+	}
+	first, again := keyed(), keyed()
+	if first.Status != 201 || again.Status != 201 || first.Body["order_id"] != again.Body["order_id"] {
+		t.Fatalf("keyed retry: %d %s then %d %s", first.Status, first.Raw, again.Status, again.Raw)
+	}
+	three := e2e.Books{Stock: 6, Remaining: 3, Pending: 3}
+	want("wa", three)
+
+	// Cancelling the order does not give the ticket back: the unit goes to
+	// the line, not to a second buy by the same ticket.
+	id, _ := first.Body["order_id"].(string)
+	if r := e2e.Do(t, "POST", n.URL+"/v1/orders/"+id+"/cancel", "", e2e.As(t, "u2")...); r.Status != 200 {
+		t.Fatalf("cancel: %d %s", r.Status, r.Raw)
+	}
+	cancelled := e2e.Books{Stock: 6, Remaining: 4, Pending: 2, Cancelled: 1}
+	want("wa", cancelled)
+	refused("reused after cancel", buyWith(t, n.URL, "wa", "u2", tickets["wau2"]), 409, "conflict")
+	want("wa", cancelled)
+}
+
+// Invariant: once the last unit is sold the room is closed — a join answers
+// sold_out at once (checked in the join's own Redis step), a waiting
+// ticket's poll within one tick, a buy changes nothing — and when units
+// come back (here: an unpaid order expires) admission resumes for the
+// tickets already issued and joining opens again.
+func TestWaitingRoomClosesOnSellOutAndReopens(t *testing.T) {
+	_, n := roomNode(t)
+	e2e.CreateSale(t, n.URL, `{"id":"wc","stock":1,"pay_timeout":"1s","waiting_room":{"enabled":true,"admit_per_sec":1000}}`)
+	tk := map[string]string{}
+	for _, u := range []string{"u0", "u1"} {
+		r := join(t, n.URL, "wc", u)
+		if r.Status != 201 {
+			t.Fatalf("join: %d %s", r.Status, r.Raw)
+		}
+		tk[u], _ = r.Body["ticket"].(string)
+	}
+	admitted(t, n.URL, "wc", "u0", tk["u0"])
+	if r := buyWith(t, n.URL, "wc", "u0", tk["u0"]); r.Status != 201 {
+		t.Fatalf("buy: %d %s", r.Status, r.Raw)
+	}
+	// No tick has to pass: the join's own script sees remaining 0.
+	if r := join(t, n.URL, "wc", "u2"); r.Status != 409 || r.Code() != "sold_out" {
+		t.Fatalf("join after sell-out: %d %s, want 409 sold_out", r.Status, r.Raw)
+	}
+	soldAt := time.Now()
+	for poll(t, n.URL, "wc", "u1", tk["u1"]).Body["state"] != "sold_out" {
+		if time.Since(soldAt) > time.Second {
+			t.Fatal("a waiting ticket's poll did not answer sold_out within 1 s of the sell-out")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	closed := time.Since(soldAt)
+	held := e2e.Books{Stock: 1, Pending: 1}
+	if r := buyWith(t, n.URL, "wc", "u1", tk["u1"]); r.Status != 409 || r.Code() != "sold_out" {
+		t.Fatalf("buy in a closed room: %d %s", r.Status, r.Raw)
+	}
+	if b := e2e.GetBooks(t, n.URL, "wc"); b != held {
+		t.Fatalf("books %+v, want %+v", b, held)
+	}
+
+	// u0 never pays: the unit comes back and the room reopens.
+	var reopened time.Duration
+	for {
+		p := poll(t, n.URL, "wc", "u1", tk["u1"])
+		if p.Body["state"] == "admitted" {
+			reopened = time.Since(soldAt)
+			break
+		}
+		if time.Since(soldAt) > 10*time.Second {
+			t.Fatalf("the room did not reopen after the order expired: %s, books %+v", p.Raw, e2e.GetBooks(t, n.URL, "wc"))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if r := join(t, n.URL, "wc", "u2"); r.Status != 201 {
+		t.Fatalf("join after units came back: %d %s", r.Status, r.Raw)
+	}
+	// The sold_out buy above did not use u1's ticket.
+	if r := buyWith(t, n.URL, "wc", "u1", tk["u1"]); r.Status != 201 {
+		t.Fatalf("buy after the room reopened: %d %s", r.Status, r.Raw)
+	}
+	if b, w := e2e.GetBooks(t, n.URL, "wc"), (e2e.Books{Stock: 1, Pending: 1, Expired: 1}); b != w {
+		t.Fatalf("books %+v, want %+v", b, w)
+	}
+	t.Logf("closed for a waiting ticket %v after the sell-out; reopened %v after it (pay timeout 1 s)", closed, reopened)
 }

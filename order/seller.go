@@ -73,6 +73,7 @@ type saleState struct {
 type buyReq struct {
 	sale      *saleState
 	user, key string
+	ticket    int64 // waiting-room ticket number; 0: none
 	ctx       context.Context
 	deadline  time.Time
 }
@@ -93,8 +94,10 @@ type buyRes struct {
 
 // Errors the Seller answers with; api maps their codes to statuses.
 var (
-	ErrSoldOut    = flashsale.Errorf(flashsale.ESOLDOUT, "sold out")
-	ErrLimit      = flashsale.Errorf(flashsale.ELIMITREACHED, "you already hold the most orders this sale allows")
+	ErrSoldOut = flashsale.Errorf(flashsale.ESOLDOUT, "sold out")
+	ErrLimit   = flashsale.Errorf(flashsale.ELIMITREACHED, "you already hold the most orders this sale allows")
+	// ErrTicketUsed answers a buy whose waiting-room ticket already bought.
+	ErrTicketUsed = flashsale.Errorf(flashsale.ECONFLICT, "this queue ticket has already bought; each admitted ticket buys once")
 	ErrNotStarted = flashsale.Errorf(flashsale.ENOTSTARTED, "the sale has not started")
 	ErrEnded      = flashsale.Errorf(flashsale.EENDED, "the sale has ended")
 	ErrNoSale     = flashsale.Errorf(flashsale.ENOTFOUND, "no such sale")
@@ -109,7 +112,7 @@ var (
 // Sentinels lists the Seller's package-level errors, so the API can render
 // their bodies once.
 func Sentinels() []*flashsale.Error {
-	return []*flashsale.Error{ErrSoldOut, ErrLimit, ErrNotStarted, ErrEnded, ErrNoSale, ErrOverloaded, ErrRedis, ErrDeadline}
+	return []*flashsale.Error{ErrSoldOut, ErrLimit, ErrTicketUsed, ErrNotStarted, ErrEnded, ErrNoSale, ErrOverloaded, ErrRedis, ErrDeadline}
 }
 
 // NewSeller returns a Seller that deducts from Redis and makes each order
@@ -160,6 +163,16 @@ func (s *Seller) Buy(ctx context.Context, saleID, userID string) (Reservation, e
 // request deadline; zero means ctx.Deadline(). It is passed apart from ctx
 // so the hot path needs no timer per request.
 func (s *Seller) BuyKeyed(ctx context.Context, saleID, userID, key string, deadline time.Time) (Reservation, error) {
+	return s.BuyTicketed(ctx, saleID, userID, key, 0, deadline)
+}
+
+// BuyTicketed is BuyKeyed for a buyer admitted by a sale's waiting room
+// with ticket number ticket (0: none; see package waitroom, which checked
+// the ticket's signature and turn). The ticket buys once: the buy script
+// refuses it with ErrTicketUsed once it has bought an order that stands,
+// in the same Redis call that sells, so single use costs no extra round
+// trip and a refused buy has nothing to give back.
+func (s *Seller) BuyTicketed(ctx context.Context, saleID, userID, key string, ticket int64, deadline time.Time) (Reservation, error) {
 	if deadline.IsZero() {
 		deadline, _ = ctx.Deadline()
 	}
@@ -186,7 +199,7 @@ func (s *Seller) BuyKeyed(ctx context.Context, saleID, userID, key string, deadl
 		}
 		return Reservation{}, ErrSoldOut
 	}
-	res, ok := s.frame.Do(buyReq{sale: st, user: userID, key: key, ctx: ctx, deadline: deadline})
+	res, ok := s.frame.Do(buyReq{sale: st, user: userID, key: key, ticket: ticket, ctx: ctx, deadline: deadline})
 	if !ok {
 		st.share.Give(1)
 		return Reservation{}, ErrOverloaded
@@ -270,6 +283,7 @@ func (t tickets) Call(ctx context.Context, st *saleState, batch string, reqs []b
 	now := time.Now()
 	users := make([]string, 0, len(reqs))
 	var keys []string
+	var tickets []int64
 	pos := make([]int, 0, len(reqs)) // pos[j]: the request of the script's buyer j
 	for i := range reqs {
 		r := &reqs[i]
@@ -280,9 +294,15 @@ func (t tickets) Call(ctx context.Context, st *saleState, batch string, reqs []b
 		if r.key != "" && keys == nil {
 			keys = make([]string, len(users), len(reqs))
 		}
+		if r.ticket != 0 && tickets == nil {
+			tickets = make([]int64, len(users), len(reqs))
+		}
 		users = append(users, r.user)
 		if keys != nil {
 			keys = append(keys, r.key)
+		}
+		if tickets != nil {
+			tickets = append(tickets, r.ticket)
 		}
 		pos = append(pos, i)
 	}
@@ -292,7 +312,7 @@ func (t tickets) Call(ctx context.Context, st *saleState, batch string, reqs []b
 	if len(users) == 0 {
 		return nil, nil
 	}
-	reply, err := lua.BuyKeyed(ctx, s.rdb, st.id, s.cfg.Node, batch, users, keys, nil)
+	reply, err := lua.BuyTicketed(ctx, s.rdb, st.id, s.cfg.Node, batch, users, keys, tickets, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -326,6 +346,9 @@ func (t tickets) Call(ctx context.Context, st *saleState, batch string, reqs []b
 		case n == lua.BuySoldOut:
 			soldOut = true
 			res[i].err = ErrSoldOut
+		case n == lua.BuyTicketUsed:
+			unused++
+			res[i].err = ErrTicketUsed
 		default:
 			unused++
 			res[i].err = ErrLimit

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/flashsale/flashsale"
+	"github.com/flashsale/flashsale/order"
 )
 
 // Ticket is a buyer's place in a sale's waiting room. It is handed out
@@ -47,7 +48,9 @@ var (
 	ErrBadTicket   = flashsale.Errorf(flashsale.EUNAUTHORIZED, "queue ticket is not valid for this buyer and sale")
 	ErrExpired     = flashsale.Errorf(flashsale.EEXPIRED, "queue ticket has expired; join again")
 	ErrNotAdmitted = flashsale.Errorf(flashsale.ENOTADMITTED, "your turn in the waiting room has not come yet")
-	ErrUsed        = flashsale.Errorf(flashsale.ECONFLICT, "this queue ticket has already bought")
+	// ErrUsed is answered by the buy script, which alone knows whether a
+	// ticket has bought (see Permit).
+	ErrUsed = order.ErrTicketUsed
 )
 
 // ParseTicket checks s's signature with key and that it was issued for

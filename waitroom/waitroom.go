@@ -5,8 +5,9 @@
 // in Redis and advanced admit_per_sec a second by whichever node holds a
 // short lease, says who may buy. Nodes read that number once per tick, so
 // polling a ticket's position costs no Redis at all, and a buy checks its
-// ticket against the number the node already knows (plus one SETBIT that
-// makes the ticket single-use). When the sale sells out the room closes:
+// ticket against the number the node already knows; the buy script makes
+// the ticket single-use in the same Redis call that sells (order.Seller.
+// BuyTicketed), so a buy through the room costs no extra round trip. When the sale sells out the room closes:
 // the next poll answers sold_out; if units come back it reopens.
 package waitroom
 
@@ -88,12 +89,16 @@ type View struct {
 	ExpiresAt time.Time `json:"expires_at"`
 }
 
-// Permit is a buy permission taken from an admitted ticket; Give it back
-// with Release when the buy was refused. The zero Permit is "no room".
+// Permit is a buy permission taken from an admitted ticket: the ticket's
+// number, which the buy script marks used when (and only when) it sells.
+// The zero Permit is "no room".
 type Permit struct {
-	sale string
-	seq  int64
+	seq int64
 }
+
+// Ticket is the ticket number the buy must carry to the buy script
+// (order.Seller.BuyTicketed); 0 for a sale without a waiting room.
+func (p Permit) Ticket() int64 { return p.seq }
 
 // ErrNoRoom answers a join of a sale without a waiting room.
 var ErrNoRoom = flashsale.Errorf(flashsale.ECONFLICT, "this sale has no waiting room: buy directly")
@@ -237,6 +242,14 @@ func (s *Service) Join(ctx context.Context, id, buyer string) (View, error) {
 	if err != nil {
 		return View{}, fmt.Errorf("%w: %w", order.ErrRedis, err)
 	}
+	switch seq {
+	case lua.JoinSoldOut:
+		return View{}, order.ErrSoldOut
+	case lua.JoinEnded:
+		return View{}, order.ErrEnded
+	case lua.JoinNoSale:
+		return View{}, order.ErrNoSale
+	}
 	exp := now + s.cfg.TicketTTL.Milliseconds()
 	if r.endsMs > 0 {
 		exp = min(exp, r.endsMs)
@@ -307,8 +320,9 @@ func (r *room) view(t Ticket, now int64) View {
 // Admit is the buy path's check. For a sale without a waiting room it
 // returns the zero Permit at the cost of one map lookup. Otherwise ticket
 // must be buyer's, for this sale, unexpired and admitted (its rank within
-// the now-serving number this node knows), and unused: one SETBIT marks it
-// used. A buy that is then refused must Release the permit.
+// the now-serving number this node knows) — all checked here without
+// Redis. Whether the ticket already bought is the buy script's check, in
+// the same call that sells (see Permit).
 func (s *Service) Admit(ctx context.Context, id, buyer, ticket string) (Permit, error) {
 	if r, ok := s.rooms.Get(id); ok && !r.enabled {
 		return Permit{}, nil
@@ -329,29 +343,7 @@ func (s *Service) Admit(ctx context.Context, id, buyer, ticket string) (Permit, 
 	default:
 		return Permit{}, ErrNotAdmitted
 	}
-	uctx, cancel := context.WithTimeout(ctx, s.cfg.RedisTimeout)
-	defer cancel()
-	fresh, err := lua.RoomUse(uctx, s.rdb, id, t.Seq)
-	if err != nil {
-		return Permit{}, fmt.Errorf("%w: %w", order.ErrRedis, err)
-	}
-	if !fresh {
-		return Permit{}, ErrUsed
-	}
-	return Permit{sale: id, seq: t.Seq}, nil
-}
-
-// Release gives an admitted ticket back after its buy was refused, so a
-// "no" leaves nothing behind. The zero Permit is a no-op.
-func (s *Service) Release(p Permit) {
-	if p.seq == 0 {
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.RedisTimeout)
-	defer cancel()
-	if err := lua.RoomUnuse(ctx, s.rdb, p.sale, p.seq); err != nil {
-		s.log.Warn("could not give a queue ticket back after a refused buy", "sale", p.sale, "err", err)
-	}
+	return Permit{seq: t.Seq}, nil
 }
 
 // Forget drops the node's view of sale id's room (e.g. after the sale changed).
