@@ -119,8 +119,33 @@ func (c *Consumer) Run(ctx context.Context) error {
 	return err
 }
 
-// consume reads and writes until ctx ends, without the lag watcher.
+// consume reads and writes until ctx ends, without the lag watcher. A
+// reader that stalls (see errStalled) is closed and a new one joins the
+// group.
 func (c *Consumer) consume(ctx context.Context) error {
+	for {
+		err := c.consumeOnce(ctx)
+		if !errors.Is(err, errStalled) {
+			return err
+		}
+		c.log.Warn("store: no event read for a while although the group lags; joining the group again",
+			"stalled_for", stallAfter, "lag", c.Lag())
+	}
+}
+
+// stallAfter is how long a reader may go without an event while the group
+// has events unread before it is replaced. Longer than a rebalance after a
+// member dies (session timeout + rebalance timeout, 6 s each), so a healthy
+// rebalance is never cut short.
+const stallAfter = 15 * time.Second
+
+// errStalled ends one reader's loop: no event for stallAfter while the
+// group's lag is above zero. Seen with the dev broker when a member was
+// SIGKILLed while the group was forming: the others' readers waited for
+// ever, silently, and the store stopped taking events.
+var errStalled = errors.New("store consumer stalled")
+
+func (c *Consumer) consumeOnce(ctx context.Context) error {
 	c.reader = kafkago.NewReader(kafkago.ReaderConfig{
 		Brokers:     c.cfg.Brokers,
 		GroupID:     c.cfg.Group,
@@ -148,10 +173,18 @@ func (c *Consumer) loop(ctx context.Context) error {
 	msgs := make([]kafkago.Message, 0, c.cfg.BatchMax)
 	for {
 		msgs = msgs[:0]
-		m, err := c.reader.FetchMessage(ctx)
+		fctx, fcancel := context.WithTimeout(ctx, stallAfter)
+		m, err := c.reader.FetchMessage(fctx)
+		fcancel()
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
+			}
+			if errors.Is(err, context.DeadlineExceeded) {
+				if c.Lag() > 0 {
+					return errStalled
+				}
+				continue // idle: nothing to read
 			}
 			c.log.Warn("store: fetch event", "err", err)
 			if !sleep(ctx, c.cfg.RetryDelay) {
@@ -230,8 +263,14 @@ func (c *Consumer) write(ctx context.Context, msgs []kafkago.Message) error {
 	if c.BeforeCommit != nil {
 		c.BeforeCommit(b.Events)
 	}
-	for {
-		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	// A few tries, then go on reading: an offset commit is cumulative per
+	// partition, so the next batch's commit covers this one, and a batch
+	// never committed is redelivered after a rebalance and applied again,
+	// which is harmless (Apply is idempotent). Retrying for ever instead
+	// would stop this member from reading while a rebalance (a member
+	// killed) waits on it, and the store would stop taking events.
+	for try := 1; ; try++ {
+		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		err := c.reader.CommitMessages(cctx, msgs...)
 		cancel()
 		if err == nil {
@@ -240,14 +279,20 @@ func (c *Consumer) write(ctx context.Context, msgs []kafkago.Message) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		// Not committed: a rebalance may redeliver the batch, which is
-		// harmless; keep trying so a healthy group does not.
-		c.log.Warn("store: commit offsets", "err", err)
+		if try == commitTries {
+			c.log.Warn("store: offsets not committed; reading on (a later commit covers them, or the batch is applied again)",
+				"tries", try, "err", err)
+			return nil
+		}
+		c.log.Warn("store: commit offsets", "try", try, "err", err)
 		if !sleep(ctx, c.cfg.RetryDelay) {
 			return ctx.Err()
 		}
 	}
 }
+
+// commitTries bounds the attempts to commit one batch's offsets.
+const commitTries = 3
 
 func (c *Consumer) decode(msgs []kafkago.Message) *Batch {
 	b := NewBatch()
