@@ -89,8 +89,9 @@ type Config struct {
 	// beyond); 0 leaves nbio's default (1M). net/http has no such cap: use
 	// a listener that enforces one.
 	MaxConns int
-	// Workers is the most handlers nbio runs at once (its goroutine pool;
-	// requests beyond wait in its queue, and a full queue stalls reading).
+	// Workers is the most handlers nbio runs at once (up to 32 resident
+	// goroutines, then nbio's goroutine pool; requests beyond wait in its
+	// queue, and a full queue stalls reading).
 	// Size it to what the handler itself lets wait (in-flight slots plus
 	// an admission line), so the handler's own admission decides; 1024 when
 	// 0. net/http runs a goroutine per connection instead.
