@@ -114,6 +114,7 @@ type Controller struct {
 
 	stop chan struct{}
 	done chan struct{}
+	wake chan struct{} // cap 1: the line went from empty to not (wakes the sweeper)
 	once sync.Once
 }
 
@@ -133,7 +134,7 @@ func New(cfg Config) *Controller {
 	}
 	c := &Controller{cfg: cfg, now: cfg.Now, free: cfg.Slots, line: newRing(cfg.MaxWaiting),
 		codel: codel{target: cfg.Target, interval: cfg.Interval},
-		stop:  make(chan struct{}), done: make(chan struct{})}
+		stop:  make(chan struct{}), done: make(chan struct{}), wake: make(chan struct{}, 1)}
 	if c.now == nil {
 		start := time.Now()
 		c.now = func() time.Duration { return time.Since(start) }
@@ -168,8 +169,15 @@ func (c *Controller) Acquire(ctx context.Context) bool {
 	}
 	w := c.pool.Get().(*waiter)
 	w.enq, w.state = now, waiting
+	first := c.line.len() == 0
 	c.line.pushBack(w)
 	c.mu.Unlock()
+	if first {
+		select {
+		case c.wake <- struct{}{}:
+		default: // a wake is already pending
+		}
+	}
 
 	select {
 	case ok := <-w.ch:
@@ -251,7 +259,10 @@ func (c *Controller) refuse(w *waiter, r Reason) {
 
 // Sweep refuses every waiter that has been in line longer than MaxWait. The
 // sweeper calls it every few milliseconds; tests call it directly.
-func (c *Controller) Sweep() {
+func (c *Controller) Sweep() { c.sweep() }
+
+// sweep is Sweep; it returns how many are still in line.
+func (c *Controller) sweep() int {
 	c.mu.Lock()
 	now := c.now()
 	// The line is in arrival order whichever end Release serves from, so
@@ -266,17 +277,37 @@ func (c *Controller) Sweep() {
 			c.refuse(w, ReasonDeadline)
 		}
 	}
+	n := c.line.len()
 	c.mu.Unlock()
+	return n
 }
 
+// sweeper sweeps every few milliseconds while someone is in line and
+// sleeps while the line is empty (most of the time: a line forms only
+// when every slot is taken), so an idle node does not wake 100 times a
+// second for it — sixty-odd node processes on one box (a node group)
+// paid that in CPU. The waiter that finds the line empty wakes it;
+// the first one's deadline is MaxWait away, many ticks.
 func (c *Controller) sweeper() {
 	defer close(c.done)
-	t := time.NewTicker(min(c.cfg.MaxWait/8, 10*time.Millisecond))
+	d := min(c.cfg.MaxWait/8, 10*time.Millisecond)
+	t := time.NewTicker(d)
 	defer t.Stop()
 	for {
 		select {
 		case <-t.C:
-			c.Sweep()
+			if c.sweep() > 0 {
+				continue
+			}
+			t.Stop()
+			select {
+			case <-c.wake:
+				// A wake sent while the line was being swept may be
+				// stale; one extra sweep of an empty line is harmless.
+				t.Reset(d)
+			case <-c.stop:
+				return
+			}
 		case <-c.stop:
 			return
 		}

@@ -32,3 +32,31 @@ func TestSweeperRefusesOnTime(t *testing.T) {
 	}
 	t.Logf("slowest refusal after %v", slowest)
 }
+
+// The sweeper sleeps while the line is empty; a line that forms again
+// later must wake it, so those waiters too are refused about MaxWait
+// after they arrived, round after round.
+func TestSweeperWakesForALaterLine(t *testing.T) {
+	c := New(Config{Slots: 1, MaxWaiting: 100, MaxWait: 50 * time.Millisecond})
+	defer c.Close()
+	c.Acquire(context.Background())
+	defer c.Release()
+	for round := 0; round < 3; round++ {
+		time.Sleep(100 * time.Millisecond) // long enough for the sweeper to go to sleep
+		start := time.Now()
+		// A sweeper left asleep would leave this to the context (counted
+		// as gone, not deadline).
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		ok := c.Acquire(ctx)
+		cancel()
+		if ok {
+			t.Fatal("admitted without a free slot")
+		}
+		if took := time.Since(start); took > time.Second {
+			t.Fatalf("round %d: refused after %v, want about 50ms", round, took)
+		}
+	}
+	if got := c.Stats().Refused[ReasonDeadline]; got != 3 {
+		t.Fatalf("refused for the deadline %d times, want 3", got)
+	}
+}

@@ -39,6 +39,7 @@ import (
 	"github.com/lesismal/nbio"
 	"github.com/lesismal/nbio/logging"
 	"github.com/lesismal/nbio/nbhttp"
+	"github.com/lesismal/nbio/taskpool"
 	"golang.org/x/sys/unix"
 )
 
@@ -88,8 +89,9 @@ type Config struct {
 	// beyond); 0 leaves nbio's default (1M). net/http has no such cap: use
 	// a listener that enforces one.
 	MaxConns int
-	// Workers is the most handlers nbio runs at once (its goroutine pool;
-	// requests beyond wait in its queue, and a full queue stalls reading).
+	// Workers is the most handlers nbio runs at once (up to 32 resident
+	// goroutines, then nbio's goroutine pool; requests beyond wait in its
+	// queue, and a full queue stalls reading).
 	// Size it to what the handler itself lets wait (in-flight slots plus
 	// an admission line), so the handler's own admission decides; 1024 when
 	// 0. net/http runs a goroutine per connection instead.
@@ -127,6 +129,7 @@ type Server struct {
 	ln       net.Listener
 	done     chan struct{} // closed when the nbio engine has stopped
 	stopOnce sync.Once
+	exec     *executor // runs nbio's handlers
 }
 
 // New returns a Server for cfg. It fails on an unknown engine or a nil
@@ -203,6 +206,7 @@ func (s *Server) Serve(ln net.Listener) error {
 func (s *Server) newNBIO(ln net.Listener) *nbhttp.Engine {
 	setNBIOLog(s.cfg.Log)
 	c := s.cfg
+	s.exec = newExecutor(c.Workers)
 	pollers := c.Pollers
 	if pollers <= 0 {
 		pollers = runtime.GOMAXPROCS(0)
@@ -212,14 +216,14 @@ func (s *Server) newNBIO(ln net.Listener) *nbhttp.Engine {
 		Network: "tcp",
 		Addrs:   []string{ln.Addr().String()},
 		// The engine "listens" by taking the listener it was given.
-		Listen:                 func(string, string) (net.Listener, error) { return ln, nil },
-		NPoller:                pollers,
-		MaxLoad:                c.MaxConns,
-		ReadLimit:              c.MaxHeaderBytes + c.MaxBodyBytes,
-		MaxHTTPBodySize:        c.MaxBodyBytes,
-		MessageHandlerPoolSize: c.Workers,
-		KeepaliveTime:          c.IdleTimeout,
-		WriteTimeout:           c.WriteTimeout,
+		Listen:          func(string, string) (net.Listener, error) { return ln, nil },
+		NPoller:         pollers,
+		MaxLoad:         c.MaxConns,
+		ReadLimit:       c.MaxHeaderBytes + c.MaxBodyBytes,
+		MaxHTTPBodySize: c.MaxBodyBytes,
+		ServerExecutor:  s.exec.run,
+		KeepaliveTime:   c.IdleTimeout,
+		WriteTimeout:    c.WriteTimeout,
 		// Only the server side: no client goroutine pool.
 		SupportServerOnly: true,
 		Handler:           http.HandlerFunc(s.serveNBIO),
@@ -324,7 +328,99 @@ func (s *Server) Close() error {
 func (s *Server) stop(nb *nbhttp.Engine) {
 	s.stopOnce.Do(func() {
 		nb.Stop()
+		s.exec.stop()
 		close(s.done)
+	})
+}
+
+// residentWorkers is how many of nbio's handler goroutines stay alive
+// between requests. nbio's own pool starts a goroutine for a request and
+// lets it exit when its queue is empty, so at a few thousand requests a
+// second per process nearly every request paid for a new goroutine and
+// for growing its stack through gin's middleware chain (12% of a node's
+// CPU in the profile of a 100k-held shake run). Resident ones keep their
+// grown stacks; 32 parked goroutines cost well under a megabyte.
+const residentWorkers = 32
+
+// executor runs nbio's handlers: on a resident goroutine that is waiting
+// for work when there is one, else on a new resident one while fewer than
+// residentWorkers exist, else on a bounded overflow pool (nbio's own), so
+// at most Workers handlers run at once, as before.
+type executor struct {
+	jobs     chan func() // unbuffered: a send succeeds only into a waiting worker
+	resident atomic.Int32
+	max      int32
+	overflow *taskpool.TaskPool
+	done     chan struct{}
+	once     sync.Once
+}
+
+func newExecutor(workers int) *executor {
+	res := min(workers, residentWorkers)
+	e := &executor{jobs: make(chan func()), max: int32(res), done: make(chan struct{})}
+	if workers > res {
+		// nbio's default pool, sized to the rest: at most workers-res
+		// goroutines, its queue (64k) behind them as nbio has it.
+		e.overflow = taskpool.New(workers-res, 1024*64)
+	}
+	return e
+}
+
+// run is nbio's ServerExecutor.
+func (e *executor) run(f func()) {
+	select {
+	case e.jobs <- f:
+		return
+	default:
+	}
+	if e.resident.Add(1) <= e.max {
+		go e.work(f)
+		return
+	}
+	e.resident.Add(-1)
+	if e.overflow == nil {
+		// Every resident worker is busy and there is no overflow pool
+		// (Workers ≤ residentWorkers): wait for a worker, as nbio's full
+		// pool waits.
+		select {
+		case e.jobs <- f:
+		case <-e.done:
+		}
+		return
+	}
+	e.overflow.Go(f)
+}
+
+func (e *executor) work(f func()) {
+	e.call(f)
+	for {
+		select {
+		case f := <-e.jobs:
+			e.call(f)
+		case <-e.done:
+			return
+		}
+	}
+}
+
+// call runs one handler; a panic that got past the handler's own recovery
+// (http.ErrAbortHandler) is logged and ends only that request, as in
+// nbio's pool, not the process.
+func (e *executor) call(f func()) {
+	defer func() {
+		if r := recover(); r != nil && r != http.ErrAbortHandler {
+			logging.Error("handler panic: %v", r)
+		}
+	}()
+	f()
+}
+
+func (e *executor) stop() {
+	e.once.Do(func() {
+		close(e.done)
+		if e.overflow != nil {
+			e.overflow.Stop()
+		}
 	})
 }
 
