@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -73,20 +74,35 @@ func StartRedisArgs(t testing.TB, extra ...string) *Redis {
 	t.Helper()
 	bin := RedisBinary(t)
 	dir := t.TempDir()
-	port := FreePort(t)
-	r := &Redis{Addr: "127.0.0.1:" + strconv.Itoa(port), Port: port, Dir: dir, t: t}
-	r.args = []string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--dir", dir,
-		"--save", "", "--daemonize", "no", "--protected-mode", "no", "--loglevel", "warning"}
-	r.args = append(r.args, extra...)
-	r.start(bin)
-	t.Cleanup(r.Stop)
-	return r
+	// A free port can be taken by someone else's connection between
+	// FreePort closing it and redis-server binding it (parallel test
+	// packages dial a lot): then pick another, a few times.
+	for try := 1; ; try++ {
+		port := FreePort(t)
+		r := &Redis{Addr: "127.0.0.1:" + strconv.Itoa(port), Port: port, Dir: dir, t: t}
+		r.args = []string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--dir", dir,
+			"--save", "", "--daemonize", "no", "--protected-mode", "no", "--loglevel", "warning"}
+		r.args = append(r.args, extra...)
+		if r.tryStart(bin, try < 3) {
+			t.Cleanup(r.Stop)
+			return r
+		}
+	}
 }
 
 func (r *Redis) start(bin string) {
 	r.t.Helper()
+	r.tryStart(bin, false)
+}
+
+// tryStart starts redis-server and waits until it answers. It returns
+// false (the process gone) only when retryBusy is set and the server could
+// not bind its port; any other failure ends the test.
+func (r *Redis) tryStart(bin string, retryBusy bool) bool {
+	r.t.Helper()
 	cmd := exec.Command(bin, r.args...)
-	logf, err := os.Create(filepath.Join(r.Dir, fmt.Sprintf("redis-%d.log", time.Now().UnixNano())))
+	logPath := filepath.Join(r.Dir, fmt.Sprintf("redis-%d.log", time.Now().UnixNano()))
+	logf, err := os.Create(logPath)
 	if err != nil {
 		r.t.Fatalf("redis log: %v", err)
 	}
@@ -103,7 +119,14 @@ func (r *Redis) start(bin string) {
 		err := c.Ping(ctx).Err()
 		cancel()
 		if err == nil {
-			return
+			return true
+		}
+		if retryBusy {
+			if b, _ := os.ReadFile(logPath); strings.Contains(string(b), "Address already in use") {
+				_ = cmd.Process.Kill()
+				_ = cmd.Wait()
+				return false
+			}
 		}
 		if time.Now().After(deadline) {
 			r.t.Fatalf("redis-server on %s not ready: %v", r.Addr, err)
