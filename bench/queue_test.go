@@ -45,7 +45,7 @@ func TestQueueScenarioAgainstARealNode(t *testing.T) {
 			Users: 150, Progress: &out, Timeout: 10 * time.Second, Duration: time.Minute,
 			PriceCents: 100, AuthSecret: []byte(e2e.AuthSecret)},
 		CreateSale: true, Stock: 40, Limit: 1, PayTimeout: "5m", AdminToken: e2e.AdminToken,
-		AdmitPerSec: 40, OpensIn: 1500 * time.Millisecond, JSON: js,
+		AdmitPerSec: 12, OpensIn: 1500 * time.Millisecond, JSON: js,
 	}
 	if err := bench.Main(context.Background(), o, &out); err != nil {
 		t.Fatalf("%v\n%s", err, out.String())
@@ -64,8 +64,11 @@ func TestQueueScenarioAgainstARealNode(t *testing.T) {
 	}
 	// Fairness: purchase order (the sale's order numbers) follows queue
 	// rank. Buyers poll to just past their estimated turn, so they learn of
-	// admission in rank order; the room admits one buyer per 25 ms here,
-	// and the tick is 20 ms.
+	// admission in rank order; the room admits one buyer per 83 ms here,
+	// and the tick is 20 ms. At 40 a second (25 ms apart) τ fell to 0.82
+	// once in CI: under -race with every package running, a buyer's
+	// goroutine can wake tens of milliseconds late, which reorders buyers
+	// admitted a turn or two apart without the room being unfair.
 	if r.KendallTau < 0.95 || r.Errors != 0 {
 		t.Fatalf("Kendall tau %.4f (want >= 0.95), errors %d\n%s", r.KendallTau, r.Errors, out.String())
 	}
