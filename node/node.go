@@ -267,7 +267,12 @@ func Open(cfg *configs.Config, log *slog.Logger) (_ *Node, err error) {
 		// little over the API's limit through so they get its 413, and
 		// drop the connection only past four times the limit.
 		MaxBodyBytes: int(4 * cfg.HTTP.MaxBodyBytes),
-		MaxConns:     maxConns + 1, // connCap enforces the cap; nbio's own is a backstop
+		// connCap enforces the cap; nbio's own is a backstop with room for
+		// the victims connCap has closed but nbio has not yet forgotten
+		// (nbio handles a close on its poller, later): at maxConns+1 a busy
+		// box made nbio refuse the very client a victim was closed for.
+		// Those victims' descriptors come out of conn_reserve meanwhile.
+		MaxConns: maxConns + max(cfg.HTTP.ConnReserve/8, 1),
 		// Every request the API lets wait (work slots plus its admission
 		// line) has a handler goroutine, so the API's admission, not nbio's
 		// queue, decides who waits and who is refused.

@@ -111,8 +111,21 @@ func TestLostScriptReplyIsNotRetried(t *testing.T) {
 	if _, err := lua.Buy(ctx, rdb, "r1", "n1", "batch-1", []string{"u1"}, nil); err == nil {
 		t.Fatal("buy through a proxy that drops script replies succeeded")
 	}
-	n, err := direct.HLen(ctx, lua.KeysFor("r1").Orders).Result()
-	if err != nil {
+	// The client hears the cut before the proxy has handed the script to
+	// Redis (it closes the client's side first), so wait for the order to
+	// appear, then past the proxy's own close (100 ms after the script) so a
+	// resent script would have landed too.
+	var n int64
+	for end := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if n, err = direct.HLen(ctx, lua.KeysFor("r1").Orders).Result(); err != nil {
+			t.Fatal(err)
+		}
+		if n > 0 || time.Now().After(end) {
+			break
+		}
+	}
+	time.Sleep(300 * time.Millisecond)
+	if n, err = direct.HLen(ctx, lua.KeysFor("r1").Orders).Result(); err != nil {
 		t.Fatal(err)
 	}
 	if n != 1 {
