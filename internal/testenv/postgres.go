@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -99,6 +100,22 @@ func StartPostgres(t testing.TB, opt PostgresOptions) *Postgres {
 	if out, err := initdb.CombinedOutput(); err != nil {
 		t.Fatalf("initdb: %v\n%s", err, out)
 	}
+	// The free port can be taken by another test package between FreePort
+	// and postgres binding it (parallel packages dial a lot): then the first
+	// start is tried again on another port, up to 3 times. Restarts keep
+	// their port (clients hold the DSN).
+	for try := 1; ; try++ {
+		p.setPort(data, dir, opt)
+		if p.start(try < 3) {
+			break
+		}
+		p.Port = FreePort(t)
+	}
+	t.Cleanup(p.Stop)
+	return p
+}
+
+func (p *Postgres) setPort(data, dir string, opt PostgresOptions) {
 	p.DSN = fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", p.Port)
 	p.args = []string{"-D", data, "-p", strconv.Itoa(p.Port), "-k", dir,
 		"-c", "listen_addresses=127.0.0.1", "-c", "max_connections=50", "-c", "shared_buffers=32MB",
@@ -109,17 +126,21 @@ func StartPostgres(t testing.TB, opt PostgresOptions) *Postgres {
 		// machine crash would. synchronous_commit stays on for that reason.
 		p.args = append(p.args, "-c", "fsync=off", "-c", "full_page_writes=off")
 	}
-	p.Start()
-	t.Cleanup(p.Stop)
-	return p
 }
 
 // Start starts the server (again) on its port and data directory and waits
 // until it accepts connections.
 func (p *Postgres) Start() {
 	p.t.Helper()
+	p.start(false)
+}
+
+// start is Start; with retryBusy, a server that exits because its port is
+// taken is reported (false) instead of failing the test.
+func (p *Postgres) start(retryBusy bool) bool {
+	p.t.Helper()
 	if p.cmd != nil {
-		return
+		return true
 	}
 	logf, err := os.OpenFile(filepath.Join(p.Dir, "postgres.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 	if err != nil {
@@ -140,9 +161,18 @@ func (p *Postgres) Start() {
 		if err == nil {
 			_ = conn.Close(ctx)
 			cancel()
-			return
+			return true
 		}
 		cancel()
+		if retryBusy {
+			if log, _ := os.ReadFile(filepath.Join(p.Dir, "postgres.log")); strings.Contains(string(log), "Address already in use") {
+				p.Stop()
+				// The next start appends to postgres.log: move this one aside so
+				// its bind error is not read as the next attempt's.
+				_ = os.Rename(filepath.Join(p.Dir, "postgres.log"), filepath.Join(p.Dir, fmt.Sprintf("postgres-busy-%d.log", p.Port)))
+				return false
+			}
+		}
 		if time.Now().After(deadline) {
 			log, _ := os.ReadFile(filepath.Join(p.Dir, "postgres.log"))
 			p.t.Fatalf("postgres on port %d not ready: %v\n%s", p.Port, err, log)
