@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -165,7 +164,7 @@ func (p *Postgres) start(retryBusy bool) bool {
 		}
 		cancel()
 		if retryBusy {
-			if log, _ := os.ReadFile(filepath.Join(p.Dir, "postgres.log")); strings.Contains(string(log), "Address already in use") {
+			if portTaken(filepath.Join(p.Dir, "postgres.log")) {
 				p.Stop()
 				// The next start appends to postgres.log: move this one aside so
 				// its bind error is not read as the next attempt's.

@@ -90,6 +90,14 @@ func StartRedisArgs(t testing.TB, extra ...string) *Redis {
 	}
 }
 
+// portTaken reports whether a server's log says it could not bind its port
+// because something else had it (redis-server and postgres both log the
+// OS's words).
+func portTaken(logPath string) bool {
+	b, _ := os.ReadFile(logPath)
+	return strings.Contains(string(b), "Address already in use")
+}
+
 func (r *Redis) start(bin string) {
 	r.t.Helper()
 	r.tryStart(bin, false)
@@ -122,7 +130,7 @@ func (r *Redis) tryStart(bin string, retryBusy bool) bool {
 			return true
 		}
 		if retryBusy {
-			if b, _ := os.ReadFile(logPath); strings.Contains(string(b), "Address already in use") {
+			if portTaken(logPath) {
 				_ = cmd.Process.Kill()
 				_ = cmd.Wait()
 				return false
