@@ -125,9 +125,11 @@ func New(cfg Config, d Deps) *Server {
 	v1.GET("/sales/:id", s.observe("get_sale"), s.getSale)
 	// Per-person routes: the person is the bearer token's subject. Buy,
 	// open and shake are rate-limited per client IP (first, so a flood of
-	// bad tokens is throttled too) and per person. The buy handler's
+	// bad tokens is throttled too) and per person; a buy of a sale the node
+	// knows is sold out is answered before all of that. The buy handler's
 	// deadline (issue 13) runs from when it is read, after the limits.
-	buy := []gin.HandlerFunc{s.observe("buy"), s.limitIP, s.identify, s.limitUser, s.buy}
+	buyMetrics := s.metrics.route("buy")
+	buy := []gin.HandlerFunc{s.soldOut(buyMetrics), s.observeRoute(buyMetrics), s.limitIP, s.identify, s.limitUser, s.buy}
 	v1.POST("/sales/:id/buy", buy...)
 	v1.GET("/sales/:id/buy", buy...)
 	v1.GET("/orders/:id", s.observe("get_order"), s.identify, s.getOrder)
@@ -407,8 +409,10 @@ func setResult(c *gin.Context, result string) {
 }
 
 // observe returns middleware that times and counts a route.
-func (s *Server) observe(route string) gin.HandlerFunc {
-	m := s.metrics.route(route)
+func (s *Server) observe(route string) gin.HandlerFunc { return s.observeRoute(s.metrics.route(route)) }
+
+// observeRoute is observe with the route's metrics already bound.
+func (s *Server) observeRoute(m *routeMetrics) gin.HandlerFunc {
 	return func(c *gin.Context) {
 		start := time.Now()
 		c.Next()

@@ -94,3 +94,49 @@ func TestIdempotencyKeyAndMyOrders(t *testing.T) {
 		t.Fatalf("stat.log outcomes %v: want 2 ok and 4 repeats", lines)
 	}
 }
+
+// Invariant: once a sale is sold out, a retry with the Idempotency-Key of a
+// buy that won still gets that order (201, the same order id), while a buy
+// without a key — even one with a bad token — hears 409 sold_out at once and
+// a new key hears sold_out or limit_reached; nothing is sold twice.
+func TestKeyedRetryAfterSellOutFindsItsOrder(t *testing.T) {
+	e := e2e.NewEnv(t)
+	n := e.StartNode(t, "n1", nil)
+	e2e.CreateSale(t, n.URL, `{"id":"ko","name":"x","stock":1,"price_cents":100}`)
+	buy := func(user, key string) e2e.Reply {
+		hdr := e2e.As(t, user)
+		if key != "" {
+			hdr = append(hdr, "Idempotency-Key", key)
+		}
+		return e2e.Do(t, "POST", n.URL+"/v1/sales/ko/buy", "", hdr...)
+	}
+	first := buy("u1", "k1")
+	if first.Status != 201 {
+		t.Fatalf("first buy: %d %s", first.Status, first.Raw)
+	}
+	id := first.Body["order_id"].(string)
+	if r := buy("u2", ""); r.Status != 409 || r.Code() != "sold_out" {
+		t.Fatalf("u2 after the last unit: %d %s, want 409 sold_out", r.Status, r.Raw)
+	}
+	// The node now knows the sale is sold out and answers without the token.
+	if r := e2e.Do(t, "POST", n.URL+"/v1/sales/ko/buy", "", "Authorization", "Bearer forged"); r.Status != 409 || r.Code() != "sold_out" {
+		t.Fatalf("a forged token on a sold-out sale: %d %s, want 409 sold_out", r.Status, r.Raw)
+	}
+	for _, r := range []e2e.Reply{
+		buy("u1", "k1"),
+		e2e.Do(t, "GET", n.URL+"/v1/sales/ko/buy?idempotency_key=k1", "", e2e.As(t, "u1")...),
+	} {
+		if r.Status != 201 || r.Body["order_id"] != id {
+			t.Fatalf("keyed retry after sell-out: %d %s, want 201 with order %s", r.Status, r.Raw, id)
+		}
+	}
+	if r := buy("u1", "k2"); r.Status != 409 || (r.Code() != "sold_out" && r.Code() != "limit_reached") {
+		t.Fatalf("u1 with a new key after sell-out: %d %s, want 409", r.Status, r.Raw)
+	}
+	if r := buy("u3", "k1"); r.Status != 409 || r.Code() != "sold_out" {
+		t.Fatalf("u3 with u1's key after sell-out: %d %s, want 409 sold_out", r.Status, r.Raw)
+	}
+	if b := e2e.GetBooks(t, n.URL, "ko"); b.Pending != 1 || b.Remaining != 0 {
+		t.Fatalf("books %+v: want exactly one order", b)
+	}
+}

@@ -74,6 +74,7 @@ type buyReq struct {
 	sale      *saleState
 	user, key string
 	ticket    int64 // waiting-room ticket number; 0: none
+	held      bool  // it took a unit of the local share (a keyed buy of a dry share holds none)
 	ctx       context.Context
 	deadline  time.Time
 }
@@ -193,18 +194,47 @@ func (s *Seller) BuyTicketed(ctx context.Context, saleID, userID, key string, ti
 			return Reservation{}, ErrEnded
 		}
 	}
+	held := true
 	if ok, err := st.share.Take(ctx); !ok {
 		if err != nil {
 			s.log.Warn("share refresh failed", "sale", st.id, "err", err)
 		}
-		return Reservation{}, ErrSoldOut
+		if key == "" {
+			return Reservation{}, ErrSoldOut
+		}
+		// A keyed buy may be the retry of one whose answer was lost and
+		// whose order stands: only the script knows, so it goes there
+		// holding no unit (it can still hear sold out from Redis).
+		held = false
 	}
-	res, ok := s.frame.Do(buyReq{sale: st, user: userID, key: key, ticket: ticket, ctx: ctx, deadline: deadline})
+	res, ok := s.frame.Do(buyReq{sale: st, user: userID, key: key, ticket: ticket, held: held, ctx: ctx, deadline: deadline})
 	if !ok {
-		st.share.Give(1)
+		if held {
+			st.share.Give(1)
+		}
 		return Reservation{}, ErrOverloaded
 	}
 	return res.r, res.err
+}
+
+// SoldOut reports whether a buy of sale would hear sold out from this node
+// without any call to Redis: the sale is known, inside its window, and its
+// local share is dry (see stock.Refill.Dry). It reads no Redis and changes
+// nothing, so the API can answer such a buy before any other work (the
+// token included: a sold-out sale is public, see GET /v1/sales/{id}). A
+// keyed buy must not be answered this way (see BuyTicketed).
+func (s *Seller) SoldOut(saleID string) bool {
+	st, ok := s.sales.Get(saleID)
+	if !ok {
+		return false
+	}
+	if st.startsMs > 0 || st.endsMs > 0 {
+		now := time.Now().UnixMilli()
+		if st.startsMs > 0 && now < st.startsMs || st.endsMs > 0 && now >= st.endsMs {
+			return false // not started or ended: the buy path's own answer
+		}
+	}
+	return st.share.Dry()
 }
 
 // reload is a sale's stock.ReloadFunc: its fair part of what Redis has left plus
@@ -285,12 +315,15 @@ func (t tickets) Call(ctx context.Context, st *saleState, batch string, reqs []b
 	var keys []string
 	var tickets []int64
 	pos := make([]int, 0, len(reqs)) // pos[j]: the request of the script's buyer j
+	var lateHeld, sentHeld int64     // units the late and the sent buyers hold
 	for i := range reqs {
 		r := &reqs[i]
 		if r.late(now) {
 			res[i].err = ErrDeadline
+			lateHeld += held(r)
 			continue
 		}
+		sentHeld += held(r)
 		if r.key != "" && keys == nil {
 			keys = make([]string, len(users), len(reqs))
 		}
@@ -306,8 +339,8 @@ func (t tickets) Call(ctx context.Context, st *saleState, batch string, reqs []b
 		}
 		pos = append(pos, i)
 	}
-	if late := len(reqs) - len(users); late > 0 {
-		st.share.Give(int64(late))
+	if lateHeld > 0 {
+		st.share.Give(lateHeld)
 	}
 	if len(users) == 0 {
 		return nil, nil
@@ -318,7 +351,7 @@ func (t tickets) Call(ctx context.Context, st *saleState, batch string, reqs []b
 	}
 	replied := time.Now()
 	if v, refusal := saleVerdict(reply.SaleCode); refusal != nil {
-		st.share.Refuse(v, len(users))
+		st.share.Refuse(v, int(sentHeld))
 		fillAt(res, pos, refusal)
 		return nil, nil
 	}
@@ -336,7 +369,7 @@ func (t tickets) Call(ctx context.Context, st *saleState, batch string, reqs []b
 			r.DeadlineMs, r.Repeat = reply.Repeats[rep].DeadlineMs, true
 			res[i] = buyRes{r: r, payBy: payBy(replied, reply.NowMs, r.DeadlineMs)}
 			rep++
-			unused++ // a repeat took no unit
+			unused += held(&reqs[i]) // a repeat sold no unit
 			continue
 		}
 		switch {
@@ -347,16 +380,24 @@ func (t tickets) Call(ctx context.Context, st *saleState, batch string, reqs []b
 			soldOut = true
 			res[i].err = ErrSoldOut
 		case n == lua.BuyTicketUsed:
-			unused++
+			unused += held(&reqs[i])
 			res[i].err = ErrTicketUsed
 		default:
-			unused++
+			unused += held(&reqs[i])
 			res[i].err = ErrLimit
 		}
 	}
 	// Sold out: Redis is out even though this node still had an allowance.
 	st.share.Settle(soldOut, unused)
 	return won, nil
+}
+
+// held is 1 for a buyer holding a unit of the local share, else 0.
+func held(r *buyReq) int64 {
+	if r.held {
+		return 1
+	}
+	return 0
 }
 
 // payBy reads a Redis-clock deadline against the local time of the reply
@@ -383,12 +424,12 @@ func saleVerdict(code int64) (stock.Verdict, error) {
 
 // Unavailable answers 503 to the buyers the failed call was sent for (the
 // late ones already have their answer) and gives their units back.
-func (tickets) Unavailable(st *saleState, _ []buyReq, res []buyRes, _ error) {
+func (tickets) Unavailable(st *saleState, reqs []buyReq, res []buyRes, _ error) {
 	var n int64
 	for i := range res {
 		if res[i].err == nil {
 			res[i].err = ErrRedis
-			n++
+			n += held(&reqs[i])
 		}
 	}
 	st.share.Give(n)
@@ -407,6 +448,7 @@ func (tickets) AppendEvent(b []byte, _ *saleState, _ buyReq, res *buyRes) []byte
 func (t tickets) Answer(ctx context.Context, st *saleState, reqs []buyReq, res []buyRes, wins []int, errs []error) {
 	now := time.Now()
 	var undo []int64
+	var undoHeld int64 // units the undone buyers held
 	for j, i := range wins {
 		switch {
 		case errs[j] != nil:
@@ -417,10 +459,13 @@ func (t tickets) Answer(ctx context.Context, st *saleState, reqs []buyReq, res [
 			continue
 		}
 		undo = append(undo, res[i].r.Order)
+		undoHeld += held(&reqs[i])
 	}
 	if len(undo) > 0 {
 		kept := t.s.abort(ctx, st.id, undo)
-		st.share.Give(int64(len(undo) - len(kept)))
+		// Units go back for the undone orders that held one; a kept order
+		// stands (at most the kept ones are subtracted, never below zero).
+		st.share.Give(max(undoHeld-int64(len(kept)), 0))
 		if len(kept) > 0 {
 			t.publishKept(st, res, wins, errs, kept)
 		}

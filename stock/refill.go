@@ -75,6 +75,25 @@ func (r *Refill) Take(ctx context.Context) (bool, error) {
 	return r.TryTake(), nil
 }
 
+// Dry reports whether Take would take nothing right now without asking the
+// authority: the allowance is empty and the item is gone, or its last reload
+// is younger than the interval and none is running. It changes nothing, so a
+// caller can answer "none left" before doing any other work for a request;
+// once the interval has passed Dry is false and the next Take reloads, so
+// units that come back are seen as soon as they would be through Take.
+func (r *Refill) Dry() bool {
+	if r.Left() > 0 {
+		return false
+	}
+	if r.gone.Load() {
+		return true
+	}
+	if r.inflight.Load() != nil {
+		return false // Take would wait for the running reload
+	}
+	return time.Now().UnixNano()-r.last.Load() < int64(r.interval)
+}
+
 // Reload sets the allowance from the authority now, whatever the interval.
 func (r *Refill) Reload(ctx context.Context) error {
 	units, gone, err := r.reload(ctx)

@@ -122,3 +122,40 @@ func TestRefillWaitersShareTheReload(t *testing.T) {
 		t.Fatalf("%d of 10 buyers got a unit from a reload of 10", got.Load())
 	}
 }
+
+// Invariant: Dry is true exactly when Take would take nothing without a
+// reload — empty and reloaded within the interval, or gone — and false once
+// the interval has passed, so a Take then reloads and finds returned units.
+func TestRefillDryMatchesTake(t *testing.T) {
+	var reloads atomic.Int64
+	back := atomic.Int64{} // units the authority will hand out at the next reload
+	r := NewRefill(1, 40*time.Millisecond, func(ctx context.Context) (int64, bool, error) {
+		reloads.Add(1)
+		return back.Swap(0), false, nil
+	})
+	if r.Dry() {
+		t.Fatal("dry while holding a unit")
+	}
+	if ok, _ := r.Take(context.Background()); !ok {
+		t.Fatal("the one unit was not taken")
+	}
+	if !r.Dry() {
+		t.Fatal("not dry right after the last unit, within the interval")
+	}
+	if ok, _ := r.Take(context.Background()); ok || reloads.Load() != 0 {
+		t.Fatalf("Take within the interval: took %v after %d reloads, want nothing and no reload", ok, reloads.Load())
+	}
+	back.Store(2) // a cancel gives two units back
+	time.Sleep(50 * time.Millisecond)
+	if r.Dry() {
+		t.Fatal("dry after the interval: the returned units would never be seen")
+	}
+	if ok, _ := r.Take(context.Background()); !ok || reloads.Load() != 1 {
+		t.Fatalf("Take after the interval: took %v after %d reloads, want a unit from one reload", ok, reloads.Load())
+	}
+	r.MarkGone()
+	time.Sleep(50 * time.Millisecond)
+	if !r.Dry() {
+		t.Fatal("a gone item is not dry")
+	}
+}
