@@ -371,3 +371,47 @@ func TestParseSteps(t *testing.T) {
 		}
 	}
 }
+
+// Invariant: the epoll open loop sends every scheduled arrival, none ahead
+// of its time, each with a valid token of its user, and tallies every reply.
+func TestEpollOpenLoopKeepsTheSchedule(t *testing.T) {
+	f, srv := newFakeNode(t)
+	createSale(t, srv.URL, "s1", 1_000_000, 1_000_000)
+	const rate = 400
+	tl, err := epollOpenLoop(context.Background(), openLoopSpec{Node: srv.URL, Sale: "s1", Secret: fakeAuthSecret, Users: 50,
+		Rate: rate, Duration: 2 * time.Second, Conns: 16, Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tl.Offered != 2*rate || tl.Sent != tl.Offered || tl.Lost != 0 || tl.Statuses[201] != tl.Offered {
+		t.Fatalf("offered %d sent %d lost %d statuses %v: want %d sent and answered 201", tl.Offered, tl.Sent, tl.Lost, tl.Statuses, 2*rate)
+	}
+	if tl.OK.TotalCount() != tl.Offered || tl.All.TotalCount() != tl.Offered {
+		t.Fatalf("histograms hold %d and %d latencies, want %d", tl.OK.TotalCount(), tl.All.TotalCount(), tl.Offered)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var hits int
+	var first, last time.Time
+	for user, ts := range f.hits {
+		if !strings.HasPrefix(user, "ol") {
+			t.Fatalf("a buy by %q: the token's subject should be ol<N>", user)
+		}
+		for _, at := range ts {
+			hits++
+			if first.IsZero() || at.Before(first) {
+				first = at
+			}
+			if at.After(last) {
+				last = at
+			}
+		}
+	}
+	if hits != 2*rate || len(f.hits) != 50 {
+		t.Fatalf("the node saw %d buys by %d users, want %d by 50", hits, len(f.hits), 2*rate)
+	}
+	// 800 arrivals 2.5 ms apart span 2 s: sent all at once they would not.
+	if span := last.Sub(first); span < 1900*time.Millisecond {
+		t.Fatalf("arrivals spanned %v, want about 2 s: the schedule ran ahead", span)
+	}
+}
