@@ -147,12 +147,31 @@ func New(cfg Config) *Controller {
 // Acquire takes a work slot, waiting in line if none is free. It reports
 // false, without a slot, when the request is refused; a true must be paired
 // with one Release. It allocates nothing in steady state.
-func (c *Controller) Acquire(ctx context.Context) bool {
+func (c *Controller) Acquire(ctx context.Context) bool { return c.AcquireWaited(ctx, 0) }
+
+// AcquireWaited is Acquire for a request that had already waited before it
+// reached the line — in the node's socket and run queue, which a proxy's
+// X-Request-Start reveals: that wait counts as time in line. A request that
+// has already waited MaxWait is refused at once (ReasonDeadline), and its
+// wait is what the control law sees even when a slot is free, so a queue
+// standing in front of the line (every goroutine runnable, none yet here)
+// makes it shed as a queue in the line would.
+func (c *Controller) AcquireWaited(ctx context.Context, waited time.Duration) bool {
+	waited = max(waited, 0)
+	if waited > c.cfg.MaxWait {
+		c.refused[ReasonDeadline].Add(1)
+		return false
+	}
 	c.mu.Lock()
 	now := c.now()
 	if c.free > 0 && c.line.len() == 0 {
+		c.codel.observe(now, waited) // an empty line: only the wait before it
+		if waited > 0 && c.codel.dropNow(now) {
+			c.mu.Unlock()
+			c.refused[ReasonCoDel].Add(1)
+			return false
+		}
 		c.free--
-		c.codel.observe(now, 0) // an empty line: no standing queue
 		c.mu.Unlock()
 		c.admitted.Add(1)
 		return true
@@ -168,7 +187,7 @@ func (c *Controller) Acquire(ctx context.Context) bool {
 		return false
 	}
 	w := c.pool.Get().(*waiter)
-	w.enq, w.state = now, waiting
+	w.enq, w.state = now-waited, waiting
 	first := c.line.len() == 0
 	c.line.pushBack(w)
 	c.mu.Unlock()
@@ -266,7 +285,9 @@ func (c *Controller) sweep() int {
 	c.mu.Lock()
 	now := c.now()
 	// The line is in arrival order whichever end Release serves from, so
-	// the expired waiters are all at the front.
+	// the expired waiters are at the front — all of them but one whose wait
+	// before the line (AcquireWaited) makes it expire before those ahead
+	// of it: that one is refused when it reaches the front.
 	for c.line.len() > 0 {
 		w := c.line.front()
 		if w.state != abandoned && now-w.enq <= c.cfg.MaxWait {

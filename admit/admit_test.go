@@ -305,3 +305,57 @@ func TestAcquireAllocatesNothing(t *testing.T) {
 		t.Fatalf("%.1f allocations per admit+refuse", n)
 	}
 }
+
+// Invariant: a request's wait before the line (AcquireWaited) counts as
+// time in line: one past MaxWait is refused at once and takes no slot; with
+// slots free, requests that all waited over target for an interval make
+// the control law shed, and fresh ones (no prior wait) end the shedding.
+func TestWaitBeforeTheLineCounts(t *testing.T) {
+	clk := &clock{}
+	c := New(Config{Slots: 4, MaxWaiting: 100, Target: 5 * time.Millisecond, Interval: 100 * time.Millisecond,
+		MaxWait: time.Second, Now: clk.now})
+	defer c.Close()
+	ctx := context.Background()
+	if c.AcquireWaited(ctx, 1001*time.Millisecond) {
+		t.Fatal("a request that waited past MaxWait was admitted")
+	}
+	if st := c.Stats(); st.Refused[ReasonDeadline] != 1 || st.InUse != 0 {
+		t.Fatalf("stats %+v: want one deadline refusal and no slot taken", st)
+	}
+	// Slots are free, but every arrival waited 50 ms in front of the line.
+	admitted, shed := 0, 0
+	for i := 0; i < 30; i++ {
+		clk.advance(10 * time.Millisecond)
+		if c.AcquireWaited(ctx, 50*time.Millisecond) {
+			admitted++
+			c.Release()
+		} else {
+			shed++
+		}
+	}
+	if shed == 0 || admitted == 0 || c.Stats().Refused[ReasonCoDel] != int64(shed) || !c.Stats().Dropping {
+		t.Fatalf("admitted %d shed %d stats %+v: want the control law shedding some of a standing queue", admitted, shed, c.Stats())
+	}
+	clk.advance(10 * time.Millisecond)
+	if !c.Acquire(ctx) || c.Stats().Dropping {
+		t.Fatal("a fresh arrival was refused or left the control law shedding")
+	}
+	c.Release()
+	// In line, the earlier wait counts toward MaxWait too.
+	for i := 0; i < 4; i++ {
+		c.Acquire(ctx)
+	}
+	late := make(chan bool, 1)
+	go func() { late <- c.AcquireWaited(ctx, 900*time.Millisecond) }()
+	for c.Stats().Waiting != 1 {
+		time.Sleep(time.Millisecond)
+	}
+	clk.advance(101 * time.Millisecond)
+	c.Release()
+	if <-late {
+		t.Fatal("a waiter past MaxWait counting its earlier wait was admitted")
+	}
+	for i := 0; i < 3; i++ {
+		c.Release()
+	}
+}

@@ -11,6 +11,10 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/flashsale/flashsale/api"
+	"github.com/flashsale/flashsale/auth"
+	"github.com/flashsale/flashsale/holdload"
 )
 
 func createSale(t *testing.T, url, id string, stock, limit int64) {
@@ -413,5 +417,19 @@ func TestEpollOpenLoopKeepsTheSchedule(t *testing.T) {
 	// 800 arrivals 2.5 ms apart span 2 s: sent all at once they would not.
 	if span := last.Sub(first); span < 1900*time.Millisecond {
 		t.Fatalf("arrivals spanned %v, want about 2 s: the schedule ran ahead", span)
+	}
+}
+
+// Invariant: the open loop's request says when it was written in the form
+// the node parses (nginx's X-Request-Start: t=seconds.micros).
+func TestEpollOpenLoopStampsRequestStart(t *testing.T) {
+	h := &buyHandler{head: []byte("GET /v1/sales/s1/buy HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "), tail: []byte("\r\n\r\n"),
+		minter: auth.NewMinter(fakeAuthSecret), exp: time.Now().Add(time.Hour).Unix()}
+	req := string(h.Build(nil, holdload.Request{User: 7}))
+	_, after, ok := strings.Cut(req, "\r\nX-Request-Start: ")
+	v, _, _ := strings.Cut(after, "\r\n")
+	at, parsed := api.ParseRequestStart(v)
+	if !ok || !parsed || time.Since(at) < 0 || time.Since(at) > time.Second || !strings.HasSuffix(req, "\r\n\r\n") {
+		t.Fatalf("request %q: X-Request-Start %q parsed %v at %v", req, v, parsed, at)
 	}
 }

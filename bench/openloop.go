@@ -39,6 +39,7 @@ type openLoopSpec struct {
 type openLoopTally struct {
 	Offered  int64 // arrivals scheduled
 	Sent     int64 // arrivals sent (the rest: the generator never got to them)
+	GaveUp   int64 // of the unsent: no connection was free before their timeout
 	Statuses map[int]int64
 	Lost     int64 // sent, no reply: closed, timed out, malformed
 	Elapsed  time.Duration
@@ -72,16 +73,31 @@ type buyHandler struct {
 	t          *openLoopTally
 }
 
+// Build writes the buy for req.User with a fresh token and, as the nginx of
+// a deployment does (cluster/nginx.conf.tmpl), X-Request-Start: the moment
+// it is written, so the node can tell how long it sat in its socket.
 func (h *buyHandler) Build(buf []byte, req holdload.Request) []byte {
 	buf = append(buf, h.head...)
 	h.sub = strconv.AppendInt(append(h.sub[:0], "ol"...), int64(req.User), 10)
 	buf = h.minter.AppendBytes(buf, h.sub, h.exp)
+	us := time.Now().UnixMicro()
+	buf = append(buf, "\r\nX-Request-Start: t="...)
+	buf = strconv.AppendInt(buf, us/1e6, 10)
+	buf = append(buf, '.')
+	frac := us % 1e6
+	for d := int64(100_000); d > 0; d /= 10 {
+		buf = append(buf, byte('0'+frac/d%10))
+	}
 	return append(buf, h.tail...)
 }
 
 func (h *buyHandler) Done(_ holdload.Request, r *holdload.Reply) {
 	us := max(histMin, min(r.Latency.Microseconds(), histMax))
 	_ = h.t.All.RecordValue(us)
+	if r.Err == holdload.ErrGaveUp {
+		h.t.GaveUp++
+		return
+	}
 	if r.Err != nil {
 		h.t.Lost++
 		return
@@ -105,7 +121,8 @@ func epollOpenLoop(ctx context.Context, spec openLoopSpec) (openLoopTally, error
 	if err != nil {
 		return openLoopTally{}, fmt.Errorf("open loop: node address %q (want ip:port): %w", u.Host, err)
 	}
-	e, err := holdload.New(holdload.Config{Addrs: []netip.AddrPort{ap}, Conns: spec.Conns, Rate: 20_000, Timeout: spec.Timeout})
+	e, err := holdload.New(holdload.Config{Addrs: []netip.AddrPort{ap}, Conns: spec.Conns, Rate: 20_000, Timeout: spec.Timeout,
+		Reconnect: true})
 	if err != nil {
 		return openLoopTally{}, fmt.Errorf("open loop: %w", err)
 	}
@@ -129,7 +146,7 @@ func epollOpenLoop(ctx context.Context, spec openLoopSpec) (openLoopTally, error
 	began := time.Now()
 	e.Drive(src, h, stop)
 	t.Elapsed = time.Since(began)
-	t.Offered, t.Sent = n, src.i
+	t.Offered, t.Sent = n, src.i-t.GaveUp
 	answered := t.Lost
 	for _, k := range t.Statuses {
 		answered += k

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -44,6 +45,7 @@ type SuiteConfig struct {
 	// (wrk is closed loop), for Duration. The row reports the rate offered,
 	// the rate the generator managed to send, and goodput.
 	OpenLoopFactor float64
+	OpenLoopConns  int // connections of the open-loop row; 0: openLoopConns
 	// ShedCompare adds, per round, the overload row against two more nodes
 	// of the same cluster: one shedding the newest arrival at the door
 	// (admission.shed newest) and one serving its line newest first under
@@ -398,7 +400,7 @@ func openLoop(ctx context.Context, cfg SuiteConfig, node, secret string, round i
 	rate := cfg.OpenLoopFactor * selling
 	dur := cfg.Duration.Truncate(time.Second)
 	t, err := epollOpenLoop(ctx, openLoopSpec{Node: node, Sale: "selling", Secret: []byte(secret), Users: 100_000,
-		Rate: rate, Duration: dur, Conns: openLoopConns(rate), Timeout: 5 * time.Second})
+		Rate: rate, Duration: dur, Conns: cmp.Or(cfg.OpenLoopConns, openLoopConns(rate)), Timeout: 5 * time.Second})
 	if err != nil {
 		return OpenLoopRow{}, fmt.Errorf("open-loop row: %w", err)
 	}
@@ -946,6 +948,7 @@ send, so a generator that cannot keep up on a small box is seen, not hidden.`,
 	f.IntVar(&cfg.Connections, "connections", 256, "wrk connections")
 	f.IntVar(&cfg.OverloadConnections, "overload-connections", 4000, "wrk connections for the overload row (0: no overload row)")
 	f.Float64Var(&cfg.OpenLoopFactor, "open-loop", 3, "open-loop row: offer this many times the round's selling rate as fixed arrivals (0: no row)")
+	f.IntVar(&cfg.OpenLoopConns, "open-loop-connections", 0, "connections of the open-loop row (0: offered rate / 2, between 1,000 and 4,000)")
 	f.BoolVar(&cfg.ShedCompare, "shed-compare", false, "overload rows also against a node shedding newest-first and one serving LIFO under load")
 	f.IntVar(&cfg.Threads, "threads", 1, "wrk threads")
 	f.IntVar(&cfg.Runs, "runs", 3, "rounds (the spread across rounds is the run-to-run noise)")

@@ -61,7 +61,13 @@ type Config struct {
 	ConnectTimeout time.Duration
 	// Timeout is a request's deadline from its intended send time; past it
 	// the request counts as timed out and its connection is closed (0: 10 s).
+	// A request still unsent then is not sent at all (ErrGaveUp).
 	Timeout time.Duration
+	// Reconnect makes Drive open a new connection for each one lost (timed
+	// out, closed by the server), as clients that gave up and came back
+	// would, so the pool stays at Conns; without it a lost connection lowers
+	// Held for good. Not with PortsPerSource (the new ones take kernel ports).
+	Reconnect bool
 }
 
 // Stats are an engine's counters, safe to read from any goroutine.
@@ -116,6 +122,9 @@ var (
 	ErrTimeout   = errors.New("holdload: request timed out")
 	ErrMalformed = errors.New("holdload: malformed or unsupported reply")
 	ErrWrite     = errors.New("holdload: request not written at once")
+	// ErrGaveUp: no connection was free before the request's Timeout
+	// passed, so it was never sent (its client gave up waiting).
+	ErrGaveUp = errors.New("holdload: no free connection before the timeout; not sent")
 )
 
 // Connection states.
@@ -462,6 +471,12 @@ func (e *Engine) Drive(src Source, h Handler, stop <-chan struct{}) {
 		now := nowNS()
 		wait := 10 * time.Millisecond
 		empty := false
+		if e.cfg.Reconnect && e.cfg.PortsPerSource == 0 {
+			for k := 0; k < e.cfg.MaxPending && e.Stats.Held()+e.Stats.Pending.Load() < int64(e.cfg.Conns) &&
+				e.Stats.Pending.Load() < int64(e.cfg.MaxPending); k++ {
+				e.connect()
+			}
+		}
 		for {
 			r, ok := src.Peek()
 			if !ok {
@@ -472,9 +487,14 @@ func (e *Engine) Drive(src Source, h Handler, stop <-chan struct{}) {
 				wait = min(wait, time.Duration(r.At-now))
 				break
 			}
+			if now-r.At > int64(e.cfg.Timeout) {
+				src.Pop()
+				h.Done(r, &Reply{Err: ErrGaveUp, Timeout: true, Latency: time.Duration(now - r.At)})
+				continue
+			}
 			fd, ok := e.popIdle()
 			if !ok {
-				if e.Stats.Held() == 0 {
+				if e.Stats.Held() == 0 && e.Stats.Pending.Load() == 0 {
 					// Nothing left to send over: every remaining request fails.
 					src.Pop()
 					h.Done(r, &Reply{Err: ErrClosed, Latency: time.Duration(now - r.At)})
