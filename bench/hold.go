@@ -422,7 +422,9 @@ func mainHold(ctx context.Context, o Options, api *API, out io.Writer) error {
 				case "ready":
 					w.last.T = "ready"
 				case "ramp":
-					w.last = m
+					if !w.held { // a tick written just before "held" may arrive after it
+						w.last = m
+					}
 				case "held":
 					w.last, w.held = m, true
 				case "tick":

@@ -189,7 +189,9 @@ func runHoldWorker(in io.Reader, out io.Writer) error {
 		close(exit) // stdin closed: the parent is gone
 	}()
 	done := make(chan struct{})
+	ticking := make(chan struct{}) // closed when the ramp ticker has stopped writing
 	go func() {
+		defer close(ticking)
 		t := time.NewTicker(250 * time.Millisecond)
 		defer t.Stop()
 		for {
@@ -214,6 +216,10 @@ func runHoldWorker(in io.Reader, out io.Writer) error {
 	}()
 	held := eng.Ramp(rampStop)
 	close(done)
+	// A tick being written now carries counts from before the ramp ended,
+	// and one encoder must not be written from two goroutines: "held" goes
+	// after the ticker is gone.
+	<-ticking
 	_ = enc.Encode(holdMsg{T: "held", Held: held, Est: eng.Stats.Established.Load(), Fail: eng.Stats.Failed.Load(),
 		Closed: eng.Stats.Closed.Load()})
 
@@ -225,7 +231,9 @@ func runHoldWorker(in io.Reader, out io.Writer) error {
 	h := newHoldHandler(&spec, shake)
 	src := h.source()
 	stopDrive := make(chan struct{})
+	flushing := make(chan struct{}) // closed when the tick flusher has stopped writing
 	go func() {
+		defer close(flushing)
 		t := time.NewTicker(100 * time.Millisecond)
 		defer t.Stop()
 		for {
@@ -242,6 +250,7 @@ func runHoldWorker(in io.Reader, out io.Writer) error {
 	}()
 	eng.Drive(src, h, stopDrive)
 	close(h.finished)
+	<-flushing
 	h.flushTicks(enc, 1<<62)
 	res := h.result()
 	res.Held = eng.Stats.Held()
