@@ -42,8 +42,12 @@ vet:
 	$(GO) vet $(PKGS)
 
 ## test: format and vet checks, then every test with -race against real redis-server and a kfake broker
+## The chaos tests each start a whole cluster (three nodes, nginx, Redis, the broker) and time its
+## answers; beside the rest of the suite on two cores they failed on timing alone (passing alone every
+## time), so they run after it, on their own.
 test: deps fmt-check vet
-	$(GO) test -race -count=1 -timeout 12m $(PKGS)
+	$(GO) test -race -count=1 -timeout 12m $$($(GO) list $(PKGS) | grep -v '/chaos$$')
+	$(GO) test -race -count=1 -timeout 8m ./chaos
 	# Allocation counts need the race detector off.
 	$(GO) test -count=1 -run 'Allocates' ./api
 	$(MAKE) --no-print-directory test-nbio
