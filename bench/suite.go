@@ -47,9 +47,9 @@ type SuiteConfig struct {
 	OpenLoopFactor float64
 	OpenLoopConns  int // connections of the open-loop row; 0: openLoopConns
 	// ShedCompare adds, per round, the overload row against two more nodes
-	// of the same cluster: one shedding the newest arrival at the door
-	// (admission.shed newest) and one serving its line newest first under
-	// load (admission.lifo true), beside the default (shed oldest, FIFO).
+	// of the same cluster: one shedding the oldest waiter first
+	// (admission.shed oldest) and one serving its line newest first under
+	// load (admission.lifo true), beside the default (shed newest, FIFO).
 	ShedCompare bool
 	Threads     int    // wrk threads
 	Runs        int    // rounds; each round measures every scenario once, in turn
@@ -272,8 +272,8 @@ func Suite(ctx context.Context, cfg SuiteConfig) (SuiteResult, error) {
 	var variants []variant
 	if cfg.ShedCompare && cfg.OverloadConnections > 0 {
 		for _, v := range []struct{ id, name, env string }{
-			{"node-shed-newest", "shed newest", "FLASHSALE_ADMISSION_SHED=newest"},
-			{"node-lifo", "shed oldest, LIFO", "FLASHSALE_ADMISSION_LIFO=true"},
+			{"node-shed-oldest", "shed oldest", "FLASHSALE_ADMISSION_SHED=oldest"},
+			{"node-lifo", "shed newest, LIFO", "FLASHSALE_ADMISSION_LIFO=true"},
 		} {
 			fmt.Fprintf(out, "starting a node with %s ...\n", v.env)
 			u, pid, stopV, err := startNode(ctx, cfg, st, v.id, v.env)
@@ -889,8 +889,8 @@ After the three scenarios each round drives the selling path once more, for
 http.max_inflight), and prints a second table: req/s, 201s per second, the
 share of 503s, latency, and the node's goroutines and RSS from /metrics right
 after the run. With --shed-compare the same row also runs against two more nodes
-of the cluster, one shedding newest-first (admission.shed newest, the default
-being oldest) and one serving LIFO under load (admission.lifo true).
+of the cluster, one shedding oldest-first (admission.shed oldest) and one
+serving LIFO under load (admission.lifo true).
 
 Then, with --open-loop F (default 3; 0: none), the selling path is offered F x
 the round's selling rate as fixed arrivals by flashsale's own generator (wrk is
@@ -949,7 +949,7 @@ send, so a generator that cannot keep up on a small box is seen, not hidden.`,
 	f.IntVar(&cfg.OverloadConnections, "overload-connections", 4000, "wrk connections for the overload row (0: no overload row)")
 	f.Float64Var(&cfg.OpenLoopFactor, "open-loop", 3, "open-loop row: offer this many times the round's selling rate as fixed arrivals (0: no row)")
 	f.IntVar(&cfg.OpenLoopConns, "open-loop-connections", 0, "connections of the open-loop row (0: offered rate / 2, between 1,000 and 4,000)")
-	f.BoolVar(&cfg.ShedCompare, "shed-compare", false, "overload rows also against a node shedding newest-first and one serving LIFO under load")
+	f.BoolVar(&cfg.ShedCompare, "shed-compare", false, "overload rows also against a node shedding oldest-first and one serving LIFO under load")
 	f.IntVar(&cfg.Threads, "threads", 1, "wrk threads")
 	f.IntVar(&cfg.Runs, "runs", 3, "rounds (the spread across rounds is the run-to-run noise)")
 	f.StringVar(&cfg.WrkScript, "script", filepath.Join("bench", "wrk", "buy.lua"), "wrk script for all scenarios")
