@@ -206,9 +206,15 @@ func (s *Server) shake(c *gin.Context) {
 
 // logOutcome writes one stat.log line and leaves the result for observe.
 func (s *Server) logOutcome(c *gin.Context, rec *statlog.Record, start time.Time) {
+	s.writeStat(rec, start)
+	setResult(c, rec.Result)
+}
+
+// writeStat stamps rec with the time since start and writes it to the
+// stat.log, if the node keeps one.
+func (s *Server) writeStat(rec *statlog.Record, start time.Time) {
 	rec.LatencyUs = time.Since(start).Microseconds()
 	if s.StatLog != nil {
 		s.StatLog.Write(rec)
 	}
-	setResult(c, rec.Result)
 }

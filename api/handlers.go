@@ -98,10 +98,7 @@ func (s *Server) soldOut(m *routeMetrics) gin.HandlerFunc {
 		}
 		start := time.Now()
 		rec := statlog.Record{Time: start, Node: s.cfg.NodeID, Kind: "buy", Sale: c.Param("id"), Result: flashsale.ESOLDOUT}
-		if s.StatLog != nil {
-			rec.LatencyUs = time.Since(start).Microseconds()
-			s.StatLog.Write(&rec)
-		}
+		s.writeStat(&rec, start)
 		s.writeError(c, order.ErrSoldOut)
 		s.perSale.record(rec.Sale, start, rec.Result)
 		m.record(start, rec.Result)

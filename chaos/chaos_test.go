@@ -17,6 +17,7 @@ import (
 	"github.com/flashsale/flashsale/chaos"
 	"github.com/flashsale/flashsale/cluster"
 	"github.com/flashsale/flashsale/internal/testenv"
+	"github.com/flashsale/flashsale/reconcile"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -289,4 +290,43 @@ func TestBrokerStopMidSale(t *testing.T) {
 	}
 	t.Logf("broker down %v: %d buys answered 503, %d orders undone (units returned); slowest buy %.0f ms",
 		out.Timings.FaultDone-out.Timings.FaultAt, out.Rush.Codes["unavailable"], aborted, out.Rush.Latency.Max)
+}
+
+// evidenceOf gathers, for a failed reconciliation, every stat.log line and
+// node log line that names one of the failed checks' sample orders, so a
+// failure that shows up once in many runs can be read after the run's
+// directory is gone.
+func evidenceOf(rep *reconcile.Report, statLogs []string) string {
+	var ids []string
+	for _, ch := range rep.Checks {
+		if !ch.OK {
+			for _, s := range ch.Sample {
+				id, _, _ := strings.Cut(s, ":")
+				ids = append(ids, id)
+			}
+		}
+	}
+	if len(ids) > 5 {
+		ids = ids[:5]
+	}
+	var sb strings.Builder
+	for _, p := range statLogs {
+		for _, f := range []string{p, filepath.Join(filepath.Dir(p), "node.log")} {
+			b, err := os.ReadFile(f)
+			if err != nil {
+				continue
+			}
+			for _, line := range strings.Split(string(b), "\n") {
+				named := false
+				for _, id := range ids {
+					named = named || strings.Contains(line, `"`+id+`.`) || strings.Contains(line, `"`+id+`"`)
+				}
+				// A node's warnings and errors are short and few: all of them.
+				if named || strings.Contains(line, "level=ERROR") || strings.Contains(line, "level=WARN") || strings.Contains(line, `"level":"ERROR"`) || strings.Contains(line, `"level":"WARN"`) {
+					fmt.Fprintf(&sb, "%s: %s\n", filepath.Base(filepath.Dir(f))+"/"+filepath.Base(f), line)
+				}
+			}
+		}
+	}
+	return sb.String()
 }

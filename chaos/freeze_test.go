@@ -220,7 +220,7 @@ func TestFreezeNodeMidSale(t *testing.T) {
 	if !rep.OK {
 		var sb strings.Builder
 		rep.WriteText(&sb)
-		t.Errorf("reconcile after the freeze:\n%s", sb.String())
+		t.Errorf("reconcile after the freeze:\n%s\n%s\n%s", sb.String(), evidenceOf(rep, c.StatLogs()), log)
 	}
 	if toldNoHolding > 0 || unpayable > 0 {
 		if len(samples) > 10 {

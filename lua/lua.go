@@ -334,24 +334,35 @@ func BuyTicketed(ctx context.Context, rdb redis.Scripter, id, node, batch string
 
 // ResolveBatch settles a batch whose reply was lost. If the batch never ran,
 // it writes the batch off so it never will, and reports no orders. If it
-// ran, it aborts the orders it created (nobody was told of them) and reports
-// them. Safe to repeat: after a failover it runs against whichever master
-// answers, which holds the batch only if a replica had it.
-func ResolveBatch(ctx context.Context, rdb redis.Scripter, sale, batch string) ([]int64, error) {
+// ran, it aborts the orders it created (nobody was told of them: undone)
+// except those a repeat of their Idempotency-Key was answered with (kept):
+// those stand, and since their batch never reached Kafka, each gets an
+// outbox entry "<n>:p" from which its order.created is published (see
+// AbortUnsent). Safe to repeat: after a failover it runs against whichever
+// master answers, which holds the batch only if a replica had it.
+func ResolveBatch(ctx context.Context, rdb redis.Scripter, sale, batch string) (undone, kept []int64, err error) {
 	list, err := claimBatch(ctx, rdb, BatchKey(sale, batch))
 	if err != nil || len(list) == 0 {
-		return nil, err
+		return nil, nil, err
 	}
 	orders := make([]int64, len(list))
 	for i, f := range list {
 		if orders[i], err = strconv.ParseInt(f, 10, 64); err != nil {
-			return nil, fmt.Errorf("batch %s of sale %q: bad record %q", batch, sale, f)
+			return nil, nil, fmt.Errorf("batch %s of sale %q: bad record %q", batch, sale, f)
 		}
 	}
-	if _, _, err := Settle(ctx, rdb, sale, Abort, orders); err != nil {
-		return nil, err
+	_, res, err := Settle(ctx, rdb, sale, AbortUnsent, orders)
+	if err != nil {
+		return nil, nil, err
 	}
-	return orders, nil
+	for i, r := range res {
+		if r.Code == SettleClaimed {
+			kept = append(kept, orders[i])
+		} else {
+			undone = append(undone, orders[i])
+		}
+	}
+	return undone, kept, nil
 }
 
 // claimBatch is the first step of resolving every kind of batch (buy, open,
@@ -450,6 +461,10 @@ const (
 	Cancel = "cancel"
 	Expire = "expire" // only at or after the deadline
 	Abort  = "abort"  // the order could not be made durable: undo it now
+	// AbortUnsent is Abort of orders whose order.created is known not to
+	// be on Kafka: an order it must keep (claimed) gets an outbox entry
+	// "<n>:p" in the same step, from which its creation is published.
+	AbortUnsent = "abort_unsent"
 	// Claim marks a live order as answered to a repeat of its
 	// Idempotency-Key, so a late Abort of its first attempt keeps it.
 	Claim = "claim"

@@ -264,11 +264,11 @@ func TestResolveBatch(t *testing.T) {
 	if _, err := lua.Buy(ctx, rdb, "rb", "n1", "ran", []string{"a", "b"}, nil); err != nil {
 		t.Fatal(err)
 	}
-	orders, err := lua.ResolveBatch(ctx, rdb, "rb", "ran")
-	if err != nil || len(orders) != 2 {
-		t.Fatalf("resolve a batch that ran: %v %v", orders, err)
+	orders, kept, err := lua.ResolveBatch(ctx, rdb, "rb", "ran")
+	if err != nil || len(orders) != 2 || len(kept) != 0 {
+		t.Fatalf("resolve a batch that ran: %v %v %v", orders, kept, err)
 	}
-	if again, err := lua.ResolveBatch(ctx, rdb, "rb", "ran"); err != nil || len(again) != 2 {
+	if again, _, err := lua.ResolveBatch(ctx, rdb, "rb", "ran"); err != nil || len(again) != 2 {
 		t.Fatalf("resolving twice: %v %v", again, err)
 	}
 	if b := books(t, rdb, "rb"); b["remaining"] != "10" || b["aborted"] != "2" || b["pending"] != "0" {
@@ -284,7 +284,7 @@ func TestResolveBatch(t *testing.T) {
 	if _, res, err := lua.Settle(ctx, rdb, "rb", lua.Expire, []int64{3}); err != nil || res[0].Code != lua.SettleDone {
 		t.Fatalf("sweeper expire: %v %v", res, err)
 	}
-	if orders, err := lua.ResolveBatch(ctx, rdb, "rb", "swept"); err != nil || len(orders) != 1 {
+	if orders, _, err := lua.ResolveBatch(ctx, rdb, "rb", "swept"); err != nil || len(orders) != 1 {
 		t.Fatalf("resolve a swept batch: %v %v", orders, err)
 	}
 	if b := books(t, rdb, "rb"); b["remaining"] != "10" || b["aborted"] != "3" || b["expired"] != "0" {
@@ -292,7 +292,7 @@ func TestResolveBatch(t *testing.T) {
 	}
 
 	// Never ran: written off, and the late script does nothing.
-	if orders, err := lua.ResolveBatch(ctx, rdb, "rb", "late"); err != nil || len(orders) != 0 {
+	if orders, _, err := lua.ResolveBatch(ctx, rdb, "rb", "late"); err != nil || len(orders) != 0 {
 		t.Fatalf("resolve a batch that never ran: %v %v", orders, err)
 	}
 	r, err := lua.Buy(ctx, rdb, "rb", "n1", "late", []string{"c"}, nil)
@@ -301,6 +301,59 @@ func TestResolveBatch(t *testing.T) {
 	}
 	if b := books(t, rdb, "rb"); b["remaining"] != "10" || b["seq"] != "3" {
 		t.Fatalf("books after a late written-off batch: %v", b)
+	}
+}
+
+// Invariant: resolving a lost batch keeps the order a repeat of its
+// Idempotency-Key was told of (claimed), and in the same step leaves that
+// order's creation in the outbox, since the batch never reached Kafka; the
+// batch's other orders are undone and get no creation entry. A plain Abort
+// keeps a claimed order too but writes no creation entry (its event is out).
+func TestResolveBatchKeepsClaimedOrderWithItsCreation(t *testing.T) {
+	rdb := testenv.StartRedis(t, false).Client(t)
+	ctx := context.Background()
+	newSale(t, rdb, "rk", 10, 1, time.Minute)
+	batch := newBatch()
+	r, err := lua.BuyKeyed(ctx, rdb, "rk", "n1", batch, []string{"a", "b"}, []string{"key-a", "key-b"}, nil)
+	if err != nil || r.Results[0] != 1 || r.Results[1] != 2 {
+		t.Fatalf("buy: %+v %v", r, err)
+	}
+	if _, res, err := lua.Settle(ctx, rdb, "rk", lua.Claim, []int64{1}); err != nil || res[0].Code != lua.SettleDone {
+		t.Fatalf("claim: %+v %v", res, err)
+	}
+	undone, kept, err := lua.ResolveBatch(ctx, rdb, "rk", batch)
+	if err != nil || len(undone) != 1 || undone[0] != 2 || len(kept) != 1 || kept[0] != 1 {
+		t.Fatalf("resolve: undone %v kept %v %v, want 2 undone and 1 kept", undone, kept, err)
+	}
+	if b := books(t, rdb, "rk"); b["pending"] != "1" || b["aborted"] != "1" || b["remaining"] != "9" {
+		t.Fatalf("books %v", b)
+	}
+	box, err := rdb.HGetAll(ctx, lua.KeysFor("rk").Outbox).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	created, ok := box[lua.OutboxField(1, lua.StatusPending)]
+	if !ok || len(box) != 2 { // the kept order's creation and the other's order.aborted
+		t.Fatalf("outbox %v: want order 1's creation and order 2's abort", box)
+	}
+	e, err := lua.ParseOutboxEntry(lua.OutboxField(1, lua.StatusPending), created)
+	if err != nil || e.Record.User != "a" || e.Record.Node != "n1" || e.Record.Status != lua.StatusPending {
+		t.Fatalf("creation entry %+v %v", e, err)
+	}
+
+	// A plain abort of a claimed order keeps it and writes nothing.
+	r, err = lua.BuyKeyed(ctx, rdb, "rk", "n1", newBatch(), []string{"c"}, []string{"key-c"}, nil)
+	if err != nil || r.Results[0] != 3 {
+		t.Fatalf("buy c: %+v %v", r, err)
+	}
+	if _, res, err := lua.Settle(ctx, rdb, "rk", lua.Claim, []int64{3}); err != nil || res[0].Code != lua.SettleDone {
+		t.Fatalf("claim c: %+v %v", res, err)
+	}
+	if _, res, err := lua.Settle(ctx, rdb, "rk", lua.Abort, []int64{3}); err != nil || res[0].Code != lua.SettleClaimed {
+		t.Fatalf("abort of claimed c: %+v %v", res, err)
+	}
+	if n, err := rdb.HLen(ctx, lua.KeysFor("rk").Outbox).Result(); err != nil || n != 2 {
+		t.Fatalf("outbox has %d entries (%v) after a plain abort of a claimed order, want the 2 of before", n, err)
 	}
 }
 

@@ -19,10 +19,15 @@
 -- one range per buy batch, which the sweeper drops once the range's deadline
 -- has passed and none of its orders is still pending.
 --
--- ARGV[1]  action: "pay", "cancel", "expire", "abort" or "claim" (a node is
---          about to answer a repeated Idempotency-Key with a live order: it
---          marks the order told, so a late abort of its first attempt cannot
---          take it back; a no-op on the books)
+-- ARGV[1]  action: "pay", "cancel", "expire", "abort", "abort_unsent" or
+--          "claim" (a node is about to answer a repeated Idempotency-Key with
+--          a live order: it marks the order told, so a late abort of its
+--          first attempt cannot take it back; a no-op on the books).
+--          "abort_unsent" is "abort" of orders whose order.created is known
+--          not to be on Kafka (their batch's reply was lost, or their publish
+--          failed): one it must keep because it was claimed gets the outbox
+--          entry "<n>:p" in the same step, so the creation of an order a
+--          buyer was told of is published even if this node dies next.
 -- ARGV[2..] order numbers
 --
 -- Returns {now_ms, code1, record1, code2, record2, ...} where record is the
@@ -42,7 +47,8 @@
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
 local action = ARGV[1]
-local final = ({pay = 'y', cancel = 'c', expire = 'x', abort = 'a', claim = 'claim'})[action]
+local final = ({pay = 'y', cancel = 'c', expire = 'x', abort = 'a', abort_unsent = 'a', claim = 'claim'})[action]
+local aborting = final == 'a'
 if not final then
   return redis.error_reply('settle: unknown action ' .. tostring(action))
 end
@@ -65,8 +71,11 @@ for i = 2, #ARGV do
       else
         code = -7
       end
-    elseif status == 'p' and action == 'abort' and redis.call('HEXISTS', KEYS[4], 'c|' .. n) == 1 then
+    elseif status == 'p' and aborting and redis.call('HEXISTS', KEYS[4], 'c|' .. n) == 1 then
       code = -10
+      if action == 'abort_unsent' then
+        redis.call('HSET', KEYS[5], n .. ':p', now .. '||' .. rec)
+      end
     elseif status == 'p' then
       local to = final
       if action == 'expire' and now < deadline then
@@ -103,7 +112,7 @@ for i = 2, #ARGV do
       end
     elseif status == final then
       code = 0
-    elseif status == 'x' and action == 'abort' then
+    elseif status == 'x' and aborting then
       -- Abort means "nobody was told of this order". An order whose reply was
       -- lost can be expired by the sweeper before its node resolves it: its
       -- unit is already back, so only the label and the counters move.

@@ -36,7 +36,7 @@ func TestReplicatedWaitsForTheReplica(t *testing.T) {
 	var undone []int64
 	for i := 0; ; i++ {
 		// The resolver retries until its own writes are replicated.
-		if undone, err = lua.ResolveBatch(ctx, rdb, "w", batch); err == nil || i > 50 {
+		if undone, _, err = lua.ResolveBatch(ctx, rdb, "w", batch); err == nil || i > 50 {
 			break
 		}
 		time.Sleep(50 * time.Millisecond)

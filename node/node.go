@@ -182,6 +182,7 @@ func Open(cfg *configs.Config, log *slog.Logger) (_ *Node, err error) {
 	n.Outbox = order.NewOutbox(n.Redis, n.Publisher, redisTimeout, time.Second, log)
 	n.Orders = order.NewService(n.Redis, redisTimeout)
 	n.Orders.PublishTo(n.Outbox)
+	n.Seller.PublishTo(n.Outbox)
 	n.Expirer = order.NewExpirer(order.ExpirerConfig{
 		Brokers: cfg.Kafka.Brokers, Topic: cfg.Kafka.Topic, Group: cfg.Kafka.Group,
 		Workers: cfg.Expiry.Workers, QueueSize: cfg.Expiry.QueueSize, MaxHeld: cfg.Expiry.MaxHeld,

@@ -133,7 +133,7 @@ func TestLostScriptReplyIsNotRetried(t *testing.T) {
 	}
 	// The buyer was told 503, so the order must not stand: resolving the
 	// batch finds that it ran and undoes it.
-	undone, err := lua.ResolveBatch(ctx, direct, "r1", "batch-1")
+	undone, _, err := lua.ResolveBatch(ctx, direct, "r1", "batch-1")
 	if err != nil || len(undone) != 1 {
 		t.Fatalf("resolve the lost batch: undone %v, %v", undone, err)
 	}

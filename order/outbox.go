@@ -9,6 +9,7 @@ import (
 	"github.com/flashsale/flashsale/internal/metric"
 	"github.com/flashsale/flashsale/kafka"
 	"github.com/flashsale/flashsale/lua"
+	"github.com/flashsale/flashsale/stock"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 	kafkago "github.com/segmentio/kafka-go"
@@ -16,7 +17,10 @@ import (
 
 // Outbox puts every settle transition on Kafka as an order.* event
 // (order.paid, order.cancelled, order.expired, order.aborted), so the order
-// store sees each order's final status.
+// store sees each order's final status. It also carries the order.created
+// of an order that stands although its own batch never reached Kafka (entry
+// "<n>:p", see lua.AbortUnsent): the seller publishes it at once
+// (AnnounceKept), Drain if that fails.
 //
 // settle.lua records each transition in the sale's outbox hash in the same
 // atomic step as the transition itself. Announce publishes what one settle
@@ -31,7 +35,7 @@ import (
 // It is safe for concurrent use.
 type Outbox struct {
 	rdb     redis.UniversalClient
-	pub     *kafka.Publisher
+	pub     stock.Publisher
 	timeout time.Duration
 	minAge  time.Duration
 	page    int
@@ -43,7 +47,7 @@ type Outbox struct {
 
 // NewOutbox returns an Outbox publishing through pub. timeout bounds each
 // Redis call; Drain leaves entries younger than minAge to their Announce.
-func NewOutbox(rdb redis.UniversalClient, pub *kafka.Publisher, timeout, minAge time.Duration, log *slog.Logger) *Outbox {
+func NewOutbox(rdb redis.UniversalClient, pub stock.Publisher, timeout, minAge time.Duration, log *slog.Logger) *Outbox {
 	if log == nil {
 		log = slog.Default()
 	}
@@ -90,6 +94,48 @@ func (o *Outbox) AnnouncePaid(ctx context.Context, sale string, nowMs, n int64, 
 	o.announced.Add(float64(done))
 	if err != nil {
 		o.log.Warn("order.paid not published; the sweeper will publish it from the outbox", "sale", sale, "err", err)
+	}
+}
+
+// AnnounceKept publishes the order.created events waiting in sale's outbox
+// for orders (entries "<n>:p", written by lua.AbortUnsent for the orders it
+// kept) and deletes the acknowledged ones. An order with no such entry is
+// skipped: its event was published already (by Drain, or an earlier call).
+// Errors are logged: what is not published stays in the outbox for Drain.
+func (o *Outbox) AnnounceKept(ctx context.Context, sale string, orders []int64) {
+	if o == nil || len(orders) == 0 {
+		return
+	}
+	fields := make([]string, len(orders))
+	for i, n := range orders {
+		fields[i] = lua.OutboxField(n, lua.StatusPending)
+	}
+	cctx, cancel := context.WithTimeout(ctx, o.timeout)
+	vals, err := o.rdb.HMGet(cctx, lua.KeysFor(sale).Outbox, fields...).Result()
+	cancel()
+	if err != nil {
+		o.log.Warn("kept orders' order.created not read from the outbox; the sweeper will publish them", "sale", sale,
+			"orders", len(orders), "err", err)
+		return
+	}
+	var entries []lua.OutboxEntry
+	for i, v := range vals {
+		s, ok := v.(string)
+		if !ok {
+			continue
+		}
+		e, err := lua.ParseOutboxEntry(fields[i], s)
+		if err != nil {
+			o.log.Warn("malformed outbox entry of a kept order; Drain drops it", "sale", sale, "err", err)
+			continue
+		}
+		entries = append(entries, e)
+	}
+	n, err := o.publish(ctx, sale, entries)
+	o.announced.Add(float64(n))
+	if err != nil {
+		o.log.Warn("kept orders' order.created not published; the sweeper will publish them from the outbox", "sale", sale,
+			"events", len(entries)-n, "err", err)
 	}
 }
 
@@ -161,7 +207,7 @@ func (o *Outbox) publish(ctx context.Context, sale string, entries []lua.OutboxE
 	key := []byte(sale)
 	for i, e := range entries {
 		start := len(buf)
-		buf = AppendTransition(buf, sale, e.Order, e.Record, e.SettledMs, e.Payment)
+		buf = appendEntry(buf, sale, e)
 		msgs[i] = kafkago.Message{Key: key, Value: buf[start:len(buf):len(buf)]}
 	}
 	o.pub.Publish(ctx, msgs, errs)
@@ -204,6 +250,16 @@ func (o *Outbox) Describe(ch chan<- *prometheus.Desc) {
 func (o *Outbox) Collect(ch chan<- prometheus.Metric) {
 	o.announced.Collect(ch)
 	o.republished.Collect(ch)
+}
+
+// appendEntry appends the event of outbox entry e: the order.created of a
+// kept order (a pending record), else the transition's event.
+func appendEntry(b []byte, sale string, e lua.OutboxEntry) []byte {
+	if r := e.Record; r.Status == lua.StatusPending {
+		return kafka.AppendOrderCreated(b, kafka.OrderCreated{SaleID: sale, UserID: r.User, Node: r.Node,
+			Order: e.Order, CreatedMs: r.CreatedMs, DeadlineMs: r.DeadlineMs})
+	}
+	return AppendTransition(b, sale, e.Order, e.Record, e.SettledMs, e.Payment)
 }
 
 // AppendTransition appends the event of order n of sale moving to

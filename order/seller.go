@@ -2,7 +2,6 @@ package order
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -16,7 +15,6 @@ import (
 	"github.com/flashsale/flashsale/stock"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
-	kafkago "github.com/segmentio/kafka-go"
 )
 
 // Reservation is a unit Redis has handed to a user: a pending order.
@@ -52,6 +50,9 @@ type Seller struct {
 	pub     stock.Publisher
 	members stock.Membership
 	log     *slog.Logger
+	// events publishes the order.created of kept orders from the outbox
+	// (see AnnounceKept); nil without a publisher.
+	events *Outbox
 
 	sales *stock.Cache[*saleState]
 	frame *stock.Frame[*saleState, buyReq, buyRes]
@@ -133,13 +134,36 @@ func NewSeller(cfg SellerConfig, rdb redis.UniversalClient, pub stock.Publisher,
 		cfg.MaxSales = 1024
 	}
 	s := &Seller{cfg: cfg, rdb: rdb, pub: pub, members: members, log: log, sales: stock.NewCache[*saleState](cfg.MaxSales)}
+	if pub != nil {
+		s.events = NewOutbox(rdb, pub, cfg.RedisTimeout, time.Second, log)
+	}
 	s.frame = stock.NewFrame(stock.FrameConfig{Node: cfg.Node, Subsystem: "order", RedisTimeout: cfg.RedisTimeout,
 		PublishTimeout: cfg.ConfirmTimeout, Coalescer: cfg.Coalescer}, tickets{s}, pub,
 		func(ctx context.Context, sale, batch string) (int, error) {
-			orders, err := lua.ResolveBatch(ctx, rdb, sale, batch)
-			return len(orders), err
+			undone, kept, err := lua.ResolveBatch(ctx, rdb, sale, batch)
+			if len(kept) > 0 {
+				// A repeat on another node was told of these orders while
+				// this node waited for the lost reply: they stand, and their
+				// batch never reached Kafka.
+				s.announceKept(sale, kept)
+			}
+			return len(undone), err
 		}, log)
 	return s
+}
+
+// PublishTo makes the seller announce kept orders through o (the node's
+// outbox, whose metrics it registers) instead of its own. Call it before the
+// first buy.
+func (s *Seller) PublishTo(o *Outbox) { s.events = o }
+
+// announceKept publishes the order.created of orders of sale that an
+// AbortUnsent kept, within the publish timeout of their own; what fails
+// stays in the outbox, and the sweeper's Drain publishes it.
+func (s *Seller) announceKept(sale string, kept []int64) {
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ConfirmTimeout+s.cfg.RedisTimeout)
+	defer cancel()
+	s.events.AnnounceKept(ctx, sale, kept)
 }
 
 // Buy sells one unit of sale saleID to userID. On success the order is in
@@ -448,56 +472,36 @@ func (tickets) AppendEvent(b []byte, _ *saleState, _ buyReq, res *buyRes) []byte
 func (t tickets) Answer(ctx context.Context, st *saleState, reqs []buyReq, res []buyRes, wins []int, errs []error) {
 	now := time.Now()
 	var undo []int64
+	unsent := 0        // undo[:unsent] are not on Kafka, undo[unsent:] are
 	var undoHeld int64 // units the undone buyers held
 	for j, i := range wins {
 		switch {
 		case errs[j] != nil:
 			res[i].err = fmt.Errorf("%w: %w", ErrNotDurable, errs[j])
+			undo = slices.Insert(undo, unsent, res[i].r.Order)
+			unsent++
 		case reqs[i].late(now) || !now.Before(res[i].payBy):
 			res[i].err = ErrDeadline
+			undo = append(undo, res[i].r.Order)
 		default:
 			continue
 		}
-		undo = append(undo, res[i].r.Order)
 		undoHeld += held(&reqs[i])
 	}
 	if len(undo) > 0 {
-		kept := t.s.abort(ctx, st.id, undo)
+		// An order kept although Kafka refused its event was claimed by a
+		// repeat on another node (while this one was slow): it stands, so
+		// its order.created goes out from the outbox entry the abort wrote.
+		keptUnsent := t.s.abort(ctx, st.id, lua.AbortUnsent, undo[:unsent])
+		kept := len(keptUnsent) + len(t.s.abort(ctx, st.id, lua.Abort, undo[unsent:]))
 		// Units go back for the undone orders that held one; a kept order
 		// stands (at most the kept ones are subtracted, never below zero).
-		st.share.Give(max(undoHeld-int64(len(kept)), 0))
-		if len(kept) > 0 {
-			t.publishKept(st, res, wins, errs, kept)
+		st.share.Give(max(undoHeld-int64(kept), 0))
+		if len(keptUnsent) > 0 {
+			t.s.announceKept(st.id, keptUnsent)
 		}
 	}
 	t.answerRepeats(ctx, st, reqs, res, wins, undo, now)
-}
-
-// publishKept makes durable the orders whose abort was refused because a
-// repeat of their Idempotency-Key (on another node, while this one was
-// slow) was already answered with them: they stand, so their order.created
-// must be on Kafka like any other. Their events that Kafka refused (or that
-// the batch's deadline cut off) are published again, within the publish
-// timeout of their own; if that fails too, the order stays pending and the
-// sweeper returns it after its deadline.
-func (t tickets) publishKept(st *saleState, res []buyRes, wins []int, errs []error, kept []int64) {
-	var msgs []kafkago.Message
-	for j, i := range wins {
-		if errs[j] != nil && slices.Contains(kept, res[i].r.Order) {
-			msgs = append(msgs, kafkago.Message{Key: []byte(st.id), Value: t.AppendEvent(nil, st, buyReq{}, &res[i])})
-		}
-	}
-	if len(msgs) == 0 {
-		return
-	}
-	perrs := make([]error, len(msgs))
-	ctx, cancel := context.WithTimeout(context.Background(), t.s.cfg.ConfirmTimeout)
-	t.s.pub.Publish(ctx, msgs, perrs)
-	cancel()
-	if err := errors.Join(perrs...); err != nil {
-		t.s.log.Error("order.created of an order a repeat was told of could not be published; the sweeper will release it after its deadline",
-			"sale", st.id, "orders", len(msgs), "err", err)
-	}
 }
 
 // answerRepeats settles the buyers whose Idempotency-Key named a live
@@ -552,12 +556,16 @@ func (t tickets) answerRepeats(ctx context.Context, st *saleState, reqs []buyReq
 
 func (tickets) Settled([]buyReq, []buyRes) {}
 
-// abort undoes orders whose buyers hear no, and returns those it had to
-// keep: a repeat of their Idempotency-Key was answered with them (claimed).
-// If Redis fails too, the orders stay pending with their deadline and the
-// sweeper returns them, so nothing is stranded.
-func (s *Seller) abort(ctx context.Context, sale string, orders []int64) (kept []int64) {
-	_, out, err := lua.Settle(ctx, s.rdb, sale, lua.Abort, orders)
+// abort undoes orders whose buyers hear no with action (lua.Abort, or
+// lua.AbortUnsent for orders whose order.created is not on Kafka), and
+// returns those it had to keep: a repeat of their Idempotency-Key was
+// answered with them (claimed). If Redis fails too, the orders stay pending
+// with their deadline and the sweeper returns them, so nothing is stranded.
+func (s *Seller) abort(ctx context.Context, sale, action string, orders []int64) (kept []int64) {
+	if len(orders) == 0 {
+		return nil
+	}
+	_, out, err := lua.Settle(ctx, s.rdb, sale, action, orders)
 	if err != nil {
 		s.log.Error("abort of unconfirmed orders failed; the sweeper will release them after their deadline",
 			"sale", sale, "orders", len(orders), "err", err)
@@ -581,7 +589,7 @@ func (s *Seller) Undo(saleID string, order int64) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.RedisTimeout)
 	defer cancel()
-	if kept := s.abort(ctx, saleID, []int64{order}); len(kept) == 0 {
+	if kept := s.abort(ctx, saleID, lua.Abort, []int64{order}); len(kept) == 0 {
 		st.share.Give(1)
 	}
 }

@@ -3,6 +3,8 @@ package order
 import (
 	"context"
 	"errors"
+	"fmt"
+	"os"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -310,5 +312,146 @@ func TestClaimedOrderIsPublishedAfterAFailedPublish(t *testing.T) {
 	ev, err := kafka.ParseOrderEvent(pub.got[0].Value)
 	if err != nil || ev.OrderID != flashsale.OrderID("cp", retry.Order) || ev.UserID != "u" {
 		t.Fatalf("republished event %+v %v, want order %d of u", ev, err, retry.Order)
+	}
+}
+
+// lostReply is a go-redis hook that runs the first buy script carrying an
+// Idempotency-Key and then loses its reply (after hook: the seam where a
+// frozen node's read deadline passes with the reply in its socket).
+type lostReply struct {
+	hook func()
+	once sync.Once
+}
+
+func (*lostReply) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (l *lostReply) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		err := next(ctx, cmd)
+		lose := false
+		if err == nil && (cmd.Name() == "evalsha" || cmd.Name() == "eval") { // it ran
+			for _, a := range cmd.Args() {
+				if b, ok := a.([]byte); ok && string(b) == "1:key" { // the script's key argument
+					l.once.Do(func() { lose = true })
+				}
+			}
+		}
+		if !lose {
+			return err
+		}
+		l.hook()
+		err = fmt.Errorf("read tcp: %w", os.ErrDeadlineExceeded)
+		cmd.SetErr(err)
+		return err
+	}
+}
+
+func (*lostReply) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+// Invariant: an order whose batch's reply was lost (so the batch never
+// reached Kafka) but which a repeat of its Idempotency-Key on another node
+// was told of stands, and its order.created reaches Kafka: resolving the
+// batch keeps it (it would otherwise stay on Redis with no event, its buyer
+// told 201), and the outbox entry left by that step is published.
+func TestClaimedOrderOfALostBatchIsPublished(t *testing.T) {
+	srv := testenv.StartRedis(t, false)
+	rdb := srv.Client(t)
+	truthSale(t, rdb, "lb", 10, time.Minute)
+	ctx := context.Background()
+	entered := make(chan struct{})
+	release := make(chan struct{})
+	lost := redis.NewClient(&redis.Options{Addr: rdb.Options().Addr})
+	defer lost.Close()
+	lost.AddHook(&lostReply{hook: func() { close(entered); <-release }})
+	pub := &recordingPublisher{hook: func() {}}
+	pub.calls.Store(1) // records every publish
+	frozen := oneFlusher(pub, lost)
+	defer frozen.Close()
+	var released sync.Once
+	defer released.Do(func() { close(release) }) // before Close, on any failure
+	other := oneFlusher(&slowConfirmer{}, rdb)
+	defer other.Close()
+
+	firstErr := make(chan error, 1)
+	go func() {
+		_, err := frozen.BuyKeyed(ctx, "lb", "u", "key", time.Now().Add(time.Second))
+		firstErr <- err
+	}()
+	<-entered // the script ran; its reply is about to be lost
+	retry, err := other.BuyKeyed(ctx, "lb", "u", "key", time.Now().Add(time.Second))
+	if err != nil || !retry.Repeat {
+		t.Fatalf("retry on the other node: %+v %v, want the first order", retry, err)
+	}
+	released.Do(func() { close(release) })
+	if err := <-firstErr; !errors.Is(err, ErrRedis) {
+		t.Fatalf("first attempt: %v, want ErrRedis (reply lost)", err)
+	}
+	var got []kafkago.Message
+	for end := time.Now().Add(5 * time.Second); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+		pub.mu.Lock()
+		got = append(got[:0], pub.got...)
+		pub.mu.Unlock()
+		if len(got) > 0 {
+			break
+		}
+	}
+	if len(got) != 1 {
+		t.Fatalf("%d events published for the lost batch, want the claimed order's order.created", len(got))
+	}
+	ev, err := kafka.ParseOrderEvent(got[0].Value)
+	if err != nil || ev.Type != kafka.TypeOrderCreated || ev.OrderID != flashsale.OrderID("lb", retry.Order) || ev.UserID != "u" {
+		t.Fatalf("event %+v %v, want order.created of order %d of u", ev, err, retry.Order)
+	}
+	if b := truthBooks(t, rdb, "lb"); b.Pending != 1 || b.Aborted != 0 || b.Remaining != 9 {
+		t.Fatalf("books %+v: the order told to the retry must stay", b)
+	}
+	// Published and acknowledged: nothing is left for the sweeper's drain.
+	for end := time.Now().Add(2 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		n, err := rdb.HLen(ctx, lua.KeysFor("lb").Outbox).Result()
+		if err == nil && n == 0 {
+			break
+		}
+		if time.Now().After(end) {
+			t.Fatalf("outbox holds %d entries (%v) after the creation was published", n, err)
+		}
+	}
+}
+
+// Invariant: a kept order's creation that could not be published at once
+// stays in the outbox, and the sweeper's Drain publishes it as an
+// order.created (not as a transition), then forgets it.
+func TestKeptCreationWaitsInTheOutboxForDrain(t *testing.T) {
+	rdb := testenv.StartRedis(t, false).Client(t)
+	truthSale(t, rdb, "kd", 10, time.Minute)
+	ctx := context.Background()
+	r, err := lua.BuyKeyed(ctx, rdb, "kd", "n1", "b1", []string{"u"}, []string{"key"}, nil)
+	if err != nil || r.Results[0] != 1 {
+		t.Fatalf("buy: %+v %v", r, err)
+	}
+	if _, res, err := lua.Settle(ctx, rdb, "kd", lua.Claim, []int64{1}); err != nil || res[0].Code != lua.SettleDone {
+		t.Fatalf("claim: %+v %v", res, err)
+	}
+	if _, kept, err := lua.ResolveBatch(ctx, rdb, "kd", "b1"); err != nil || len(kept) != 1 {
+		t.Fatalf("resolve: kept %v %v", kept, err)
+	}
+	// The publisher refuses its first publish: the announce fails.
+	NewOutbox(rdb, &recordingPublisher{hook: func() {}}, time.Second, 0, nil).AnnounceKept(ctx, "kd", []int64{1})
+	if n, err := rdb.HLen(ctx, lua.KeysFor("kd").Outbox).Result(); err != nil || n != 1 {
+		t.Fatalf("outbox holds %d entries (%v) after a failed announce, want the creation", n, err)
+	}
+	pub := &recordingPublisher{}
+	pub.calls.Store(1) // records every publish
+	if n, err := NewOutbox(rdb, pub, time.Second, 0, nil).Drain(ctx, "kd"); err != nil || n != 1 {
+		t.Fatalf("drain published %d (%v), want 1", n, err)
+	}
+	ev, err := kafka.ParseOrderEvent(pub.got[0].Value)
+	if err != nil || ev.Type != kafka.TypeOrderCreated || ev.OrderID != flashsale.OrderID("kd", 1) || ev.UserID != "u" ||
+		ev.Node != "n1" || ev.DeadlineMs == 0 {
+		t.Fatalf("drained event %+v %v, want order.created of order 1 of u", ev, err)
+	}
+	if n, err := rdb.HLen(ctx, lua.KeysFor("kd").Outbox).Result(); err != nil || n != 0 {
+		t.Fatalf("outbox holds %d entries (%v) after the drain", n, err)
 	}
 }
