@@ -78,16 +78,21 @@ func Definite(err error) bool {
 	return errors.As(err, &rerr)
 }
 
-// Add queues a batch whose reply was lost; it never blocks.
+// Add queues a batch whose reply was lost; it never blocks. At most size
+// batches are held, queued and waiting for a retry together: the resolver
+// moves a batch it could not settle out of the queue into its retry list,
+// so during a long Redis outage the queue alone would bound nothing.
 func (d *InDoubt) Add(sale, batch string) {
-	d.unsettled.Add(1)
-	select {
-	case d.queue <- doubtBatch{sale, batch}:
-	default:
-		d.unsettled.Add(-1)
-		d.dropped.Inc()
-		d.log.Error("in-doubt queue full; the sweeper will release this batch's orders after their deadline", "sale", sale, "batch", batch)
+	if d.unsettled.Add(1) <= int64(cap(d.queue)) {
+		select {
+		case d.queue <- doubtBatch{sale, batch}:
+			return
+		default:
+		}
 	}
+	d.unsettled.Add(-1)
+	d.dropped.Inc()
+	d.log.Error("in-doubt queue full; the sweeper will release this batch's orders after their deadline", "sale", sale, "batch", batch)
 }
 
 func (d *InDoubt) run() {
