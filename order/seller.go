@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -140,6 +142,9 @@ func NewSeller(cfg SellerConfig, rdb redis.UniversalClient, pub stock.Publisher,
 	s.frame = stock.NewFrame(stock.FrameConfig{Node: cfg.Node, Subsystem: "order", RedisTimeout: cfg.RedisTimeout,
 		PublishTimeout: cfg.ConfirmTimeout, Coalescer: cfg.Coalescer}, tickets{s}, pub,
 		func(ctx context.Context, sale, batch string) (int, error) {
+			if action, orders, ok := parseAbortJob(batch); ok {
+				return s.retryAbort(ctx, sale, action, orders)
+			}
 			undone, kept, err := lua.ResolveBatch(ctx, rdb, sale, batch)
 			if len(kept) > 0 {
 				// A repeat on another node was told of these orders while
@@ -567,8 +572,12 @@ func (s *Seller) abort(ctx context.Context, sale, action string, orders []int64)
 	}
 	_, out, err := lua.Settle(ctx, s.rdb, sale, action, orders)
 	if err != nil {
-		s.log.Error("abort of unconfirmed orders failed; the sweeper will release them after their deadline",
+		// Their buyers hear 503 while the orders stand in Redis, holding a
+		// unit and the buyer's limit slot: retried until Redis answers (the
+		// sweeper releases them at their deadline if even that fails).
+		s.log.Warn("abort of unconfirmed orders failed; retrying it in the background",
 			"sale", sale, "orders", len(orders), "err", err)
+		s.frame.Retry(sale, abortJob(action, orders))
 		return nil
 	}
 	for k, r := range out {
@@ -577,6 +586,63 @@ func (s *Seller) abort(ctx context.Context, sale, action string, orders []int64)
 		}
 	}
 	return kept
+}
+
+// retryAbort runs an abort that failed before (see abort) again, from the
+// in-doubt resolver, and reports how many orders it undid. Abort is
+// idempotent; a claimed order it keeps still gets its creation published.
+func (s *Seller) retryAbort(ctx context.Context, sale, action string, orders []int64) (int, error) {
+	_, out, err := lua.Settle(ctx, s.rdb, sale, action, orders)
+	if err != nil {
+		return 0, err
+	}
+	var kept []int64
+	for k, r := range out {
+		if r.Code == lua.SettleClaimed {
+			kept = append(kept, orders[k])
+		}
+	}
+	if action == lua.AbortUnsent && len(kept) > 0 {
+		s.announceKept(sale, kept)
+	}
+	return len(orders) - len(kept), nil
+}
+
+// abortJob spells an abort for the in-doubt resolver's queue (Frame.Retry):
+// "|<action>|<n>,<n>...". A batch id starts with its node's id, which
+// cannot hold "|" (order records are "|"-separated), so the two never mix.
+func abortJob(action string, orders []int64) string {
+	b := make([]byte, 0, len(action)+2+8*len(orders))
+	b = append(b, '|')
+	b = append(b, action...)
+	b = append(b, '|')
+	for i, n := range orders {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = strconv.AppendInt(b, n, 10)
+	}
+	return string(b)
+}
+
+// parseAbortJob reads abortJob's spelling; ok is false for a batch id.
+func parseAbortJob(job string) (action string, orders []int64, ok bool) {
+	rest, isJob := strings.CutPrefix(job, "|")
+	if !isJob {
+		return "", nil, false
+	}
+	action, list, found := strings.Cut(rest, "|")
+	if !found || (action != lua.Abort && action != lua.AbortUnsent) || list == "" {
+		return "", nil, false
+	}
+	for _, f := range strings.Split(list, ",") {
+		n, err := strconv.ParseInt(f, 10, 64)
+		if err != nil || n <= 0 {
+			return "", nil, false
+		}
+		orders = append(orders, n)
+	}
+	return action, orders, true
 }
 
 // Undo takes back an order this node sold but whose buyer will never hear

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -453,5 +454,82 @@ func TestKeptCreationWaitsInTheOutboxForDrain(t *testing.T) {
 	}
 	if n, err := rdb.HLen(ctx, lua.KeysFor("kd").Outbox).Result(); err != nil || n != 0 {
 		t.Fatalf("outbox holds %d entries (%v) after the drain", n, err)
+	}
+}
+
+// failAborts is a go-redis hook that fails every abort while down is set
+// (the seam where Redis goes away between a buy and its abort).
+type failAborts struct{ down atomic.Bool }
+
+func (*failAborts) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (f *failAborts) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if f.down.Load() {
+			for _, a := range cmd.Args() {
+				if a == lua.Abort || a == lua.AbortUnsent {
+					err := errors.New("connection refused")
+					cmd.SetErr(err)
+					return err
+				}
+			}
+		}
+		return next(ctx, cmd)
+	}
+}
+
+func (*failAborts) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+// Invariant: a buyer told 503 is not left holding an order because the
+// abort itself failed (Redis gone for a moment): the abort is retried in the
+// background, and once Redis answers the unit and the limit slot are back,
+// long before the order's pay deadline.
+func TestFailedAbortIsRetried(t *testing.T) {
+	rdb := testenv.StartRedis(t, false).Client(t)
+	truthSale(t, rdb, "fa", 10, time.Hour)
+	hook := &failAborts{}
+	hook.down.Store(true)
+	flaky := redis.NewClient(&redis.Options{Addr: rdb.Options().Addr})
+	defer flaky.Close()
+	flaky.AddHook(hook)
+	s := oneFlusher(&recordingPublisher{hook: func() {}}, flaky) // refuses the batch's publish
+	defer s.Close()
+	if _, err := s.Buy(context.Background(), "fa", "u"); !errors.Is(err, ErrNotDurable) {
+		t.Fatalf("buy: %v, want ErrNotDurable", err)
+	}
+	if b := truthBooks(t, rdb, "fa"); b.Pending != 1 {
+		t.Fatalf("books %+v: the abort was to fail, leaving the order pending", b)
+	}
+	hook.down.Store(false)
+	for end := time.Now().Add(3 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		b := truthBooks(t, rdb, "fa")
+		if b.Pending == 0 && b.Aborted == 1 && b.Remaining == 10 {
+			break
+		}
+		if time.Now().After(end) {
+			t.Fatalf("books %+v 3 s after Redis came back: the failed abort was not retried", b)
+		}
+	}
+	if held, err := rdb.HGet(context.Background(), lua.KeysFor("fa").Users, "u").Result(); err != redis.Nil {
+		t.Fatalf("user u still holds %q (%v) after the retried abort", held, err)
+	}
+}
+
+func TestAbortJobRoundTrips(t *testing.T) {
+	for _, c := range []struct {
+		action string
+		orders []int64
+	}{{lua.Abort, []int64{1}}, {lua.AbortUnsent, []int64{7, 12, 9000000000}}} {
+		action, orders, ok := parseAbortJob(abortJob(c.action, c.orders))
+		if !ok || action != c.action || !slices.Equal(orders, c.orders) {
+			t.Fatalf("round trip of %v: %q %v %v", c, action, orders, ok)
+		}
+	}
+	for _, batch := range []string{stock.NewBatchID("node-1"), "", "|", "|abort|", "|pay|1", "|abort|1,x", "|abort|0"} {
+		if _, _, ok := parseAbortJob(batch); ok {
+			t.Fatalf("%q read as an abort job", batch)
+		}
 	}
 }

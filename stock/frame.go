@@ -120,6 +120,15 @@ func Or(d, def time.Duration) time.Duration {
 // caller gives its unit back and answers "overloaded".
 func (f *Frame[K, Req, Res]) Do(req Req) (Res, bool) { return f.co.Do(req) }
 
+// Retry puts a product's own follow-up of item itemID in the in-doubt
+// resolver's queue, as if it were a batch whose reply was lost: the
+// resolve function gets job as the batch and is retried until it succeeds
+// (bounded, like every batch in doubt). The seller uses it for an abort
+// Redis did not answer, so a buyer told 503 is not left holding an order
+// until its pay deadline. The resolve function must tell jobs from batch
+// ids (NewBatchID's start with the node id).
+func (f *Frame[K, Req, Res]) Retry(itemID, job string) { f.doubt.Add(itemID, job) }
+
 // Close settles what is queued, stops the flushers and tries once more to
 // resolve the batches in doubt.
 func (f *Frame[K, Req, Res]) Close() {
