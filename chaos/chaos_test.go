@@ -282,7 +282,15 @@ func TestBrokerStopMidSale(t *testing.T) {
 		t.Fatalf("books %+v", b)
 	}
 	if lost := noReply(out); lost != 0 || out.Rush.Latency.Max > 4000 {
-		t.Fatalf("buyers hung while the broker was down: %d without a reply, slowest %.0f ms", lost, out.Rush.Latency.Max)
+		var errLog []byte
+		if ng := c.State().Nginx; ng != nil {
+			errLog, _ = os.ReadFile(ng.Log)
+			if len(errLog) > 4000 {
+				errLog = errLog[len(errLog)-4000:]
+			}
+		}
+		t.Fatalf("buyers hung while the broker was down: %d without a reply, slowest %.0f ms; nginx error.log ends:\n%s",
+			lost, out.Rush.Latency.Max, errLog)
 	}
 	var aborted int64
 	for _, n := range out.PerNode {
