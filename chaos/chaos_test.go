@@ -130,6 +130,48 @@ func (l *logBuf) String() string {
 }
 
 // noReply counts requests that timed out or lost their connection.
+// errorKinds summarizes an nginx error.log: how often each kind of line
+// occurs (the text after the upstream-facing "*N " connection number, up
+// to the first comma) and the first line of each kind. The last lines are
+// usually a flood of "no live upstreams"; the first of the other kinds say
+// why nginx took the nodes out.
+func errorKinds(log []byte) string {
+	type kind struct {
+		n     int
+		first string
+	}
+	kinds := map[string]*kind{}
+	var order []string
+	for _, line := range strings.Split(string(log), "\n") {
+		if line == "" {
+			continue
+		}
+		k := line
+		if i := strings.Index(k, "] "); i >= 0 {
+			k = k[i+2:]
+		}
+		k = strings.TrimLeft(k, "0123456789#: ")
+		if i := strings.Index(k, "*"); i == 0 {
+			if j := strings.Index(k, " "); j > 0 {
+				k = k[j+1:]
+			}
+		}
+		if i := strings.Index(k, ","); i > 0 {
+			k = k[:i]
+		}
+		if kinds[k] == nil {
+			kinds[k] = &kind{first: line}
+			order = append(order, k)
+		}
+		kinds[k].n++
+	}
+	var b strings.Builder
+	for _, k := range order {
+		fmt.Fprintf(&b, "%6d x %s\n         first: %s\n", kinds[k].n, k, kinds[k].first)
+	}
+	return b.String()
+}
+
 func noReply(o *chaos.Outcome) int64 {
 	var n int64
 	for _, r := range []*bench.Report{o.Rush, o.Settle} {
@@ -285,12 +327,9 @@ func TestBrokerStopMidSale(t *testing.T) {
 		var errLog []byte
 		if ng := c.State().Nginx; ng != nil {
 			errLog, _ = os.ReadFile(ng.Log)
-			if len(errLog) > 4000 {
-				errLog = errLog[len(errLog)-4000:]
-			}
 		}
-		t.Fatalf("buyers hung while the broker was down: %d without a reply, slowest %.0f ms; nginx error.log ends:\n%s",
-			lost, out.Rush.Latency.Max, errLog)
+		t.Fatalf("buyers hung while the broker was down: %d without a reply, slowest %.0f ms; nginx error.log by kind:\n%s",
+			lost, out.Rush.Latency.Max, errorKinds(errLog))
 	}
 	var aborted int64
 	for _, n := range out.PerNode {

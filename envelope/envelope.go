@@ -287,20 +287,20 @@ func (s *Service) envelope(ctx context.Context, id string) (*envState, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.RedisTimeout)
 	defer cancel()
-	v, found, err := lua.LoadEnvState(ctx, s.rdb, id)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrRedis, err)
-	}
-	if !found {
-		return nil, ErrNotFound
-	}
-	st := &envState{id: id, expiresMs: v.ExpiresMs}
-	st.share = stock.NewRefill(s.shareOf(v.Left), s.cfg.RefreshInterval, s.reload(st))
-	st.empty.Store(v.Left <= 0)
-	st.expired.Store(!v.Open)
-
-	got, _, err := s.envs.Put(id, st, s.evict)
-	return got, err
+	return s.envs.Load(ctx, id, func(ctx context.Context) (*envState, error) {
+		v, found, err := lua.LoadEnvState(ctx, s.rdb, id)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrRedis, err)
+		}
+		if !found {
+			return nil, ErrNotFound
+		}
+		st := &envState{id: id, expiresMs: v.ExpiresMs}
+		st.share = stock.NewRefill(s.shareOf(v.Left), s.cfg.RefreshInterval, s.reload(st))
+		st.empty.Store(v.Left <= 0)
+		st.expired.Store(!v.Open)
+		return st, nil
+	}, s.evict)
 }
 
 // evict makes room in a full cache (its lock held): it drops envelopes

@@ -305,19 +305,17 @@ func (s *Seller) sale(ctx context.Context, id string) (*saleState, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.RedisTimeout)
 	defer cancel()
-	v, found, err := lua.LoadSaleState(ctx, s.rdb, id)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrRedis, err)
-	}
-	if !found {
-		return nil, ErrNoSale
-	}
-	st := &saleState{id: id, share: stock.NewRefill(s.ShareOf(v.Remaining), s.cfg.RefreshInterval, s.reload(id)),
-		startsMs: v.StartsMs, endsMs: v.EndsMs}
-	got, _, err := s.sales.Put(id, st, func(map[string]*saleState) error {
-		return errTooManySales
-	})
-	return got, err
+	return s.sales.Load(ctx, id, func(ctx context.Context) (*saleState, error) {
+		v, found, err := lua.LoadSaleState(ctx, s.rdb, id)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrRedis, err)
+		}
+		if !found {
+			return nil, ErrNoSale
+		}
+		return &saleState{id: id, share: stock.NewRefill(s.ShareOf(v.Remaining), s.cfg.RefreshInterval, s.reload(id)),
+			startsMs: v.StartsMs, endsMs: v.EndsMs}, nil
+	}, func(map[string]*saleState) error { return errTooManySales })
 }
 
 var errTooManySales = flashsale.Errorf(flashsale.EOVERLOADED, "this node serves too many sales")
@@ -564,13 +562,14 @@ func (tickets) Settled([]buyReq, []buyRes) {}
 // abort undoes orders whose buyers hear no with action (lua.Abort, or
 // lua.AbortUnsent for orders whose order.created is not on Kafka), and
 // returns those it had to keep: a repeat of their Idempotency-Key was
-// answered with them (claimed). If Redis fails too, the orders stay pending
-// with their deadline and the sweeper returns them, so nothing is stranded.
+// answered with them (claimed). If Redis fails too, the abort is retried
+// from the in-doubt queue (retryAbort), and should that never succeed the
+// sweeper returns the orders at their deadline: nothing is stranded.
 func (s *Seller) abort(ctx context.Context, sale, action string, orders []int64) (kept []int64) {
 	if len(orders) == 0 {
 		return nil
 	}
-	_, out, err := lua.Settle(ctx, s.rdb, sale, action, orders)
+	kept, err := s.settleAbort(ctx, sale, action, orders)
 	if err != nil {
 		// Their buyers hear 503 while the orders stand in Redis, holding a
 		// unit and the buyer's limit slot: retried until Redis answers (the
@@ -580,27 +579,31 @@ func (s *Seller) abort(ctx context.Context, sale, action string, orders []int64)
 		s.frame.Retry(sale, abortJob(action, orders))
 		return nil
 	}
+	return kept
+}
+
+// settleAbort runs one abort (action Abort or AbortUnsent) of orders and
+// returns those it kept because a repeat of their key claimed them.
+func (s *Seller) settleAbort(ctx context.Context, sale, action string, orders []int64) (kept []int64, err error) {
+	_, out, err := lua.Settle(ctx, s.rdb, sale, action, orders)
+	if err != nil {
+		return nil, err
+	}
 	for k, r := range out {
 		if r.Code == lua.SettleClaimed {
 			kept = append(kept, orders[k])
 		}
 	}
-	return kept
+	return kept, nil
 }
 
 // retryAbort runs an abort that failed before (see abort) again, from the
 // in-doubt resolver, and reports how many orders it undid. Abort is
 // idempotent; a claimed order it keeps still gets its creation published.
 func (s *Seller) retryAbort(ctx context.Context, sale, action string, orders []int64) (int, error) {
-	_, out, err := lua.Settle(ctx, s.rdb, sale, action, orders)
+	kept, err := s.settleAbort(ctx, sale, action, orders)
 	if err != nil {
 		return 0, err
-	}
-	var kept []int64
-	for k, r := range out {
-		if r.Code == lua.SettleClaimed {
-			kept = append(kept, orders[k])
-		}
 	}
 	if action == lua.AbortUnsent && len(kept) > 0 {
 		s.announceKept(sale, kept)

@@ -13,6 +13,7 @@ import (
 	"github.com/flashsale/flashsale"
 	"github.com/flashsale/flashsale/internal/testenv"
 	"github.com/flashsale/flashsale/stock"
+	"github.com/redis/go-redis/v9"
 	kafkago "github.com/segmentio/kafka-go"
 )
 
@@ -117,4 +118,98 @@ func commands(info string) int64 {
 		}
 	}
 	return -1
+}
+
+// countLoads is a go-redis hook that counts the sale loads (HMGET of a
+// sale's meta) and the most that ran at once.
+type countLoads struct{ calls, running, most atomic.Int64 }
+
+func (*countLoads) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (c *countLoads) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if cmd.Name() != "hmget" {
+			return next(ctx, cmd)
+		}
+		c.calls.Add(1)
+		n := c.running.Add(1)
+		for m := c.most.Load(); n > m && !c.most.CompareAndSwap(m, n); m = c.most.Load() {
+		}
+		time.Sleep(2 * time.Millisecond) // a loaded Redis: builds overlap
+		defer c.running.Add(-1)
+		return next(ctx, cmd)
+	}
+}
+
+func (*countLoads) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+// Invariant: the crowd's first buys of a sale on a fresh node cost Redis
+// one load, and a flood of buys of sales that do not exist holds at most
+// stock.LoadsInFlight Redis connections at once — each answered 404, none
+// leaving anything behind.
+func TestSaleLoadsAreSharedAndBounded(t *testing.T) {
+	srv := testenv.StartRedis(t, false)
+	rdb := srv.Client(t)
+	truthSale(t, rdb, "crowd", 1000, time.Minute)
+	counted := redis.NewClient(&redis.Options{Addr: rdb.Options().Addr, PoolSize: 256})
+	defer counted.Close()
+	loads := &countLoads{}
+	counted.AddHook(loads)
+	s := NewSeller(SellerConfig{Node: "n", RefreshInterval: time.Hour, Coalescer: stock.CoalescerConfig{MaxBatch: 64, Flushers: 1, QueueSize: 512}},
+		counted, &slowConfirmer{}, nil, nil)
+	defer s.Close()
+	ctx := context.Background()
+
+	var wg sync.WaitGroup
+	var sold atomic.Int64
+	for i := 0; i < 200; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			if _, err := s.Buy(ctx, "crowd", fmt.Sprint("u", i)); err == nil {
+				sold.Add(1)
+			}
+		}(i)
+	}
+	wg.Wait()
+	if n := loads.calls.Load(); n != 1 || sold.Load() != 200 {
+		t.Fatalf("200 first buys: %d sale loads (want 1), %d sold (want 200)", n, sold.Load())
+	}
+
+	loads.calls.Store(0)
+	loads.most.Store(0)
+	var notFound atomic.Int64
+	errs := make(chan error, 200)
+	for i := 0; i < 200; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			_, err := s.Buy(ctx, fmt.Sprint("nosuch", i), "u")
+			switch {
+			case errors.Is(err, ErrNoSale):
+				notFound.Add(1)
+			case !errors.Is(err, stock.ErrLoadBusy): // overloaded: a slow machine's wait for a slot
+				errs <- err
+			}
+		}(i)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatalf("buy of an unknown sale: %v, want not found (or overloaded)", err)
+	}
+	if m := loads.most.Load(); m > stock.LoadsInFlight || m < 2 {
+		t.Fatalf("%d sale loads ran at once for unknown sales, want 2..%d", m, stock.LoadsInFlight)
+	}
+	if notFound.Load() < 100 {
+		t.Fatalf("only %d of 200 buys of unknown sales answered not found", notFound.Load())
+	}
+	if n := len(s.sales.Values()); n != 1 {
+		t.Fatalf("the node keeps state for %d sales, want only the real one", n)
+	}
+	if b := truthBooks(t, rdb, "crowd"); b.Pending != 200 || b.Remaining != 800 {
+		t.Fatalf("books %+v after the flood, want 200 pending, 800 left", b)
+	}
 }

@@ -274,27 +274,27 @@ func (s *Service) campaign(ctx context.Context, id string) (*campaign, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.RedisTimeout)
 	defer cancel()
-	v, found, err := lua.LoadShakeState(ctx, s.rdb, id)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrRedis, err)
-	}
-	if !found {
-		return nil, ErrNotFound
-	}
-	c := &campaign{id: id, total: v.Total, rate: v.RatePerSec, startsMs: v.StartsMs}
-	c.done.Store(v.Taken >= c.total)
-	c.buckets = make([]*stock.Share, s.cfg.Buckets)
-	for i := range c.buckets {
-		c.buckets[i] = stock.NewShare(0)
-	}
-	c.limit = max(2, int64(math.Ceil(s.localRate(c)*s.cfg.Burst.Seconds()/float64(len(c.buckets)))))
-	// Start from what the clock released up to now, not from zero: a node
-	// that joins late must not release a backlog at once.
-	c.granted = s.localDue(c, time.Now())
-	c.lastSeen.Store(time.Now().UnixMilli())
-
-	got, _, err := s.camps.Put(id, c, s.evict)
-	return got, err
+	return s.camps.Load(ctx, id, func(ctx context.Context) (*campaign, error) {
+		v, found, err := lua.LoadShakeState(ctx, s.rdb, id)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrRedis, err)
+		}
+		if !found {
+			return nil, ErrNotFound
+		}
+		c := &campaign{id: id, total: v.Total, rate: v.RatePerSec, startsMs: v.StartsMs}
+		c.done.Store(v.Taken >= c.total)
+		c.buckets = make([]*stock.Share, s.cfg.Buckets)
+		for i := range c.buckets {
+			c.buckets[i] = stock.NewShare(0)
+		}
+		c.limit = max(2, int64(math.Ceil(s.localRate(c)*s.cfg.Burst.Seconds()/float64(len(c.buckets)))))
+		// Start from what the clock released up to now, not from zero: a node
+		// that joins late must not release a backlog at once.
+		c.granted = s.localDue(c, time.Now())
+		c.lastSeen.Store(time.Now().UnixMilli())
+		return c, nil
+	}, s.evict)
 }
 
 var errTooManyCampaigns = flashsale.Errorf(flashsale.EOVERLOADED, "this node serves too many shake campaigns")

@@ -1,6 +1,12 @@
 package stock
 
-import "sync"
+import (
+	"context"
+	"errors"
+	"sync"
+
+	"github.com/flashsale/flashsale"
+)
 
 // Cache holds a node's state per item (a sale, an envelope, a campaign),
 // built on first use and shared by every request for that item. Callers
@@ -9,15 +15,97 @@ import "sync"
 // state. Cache is safe for concurrent use; the zero value is not: use
 // NewCache.
 type Cache[T any] struct {
-	mu  sync.RWMutex
-	m   map[string]T
-	max int
+	mu      sync.RWMutex
+	m       map[string]T
+	max     int
+	flights map[string]*flight[T] // Load's builds under way, one per id
+	slots   chan struct{}         // a token per build running (LoadsInFlight)
+}
+
+// LoadsInFlight is how many items one cache builds at once (Load). Each
+// build is a store read outside any batch; a flood of requests for ids that
+// do not exist would otherwise take as many of the shared Redis pool's
+// connections as it has requests in flight, and starve the batches that
+// sell. Requests of an id being built wait for that build, not for a slot.
+const LoadsInFlight = 8
+
+// flight is one Load build; done closes when v and err are set.
+type flight[T any] struct {
+	done       chan struct{}
+	v          T
+	err        error
+	leaderGone bool // the building request's context ended: others retry
 }
 
 // NewCache returns a cache that calls its Put's room function whenever it
 // already holds max items.
 func NewCache[T any](max int) *Cache[T] {
-	return &Cache[T]{m: map[string]T{}, max: max}
+	return &Cache[T]{m: map[string]T{}, max: max, flights: map[string]*flight[T]{},
+		slots: make(chan struct{}, LoadsInFlight)}
+}
+
+// Load returns the state of id, building it on a miss: build reads the item
+// (its error, "no such item" included, goes to the caller and is not
+// cached) and the state is Put with room. Concurrent misses of one id share
+// one build, so a crowd's first requests of a new sale cost the store one
+// read; at most LoadsInFlight builds of different ids run at once, the rest
+// wait for a slot until ctx ends. If the request that builds leaves (its ctx
+// ends), a request still waiting for the same id builds again rather than
+// inherit an error that was not its own.
+func (c *Cache[T]) Load(ctx context.Context, id string, build func(context.Context) (T, error), room func(map[string]T) error) (T, error) {
+	for {
+		c.mu.Lock()
+		if v, ok := c.m[id]; ok {
+			c.mu.Unlock()
+			return v, nil
+		}
+		if f, ok := c.flights[id]; ok {
+			c.mu.Unlock()
+			select {
+			case <-f.done:
+			case <-ctx.Done():
+				var zero T
+				return zero, ctx.Err()
+			}
+			if f.leaderGone && ctx.Err() == nil {
+				continue
+			}
+			return f.v, f.err
+		}
+		f := &flight[T]{done: make(chan struct{})}
+		c.flights[id] = f
+		c.mu.Unlock()
+
+		f.v, f.err = c.build(ctx, id, build, room)
+		f.leaderGone = f.err != nil && ctx.Err() != nil
+		c.mu.Lock()
+		delete(c.flights, id)
+		c.mu.Unlock()
+		close(f.done)
+		return f.v, f.err
+	}
+}
+
+// ErrLoadBusy is what Load reports when its ctx ended before a build slot
+// freed (the context's error is joined to it): the node is loading as many
+// items as it may, so the answer is 503 overloaded, retry shortly.
+var ErrLoadBusy = flashsale.Errorf(flashsale.EOVERLOADED, "this node is loading too many items at once; retry shortly")
+
+// build runs one Load build in a slot.
+func (c *Cache[T]) build(ctx context.Context, id string, build func(context.Context) (T, error), room func(map[string]T) error) (T, error) {
+	var zero T
+	select {
+	case c.slots <- struct{}{}:
+	case <-ctx.Done():
+		return zero, errors.Join(ErrLoadBusy, ctx.Err())
+	}
+	v, err := build(ctx)
+	<-c.slots
+	if err != nil {
+		return zero, err
+	}
+	got, _, err := c.Put(id, v, room)
+	return got, err
 }
 
 // Get returns the state of id, if cached.

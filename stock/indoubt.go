@@ -140,7 +140,9 @@ func (d *InDoubt) settle(b doubtBatch) bool {
 	d.resolved.Inc()
 	if n > 0 {
 		d.undone.Add(float64(n))
-		d.log.Info("undid the results of a batch whose reply was lost", "item", b.sale, "batch", b.batch, "undone", n)
+		// batch is a batch id, or a product's own job (Frame.Retry: an
+		// order abort that failed the first time).
+		d.log.Info("undid in-doubt results (a batch whose reply was lost, or a retried abort)", "item", b.sale, "batch", b.batch, "undone", n)
 	}
 	return true
 }

@@ -192,20 +192,21 @@ func (s *Service) room(ctx context.Context, id string) (*room, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.RedisTimeout)
 	defer cancel()
-	sale, _, err := order.LoadSale(ctx, s.rdb, id)
-	if err != nil {
-		return nil, err
-	}
-	r := &room{id: id, enabled: sale.WaitingRoom.Enabled, rate: sale.WaitingRoom.AdmitPerSec,
-		startsMs: ms(sale.StartsAt), endsMs: ms(sale.EndsAt)}
-	r.opensMs = r.startsMs - sale.WaitingRoom.PreQueue.Milliseconds()
-	if r.enabled {
-		if err := s.tick(r); err != nil {
-			return nil, fmt.Errorf("%w: %w", order.ErrRedis, err)
+	return s.rooms.Load(ctx, id, func(ctx context.Context) (*room, error) {
+		sale, _, err := order.LoadSale(ctx, s.rdb, id)
+		if err != nil {
+			return nil, err
 		}
-	}
-	got, _, err := s.rooms.Put(id, r, func(map[string]*room) error { return errTooManyRooms })
-	return got, err
+		r := &room{id: id, enabled: sale.WaitingRoom.Enabled, rate: sale.WaitingRoom.AdmitPerSec,
+			startsMs: ms(sale.StartsAt), endsMs: ms(sale.EndsAt)}
+		r.opensMs = r.startsMs - sale.WaitingRoom.PreQueue.Milliseconds()
+		if r.enabled {
+			if err := s.tick(r); err != nil {
+				return nil, fmt.Errorf("%w: %w", order.ErrRedis, err)
+			}
+		}
+		return r, nil
+	}, func(map[string]*room) error { return errTooManyRooms })
 }
 
 var errTooManyRooms = flashsale.Errorf(flashsale.EOVERLOADED, "this node serves too many waiting rooms")
