@@ -13,7 +13,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	mrand "math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -27,6 +26,8 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+
+	"github.com/flashsale/flashsale/internal/freeport"
 )
 
 // StateFile is the name of the state file inside the run directory.
@@ -1192,44 +1193,9 @@ func (c *Cluster) State() State {
 	return st
 }
 
-// freePort returns a port nothing listens on, below the kernel's ephemeral
-// range when there is room: a port the kernel hands out for ":0" is also
-// one it hands out as the source port of outgoing connections, so between
-// this probe and the process's own listen a client socket can take it
-// (seen in CI: a node exiting with "address already in use" while the other
-// test packages ran).
-func freePort() (int, error) {
-	if low := ephemeralLow(); low > 11000 {
-		for range 64 {
-			p := 10000 + mrand.IntN(low-10000)
-			if l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p)); err == nil {
-				l.Close()
-				return p, nil
-			}
-		}
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("free port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
-// ephemeralLow is the first port of the kernel's ephemeral range (0 when it
-// cannot be read).
-func ephemeralLow() int {
-	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
-	if err != nil {
-		return 0
-	}
-	f := strings.Fields(string(b))
-	if len(f) == 0 {
-		return 0
-	}
-	low, _ := strconv.Atoi(f[0])
-	return low
-}
+// freePort picks a port for a process the launcher starts (see
+// freeport.Pick: below the kernel's ephemeral range).
+func freePort() (int, error) { return freeport.Pick() }
 
 // tail returns the last n lines of the file at path (at most 64 KiB read).
 func tail(path string, n int) string {
