@@ -160,7 +160,7 @@ func (s *Server) buy(c *gin.Context) {
 		// reply. A repeat is not undone: its order belongs to an earlier
 		// attempt, and the key finds it again.
 		if !r.Repeat {
-			s.Seller.Undo(saleID, r.Order)
+			s.Seller.Undo(r)
 		}
 		err = order.ErrDeadline
 	}

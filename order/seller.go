@@ -30,6 +30,10 @@ type Reservation struct {
 	// Repeat is true when the buyer's Idempotency-Key named this order,
 	// created by an earlier attempt: nothing was sold now.
 	Repeat bool
+	// held: the buy took a unit of this node's local share (a keyed buy of
+	// a dry share takes none and sells from Redis alone), so Undo gives one
+	// back only then.
+	held bool
 }
 
 // SellerConfig tunes a Seller. Zero durations and sizes take the defaults
@@ -243,6 +247,7 @@ func (s *Seller) BuyTicketed(ctx context.Context, saleID, userID, key string, ti
 		}
 		return Reservation{}, ErrOverloaded
 	}
+	res.r.held = held
 	return res.r, res.err
 }
 
@@ -257,13 +262,14 @@ func (s *Seller) SoldOut(saleID string) bool {
 	if !ok {
 		return false
 	}
+	now := time.Now()
 	if st.startsMs > 0 || st.endsMs > 0 {
-		now := time.Now().UnixMilli()
-		if st.startsMs > 0 && now < st.startsMs || st.endsMs > 0 && now >= st.endsMs {
+		ms := now.UnixMilli()
+		if st.startsMs > 0 && ms < st.startsMs || st.endsMs > 0 && ms >= st.endsMs {
 			return false // not started or ended: the buy path's own answer
 		}
 	}
-	return st.share.Dry()
+	return st.share.DryAt(now.UnixNano())
 }
 
 // reload is a sale's stock.ReloadFunc: its fair part of what Redis has left plus
@@ -648,17 +654,19 @@ func parseAbortJob(job string) (action string, orders []int64, ok bool) {
 	return action, orders, true
 }
 
-// Undo takes back an order this node sold but whose buyer will never hear
-// of it (the connection closed after the batch settled): the same abort as
-// a lost reply, so the unit and the limit slot go back at once.
-func (s *Seller) Undo(saleID string, order int64) {
-	st, ok := s.sales.Get(saleID)
+// Undo takes back r, an order this node sold but whose buyer will never
+// hear of it (the connection closed after the batch settled): the same
+// abort as a lost reply, so the unit and the limit slot go back at once.
+// The local share gets its unit back only when the buy took one from it and
+// the abort did not keep the order.
+func (s *Seller) Undo(r Reservation) {
+	st, ok := s.sales.Get(r.SaleID)
 	if !ok {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.RedisTimeout)
 	defer cancel()
-	if kept := s.abort(ctx, saleID, lua.Abort, []int64{order}); len(kept) == 0 {
+	if kept := s.abort(ctx, r.SaleID, lua.Abort, []int64{r.Order}); len(kept) == 0 && r.held {
 		st.share.Give(1)
 	}
 }

@@ -213,3 +213,51 @@ func TestSaleLoadsAreSharedAndBounded(t *testing.T) {
 		t.Fatalf("books %+v after the flood, want 200 pending, 800 left", b)
 	}
 }
+
+// Invariant: Undo gives the local share a unit back only when the undone
+// buy took one from it: a keyed buy of a dry share sold from Redis alone,
+// and undoing it must not leave the node believing it holds a unit.
+func TestUndoCreditsOnlyAHeldUnit(t *testing.T) {
+	rdb := testenv.StartRedis(t, false).Client(t)
+	ctx := context.Background()
+	if err := CreateSale(ctx, rdb, flashsale.Sale{ID: "ud", Stock: 100, PerUserLimit: 1, PayTimeout: time.Minute}); err != nil {
+		t.Fatal(err)
+	}
+	// Four live nodes: this one's share is about a quarter of the stock,
+	// and an hour between reloads keeps it dry once drained.
+	s := NewSeller(SellerConfig{Node: "n", RefreshInterval: time.Hour, Coalescer: stock.CoalescerConfig{MaxBatch: 16, Flushers: 1, QueueSize: 64}},
+		rdb, &slowConfirmer{}, fixedMembers(4), nil)
+	defer s.Close()
+	deadline := func() time.Time { return time.Now().Add(time.Minute) }
+
+	r, err := s.BuyKeyed(ctx, "ud", "held", "k-held", deadline())
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, _ := s.sales.Get("ud")
+	before := st.share.Left()
+	s.Undo(r)
+	if got := st.share.Left(); got != before+1 {
+		t.Fatalf("undo of a buy that held a unit: share %d, want %d", got, before+1)
+	}
+
+	for i := 0; st.share.Left() > 0; i++ {
+		if _, err := s.Buy(ctx, "ud", fmt.Sprint("u", i)); err != nil {
+			t.Fatalf("drain the share: %v", err)
+		}
+	}
+	if b := truthBooks(t, rdb, "ud"); b.Remaining == 0 {
+		t.Fatalf("books %+v: the share took the whole stock; the test needs units left in Redis", b)
+	}
+	r, err = s.BuyKeyed(ctx, "ud", "dry", "k-dry", deadline())
+	if err != nil {
+		t.Fatalf("keyed buy of a dry share with units in Redis: %v", err)
+	}
+	s.Undo(r)
+	if got := st.share.Left(); got != 0 {
+		t.Fatalf("undo of a buy that held no unit: share %d, want 0", got)
+	}
+	if b := truthBooks(t, rdb, "ud"); b.Aborted != 2 {
+		t.Fatalf("books %+v: want both undone orders aborted", b)
+	}
+}

@@ -81,7 +81,11 @@ func (r *Refill) Take(ctx context.Context) (bool, error) {
 // caller can answer "none left" before doing any other work for a request;
 // once the interval has passed Dry is false and the next Take reloads, so
 // units that come back are seen as soon as they would be through Take.
-func (r *Refill) Dry() bool {
+func (r *Refill) Dry() bool { return r.DryAt(time.Now().UnixNano()) }
+
+// DryAt is Dry at now (Unix nanoseconds), for a caller that has read the
+// clock already.
+func (r *Refill) DryAt(now int64) bool {
 	if r.Left() > 0 {
 		return false
 	}
@@ -91,7 +95,7 @@ func (r *Refill) Dry() bool {
 	if r.inflight.Load() != nil {
 		return false // Take would wait for the running reload
 	}
-	return time.Now().UnixNano()-r.last.Load() < int64(r.interval)
+	return now-r.last.Load() < int64(r.interval)
 }
 
 // Reload sets the allowance from the authority now, whatever the interval.
