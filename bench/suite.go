@@ -51,12 +51,18 @@ type SuiteConfig struct {
 	// (admission.shed oldest) and one serving its line newest first under
 	// load (admission.lifo true), beside the default (shed newest, FIFO).
 	ShedCompare bool
-	Threads     int    // wrk threads
-	Runs        int    // rounds; each round measures every scenario once, in turn
-	WrkScript   string // bench/wrk/buy.lua
-	Binary      string // the flashsale binary for the node, broker and hello processes
-	Dir         string // run directory (logs, stat.log, Redis data)
-	Out         io.Writer
+	// NoOrderStore runs the cluster without its PostgreSQL order store, so
+	// node 1 runs no store consumer: the selling path as it was measured
+	// before orders of record existed (issue 15), for comparing with those
+	// figures. With the store (the default) its CPU is the table's
+	// "store CPU/req" column and node 1's consumer is in the node's.
+	NoOrderStore bool
+	Threads      int    // wrk threads
+	Runs         int    // rounds; each round measures every scenario once, in turn
+	WrkScript    string // bench/wrk/buy.lua
+	Binary       string // the flashsale binary for the node, broker and hello processes
+	Dir          string // run directory (logs, stat.log, Redis data)
+	Out          io.Writer
 }
 
 // SuiteRow is one scenario's figures in one round, summed over its slices.
@@ -85,7 +91,10 @@ type SuiteRow struct {
 	// are left zero on the hello row: they have no part in it.
 	ServerCPUPerRq time.Duration
 	BrokerCPUPerRq time.Duration
-	WrkCPUPerRq    time.Duration
+	// StoreCPUPerRq is the order store's (PostgreSQL: the postmaster and
+	// its backends) per request; zero with no store and on the hello row.
+	StoreCPUPerRq time.Duration
+	WrkCPUPerRq   time.Duration
 }
 
 // OverloadRow is the node's selling path driven with far more connections
@@ -198,7 +207,7 @@ func Suite(ctx context.Context, cfg SuiteConfig) (SuiteResult, error) {
 	// Rate limits off: wrk is one IP and a pool of tokens hammering the
 	// node tens of thousands of times a second (what the run measures).
 	c, err := cluster.Up(ctx, cluster.Config{Nodes: 1, NoNginx: true, Dir: cfg.Dir, Fresh: true, Binary: cfg.Binary,
-		RedisFsync: "everysec", NoRateLimits: true})
+		RedisFsync: "everysec", NoRateLimits: true, NoPostgres: cfg.NoOrderStore})
 	if err != nil {
 		return res, err
 	}
@@ -247,6 +256,9 @@ func Suite(ctx context.Context, cfg SuiteConfig) (SuiteResult, error) {
 		return res, fmt.Errorf("redis: turn off AOF auto-rewrite for the run: %w", err)
 	}
 	m := meter{cfg: cfg, rdb: rdb, brokerPID: st.Broker.PID, pool: m0}
+	if st.Postgres != nil {
+		m.storePID = st.Postgres.PID
+	}
 
 	// The WAIT row (issue 14): a replica of the same Redis and a second node
 	// that answers a buy only once the replica has it (min_replicas_acked 1:
@@ -258,7 +270,10 @@ func Suite(ctx context.Context, cfg SuiteConfig) (SuiteResult, error) {
 		return res, err
 	}
 	defer stopWait()
-	if err := NewAPI(waitNode, c.AdminToken()).CreateSale(ctx, SaleSpec{ID: "selling-wait", Stock: 100_000_000, PerUserLimit: 1}); err != nil {
+	// No per-user limit, as on the selling sale: with a limit of one the
+	// pool's users had all bought within the first slice and the row
+	// measured limit_reached answers, not sales.
+	if err := NewAPI(waitNode, c.AdminToken()).CreateSale(ctx, SaleSpec{ID: "selling-wait", Stock: 100_000_000, PerUserLimit: order.MaxPerUserLimit}); err != nil {
 		return res, fmt.Errorf("create sale selling-wait: %w", err)
 	}
 
@@ -447,6 +462,7 @@ type meter struct {
 	cfg       SuiteConfig
 	rdb       *redis.Client
 	brokerPID int
+	storePID  int // PostgreSQL's postmaster, 0 when the cluster has no order store
 	pool      meterPool
 }
 
@@ -455,6 +471,7 @@ type measurement struct {
 	wrk            wrkResult
 	redis          rstats        // Redis's INFO counters over the run
 	server, broker time.Duration // CPU of the server under test and of the broker over the run
+	store          time.Duration // CPU of the order store (PostgreSQL and its backends) over the run
 }
 
 func (m meter) measure(ctx context.Context, sc suiteScenario, conns int, d time.Duration) (measurement, error) {
@@ -464,17 +481,17 @@ func (m meter) measure(ctx context.Context, sc suiteScenario, conns int, d time.
 	}
 	// Read /proc as close to wrk as possible, inside the INFO brackets, so
 	// the INFO round trips are not charged to the server.
-	srv0, brk0 := cluster.ProcCPU(sc.pid), cluster.ProcCPU(m.brokerPID)
+	srv0, brk0, sto0 := cluster.ProcCPU(sc.pid), cluster.ProcCPU(m.brokerPID), cluster.TreeCPU(m.storePID)
 	w, err := runWrk(ctx, m.cfg.Threads, conns, d, m.cfg.WrkScript, sc.url, sc.sale, string(m.pool))
 	if err != nil {
 		return measurement{}, err
 	}
-	srv1, brk1 := cluster.ProcCPU(sc.pid), cluster.ProcCPU(m.brokerPID)
+	srv1, brk1, sto1 := cluster.ProcCPU(sc.pid), cluster.ProcCPU(m.brokerPID), cluster.TreeCPU(m.storePID)
 	after, err := redisStats(ctx, m.rdb)
 	if err != nil {
 		return measurement{}, err
 	}
-	return measurement{wrk: w, redis: after.sub(before), server: srv1 - srv0, broker: brk1 - brk0}, nil
+	return measurement{wrk: w, redis: after.sub(before), server: srv1 - srv0, broker: brk1 - brk0, store: sto1 - sto0}, nil
 }
 
 // sliceSum adds up one scenario's slices within a round.
@@ -489,6 +506,7 @@ type sliceSum struct {
 	minRPS, maxRPS float64
 	redis          rstats
 	server, broker time.Duration
+	store          time.Duration
 	wrkCPU         time.Duration
 }
 
@@ -516,6 +534,7 @@ func (s *sliceSum) add(m measurement) {
 	s.redis = s.redis.add(m.redis)
 	s.server += m.server
 	s.broker += m.broker
+	s.store += m.store
 	s.wrkCPU += w.CPU
 }
 
@@ -538,6 +557,7 @@ func (s *sliceSum) row(name string, round int, backend bool) SuiteRow {
 		r.EvalPerRq = float64(s.redis.evals) / n
 		r.RedisCPUPerRq = perRq(time.Duration(s.redis.cpu))
 		r.BrokerCPUPerRq = perRq(s.broker)
+		r.StoreCPUPerRq = perRq(s.store)
 	}
 	return r
 }
@@ -573,17 +593,17 @@ func median(ds []time.Duration) time.Duration {
 // table when there is one.
 func WriteTable(w io.Writer, res SuiteResult) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "round\tscenario\treq/s\tp50\tp99\tratio to hello\tnon-2xx\tscript calls/req\tRedis cmds/req\tRedis CPU/req\tserver CPU/req\tbroker CPU/req\twrk CPU/req\t")
+	fmt.Fprintln(tw, "round\tscenario\treq/s\tp50\tp99\tratio to hello\tnon-2xx\tscript calls/req\tRedis cmds/req\tRedis CPU/req\tserver CPU/req\tbroker CPU/req\tstore CPU/req\twrk CPU/req\t")
 	for _, r := range res.Rows {
-		fmt.Fprintf(tw, "%d\t%s\t%.0f\t%v\t%v\t%.2f\t%d\t%.4f\t%.3f\t%v\t%v\t%v\t%v\t\n", r.Round, r.Scenario, r.RPS, r.P50, r.P99, r.Ratio, r.Non2xx,
-			r.EvalPerRq, r.RedisCmdPerRq, cpuCell(r.RedisCPUPerRq), cpuCell(r.ServerCPUPerRq), cpuCell(r.BrokerCPUPerRq), cpuCell(r.WrkCPUPerRq))
+		fmt.Fprintf(tw, "%d\t%s\t%.0f\t%v\t%v\t%.2f\t%d\t%.4f\t%.3f\t%v\t%v\t%v\t%v\t%v\t\n", r.Round, r.Scenario, r.RPS, r.P50, r.P99, r.Ratio, r.Non2xx,
+			r.EvalPerRq, r.RedisCmdPerRq, cpuCell(r.RedisCPUPerRq), cpuCell(r.ServerCPUPerRq), cpuCell(r.BrokerCPUPerRq), cpuCell(r.StoreCPUPerRq), cpuCell(r.WrkCPUPerRq))
 	}
 	tw.Flush()
 	if len(res.Rows) > 0 && res.Rows[0].Slices > 1 {
 		fmt.Fprintf(w, "(%d interleaved slices per scenario and round: req/s = all requests / all time; p50 = median of the slices' p50s, p99 = worst slice's p99)\n",
 			res.Rows[0].Slices)
 	}
-	fmt.Fprintln(w, "(CPU/req = user+sys: Redis from INFO, server = hello or node and broker from /proc, wrk from its rusage)")
+	fmt.Fprintln(w, "(CPU/req = user+sys: Redis from INFO; server = hello or node, broker, and store = PostgreSQL with its backends, from /proc; wrk from its rusage)")
 	defer writeOpenLoop(w, res.OpenLoop)
 	if len(res.Overload) == 0 {
 		return
@@ -881,8 +901,11 @@ median of the slices' p50s and p99 the worst slice's p99 (conservative).
 --slices 1 gives one wrk run per scenario and round.
 
 CPU/req columns are user+system CPU per request: Redis's from INFO, the server
-under test's (hello or the node) and the broker's from /proc (Linux only; zero
-elsewhere), wrk's from its rusage.
+under test's (hello or the node), the broker's and the order store's
+(PostgreSQL's postmaster and backends) from /proc (Linux only; zero
+elsewhere), wrk's from its rusage. The cluster runs its order store (and node
+1 its store consumer, whose CPU is in the node's) unless --no-order-store:
+then the selling path is measured as it was before orders of record existed.
 
 After the three scenarios each round drives the selling path once more, for
 --duration, with --overload-connections connections (far above the node's
@@ -949,6 +972,7 @@ send, so a generator that cannot keep up on a small box is seen, not hidden.`,
 	f.IntVar(&cfg.OverloadConnections, "overload-connections", 4000, "wrk connections for the overload row (0: no overload row)")
 	f.Float64Var(&cfg.OpenLoopFactor, "open-loop", 3, "open-loop row: offer this many times the round's selling rate as fixed arrivals (0: no row)")
 	f.IntVar(&cfg.OpenLoopConns, "open-loop-connections", 0, "connections of the open-loop row (0: offered rate / 2, between 1,000 and 4,000)")
+	f.BoolVar(&cfg.NoOrderStore, "no-order-store", false, "run the cluster without its PostgreSQL order store (and node 1 without the store consumer), as before issue 15")
 	f.BoolVar(&cfg.ShedCompare, "shed-compare", false, "overload rows also against a node shedding oldest-first and one serving LIFO under load")
 	f.IntVar(&cfg.Threads, "threads", 1, "wrk threads")
 	f.IntVar(&cfg.Runs, "runs", 3, "rounds (the spread across rounds is the run-to-run noise)")

@@ -76,13 +76,13 @@ func TestSliceSum(t *testing.T) {
 	for _, m := range []measurement{
 		{wrk: wrkResult{Requests: 100_000, Elapsed: ms(2000), P50: ms(5), P99: ms(20), Non2xx: 1,
 			Statuses: map[string]int64{"201": 99_999, "409": 1}, CPU: ms(500)},
-			redis: rstats{commands: 300_000, evals: 1000, cpu: int64(ms(400))}, server: ms(1000), broker: ms(100)},
+			redis: rstats{commands: 300_000, evals: 1000, cpu: int64(ms(400))}, server: ms(1000), broker: ms(100), store: ms(200)},
 		{wrk: wrkResult{Requests: 50_000, Elapsed: ms(2000), P50: ms(9), P99: ms(11), Non2xx: 2,
 			Statuses: map[string]int64{"201": 49_997, "409": 2, "503": 1}, CPU: ms(250)},
-			redis: rstats{commands: 150_000, evals: 500, cpu: int64(ms(200))}, server: ms(500), broker: ms(50)},
+			redis: rstats{commands: 150_000, evals: 500, cpu: int64(ms(200))}, server: ms(500), broker: ms(50), store: ms(100)},
 		{wrk: wrkResult{Requests: 150_000, Elapsed: ms(2000), P50: ms(7), P99: ms(15),
 			Statuses: map[string]int64{"201": 150_000}, CPU: ms(750)},
-			redis: rstats{commands: 450_000, evals: 1500, cpu: int64(ms(600))}, server: ms(1500), broker: ms(150)},
+			redis: rstats{commands: 450_000, evals: 1500, cpu: int64(ms(600))}, server: ms(1500), broker: ms(150), store: ms(300)},
 	} {
 		s.add(m)
 	}
@@ -105,8 +105,11 @@ func TestSliceSum(t *testing.T) {
 	if r.ServerCPUPerRq != 10*time.Microsecond || r.BrokerCPUPerRq != time.Microsecond || r.WrkCPUPerRq != 5*time.Microsecond {
 		t.Errorf("server %v broker %v wrk %v", r.ServerCPUPerRq, r.BrokerCPUPerRq, r.WrkCPUPerRq)
 	}
-	// The hello row has no backend: Redis and broker stay zero.
-	if h := s.row("hello", 2, false); h.RedisCmdPerRq != 0 || h.RedisCPUPerRq != 0 || h.BrokerCPUPerRq != 0 || h.ServerCPUPerRq == 0 {
+	if r.StoreCPUPerRq != 2*time.Microsecond {
+		t.Errorf("store %v, want 2µs", r.StoreCPUPerRq)
+	}
+	// The hello row has no backend: Redis, broker and store stay zero.
+	if h := s.row("hello", 2, false); h.RedisCmdPerRq != 0 || h.RedisCPUPerRq != 0 || h.BrokerCPUPerRq != 0 || h.StoreCPUPerRq != 0 || h.ServerCPUPerRq == 0 {
 		t.Errorf("hello row %+v", h)
 	}
 }

@@ -175,3 +175,47 @@ func signalProc(p *Proc, sig syscall.Signal) error {
 	}
 	return nil
 }
+
+// TreeCPU returns the CPU time of pid and its children: pid's own user+system
+// time, what its exited and waited-for children spent (cutime+cstime), and
+// the user+system time of each child still running. A server that forks a
+// process per connection (PostgreSQL) spends most of its time in those
+// children, which ProcCPU alone does not see; counting the exited ones too
+// keeps the sum from falling when a child ends between two readings.
+// Grandchildren still running are not counted. 0 off Linux.
+func TreeCPU(pid int) time.Duration {
+	if pid <= 0 {
+		return 0
+	}
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0
+	}
+	f, err := statFields(string(b))
+	if err != nil || len(f) < 15 {
+		return 0
+	}
+	var ticks uint64
+	for _, i := range []int{14, 15, 16, 17} { // utime, stime, cutime, cstime
+		n, _ := strconv.ParseUint(f[i-3], 10, 64)
+		ticks += n
+	}
+	total := time.Duration(ticks) * (time.Second / clockTicks)
+	ents, _ := os.ReadDir("/proc")
+	parent := strconv.Itoa(pid)
+	for _, e := range ents {
+		child, err := strconv.Atoi(e.Name())
+		if err != nil || child == pid {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue // gone since the listing
+		}
+		if f, err := statFields(string(b)); err == nil && len(f) > 1 && f[1] == parent { // ppid, field 4
+			d, _ := ParseProcCPU(string(b))
+			total += d
+		}
+	}
+	return total
+}

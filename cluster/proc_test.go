@@ -1,0 +1,43 @@
+package cluster
+
+import (
+	"os"
+	"os/exec"
+	"testing"
+	"time"
+)
+
+// TreeCPU counts a child's CPU both while it runs and after it has exited
+// and been waited for (then through the parent's cutime/cstime): the sum
+// over a measurement must not drop what a server's worker spent just
+// because the worker ended before the second reading.
+func TestTreeCPUCountsChildrenRunningAndExited(t *testing.T) {
+	if _, err := os.Stat("/proc/self/stat"); err != nil {
+		t.Skip("no /proc")
+	}
+	self := os.Getpid()
+	before := TreeCPU(self)
+	// A child that burns about a second of CPU in a shell loop.
+	child := exec.Command("sh", "-c", `i=0; while [ $i -lt 1000000 ]; do i=$((i+1)); done`)
+	if err := child.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	running := TreeCPU(self) - before
+	if err := child.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	spent := child.ProcessState.UserTime() + child.ProcessState.SystemTime()
+	after := TreeCPU(self) - before
+	// /proc counts in 10 ms ticks.
+	const tick = 10 * time.Millisecond
+	if running < 2*tick {
+		t.Errorf("while the child ran: %v counted, want its CPU so far (> %v)", running, 2*tick)
+	}
+	if after < spent-2*tick {
+		t.Errorf("after the child exited: %v counted, want at least the %v it spent", after, spent)
+	}
+	if TreeCPU(-1) != 0 || TreeCPU(1<<30) != 0 {
+		t.Error("TreeCPU of no process should be 0")
+	}
+}
