@@ -56,11 +56,8 @@ test: deps fmt-check vet
 ## FLASHSALE_HTTP_ENGINE reaches in-process and launched nodes alike), without -race: nbio's pollers are
 ## not race-clean. Of ./cluster only the tests that run real nodes (the rest use a stand-in node). ~3 min.
 NBIO_PKGS := ./httpserve ./node ./chaos ./bench ./dashboard ./reconcile ./store
-## chaos TestBrokerStopMidSale is skipped on nbio only (it runs on net/http above): on nbio, nginx marks
-## every node failed during the broker stop ("no live upstreams", thousands of 502s) in 2 of 3 runs — an
-## open nbio bug, see the stop-15 note; remove the -skip once it is fixed.
 test-nbio:
-	FLASHSALE_HTTP_ENGINE=nbio $(GO) test -count=1 -timeout 10m -skip '^TestBrokerStopMidSale$$' $(NBIO_PKGS)
+	FLASHSALE_HTTP_ENGINE=nbio $(GO) test -count=1 -timeout 10m $(NBIO_PKGS)
 	FLASHSALE_HTTP_ENGINE=nbio $(GO) test -count=1 -timeout 5m -run '^(TestUpRealNodes|TestUpProcsPerNode)$$' ./cluster
 
 ## fuzz: run each fuzz target for FUZZTIME (default 20s)
