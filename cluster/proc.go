@@ -127,15 +127,17 @@ func ParseProcCPU(stat string) (time.Duration, error) {
 // ProcCPU returns pid's user+system CPU time so far (all its threads), or 0
 // when it cannot be read (off Linux, or the process is gone).
 func ProcCPU(pid int) time.Duration {
-	if pid <= 0 {
-		return 0
-	}
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0
-	}
-	d, _ := ParseProcCPU(string(b))
+	d, _ := ParseProcCPU(readStat(pid))
 	return d
+}
+
+// readStat returns pid's /proc/PID/stat line, "" when there is none.
+func readStat(pid int) string {
+	if pid <= 0 {
+		return ""
+	}
+	b, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	return string(b)
 }
 
 func startTicks(pid int) uint64 {
@@ -184,14 +186,7 @@ func signalProc(p *Proc, sig syscall.Signal) error {
 // keeps the sum from falling when a child ends between two readings.
 // Grandchildren still running are not counted. 0 off Linux.
 func TreeCPU(pid int) time.Duration {
-	if pid <= 0 {
-		return 0
-	}
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0
-	}
-	f, err := statFields(string(b))
+	f, err := statFields(readStat(pid))
 	if err != nil || len(f) < 15 {
 		return 0
 	}
@@ -208,12 +203,9 @@ func TreeCPU(pid int) time.Duration {
 		if err != nil || child == pid {
 			continue
 		}
-		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue // gone since the listing
-		}
-		if f, err := statFields(string(b)); err == nil && len(f) > 1 && f[1] == parent { // ppid, field 4
-			d, _ := ParseProcCPU(string(b))
+		st := readStat(child)                                                     // "" when gone since the listing
+		if f, err := statFields(st); err == nil && len(f) > 1 && f[1] == parent { // ppid, field 4
+			d, _ := ParseProcCPU(st)
 			total += d
 		}
 	}
